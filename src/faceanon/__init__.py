@@ -1,0 +1,37 @@
+"""faceanon: secure, reversible face anonymization with diffusion models and a secret key.
+
+The public names are imported lazily so that ``faceanon --help`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AnonymizedFace": "faceanon.anonymizer",
+    "Anonymizer": "faceanon.anonymizer",
+    "Backbone": "faceanon.backbones.base",
+    "DEFAULT_BACKBONE": "faceanon.backbones.registry",
+    "load_backbone": "faceanon.backbones.registry",
+    "SecretKey": "faceanon.keys",
+    "sign_vector": "faceanon.keys",
+    "EllipseMask": "faceanon.masks",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from faceanon.anonymizer import AnonymizedFace, Anonymizer
+    from faceanon.backbones.base import Backbone
+    from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
+    from faceanon.keys import SecretKey, sign_vector
+    from faceanon.masks import EllipseMask
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'faceanon' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""The public API for aligned face crops: anonymize with a key, and undo with the same key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from faceanon.backbones.base import Backbone
+from faceanon.errors import ImageError
+from faceanon.keys import SecretKey, new_nonce, sign_vector
+from faceanon.masks import EllipseMask
+from faceanon.methods.keyflip import Progress, keyflip_images
+
+
+@dataclass(frozen=True)
+class AnonymizedFace:
+    """An anonymized crop and everything needed to undo it, except the key."""
+
+    image: np.ndarray  # (S, S, 3) uint8
+    nonce: bytes | None  # None: paper mode (the same sign vector for every image)
+    mask: EllipseMask
+    backbone: str
+    revision: str | None
+    steps: int
+
+
+def to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    for image in images:
+        if image.dtype != np.uint8 or image.shape != (size, size, 3):
+            raise ImageError(
+                f"expected a {size}x{size} RGB uint8 crop, got shape {image.shape} {image.dtype}"
+            )
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return batch / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    out = ((images.detach().cpu().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return list(out.permute(0, 2, 3, 1).numpy())
+
+
+class Anonymizer:
+    """Key-conditioned reversible anonymization of aligned crops (METHOD §5-6).
+
+    ``paper_mode=True`` reproduces the paper: one sign vector per key for every image. It is
+    vulnerable to a known-pair attack (METHOD §8); the default draws a random nonce per image.
+    """
+
+    def __init__(self, backbone: Backbone, steps: int = 50, paper_mode: bool = False) -> None:
+        backbone.schedule.subsequence(steps)  # validates steps
+        self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
+
+    def _signs(self, key: SecretKey, nonces: Sequence[bytes | None]) -> torch.Tensor:
+        shape = self.backbone.latent_shape
+        return torch.from_numpy(np.stack([sign_vector(key, shape, n) for n in nonces]))
+
+    def _masks(self, masks: Sequence[EllipseMask]) -> torch.Tensor:
+        _, h, w = self.backbone.latent_shape
+        return torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
+
+    def _run(
+        self,
+        images: Sequence[np.ndarray],
+        key: SecretKey,
+        masks: Sequence[EllipseMask],
+        nonces: Sequence[bytes | None],
+        progress: Progress | None,
+    ) -> list[np.ndarray]:
+        if not len(images) == len(masks) == len(nonces):
+            raise ValueError("images, masks and nonces must have the same length")
+        x = to_tensor(images, self.backbone.image_size)
+        y = keyflip_images(
+            self.backbone, x, self._signs(key, nonces), self._masks(masks), self.steps, progress
+        )
+        return to_uint8(y)
+
+    def anonymize_batch(
+        self,
+        faces: Sequence[np.ndarray],
+        key: SecretKey,
+        masks: Sequence[EllipseMask] | None = None,
+        progress: Progress | None = None,
+    ) -> list[AnonymizedFace]:
+        masks = list(masks) if masks is not None else [EllipseMask()] * len(faces)
+        nonces = [None if self.paper_mode else new_nonce() for _ in faces]
+        images = self._run(faces, key, masks, nonces, progress)
+        return [
+            AnonymizedFace(
+                image, nonce, mask, self.backbone.name, self.backbone.revision, self.steps
+            )
+            for image, nonce, mask in zip(images, nonces, masks, strict=True)
+        ]
+
+    def anonymize(
+        self,
+        face: np.ndarray,
+        key: SecretKey,
+        mask: EllipseMask | None = None,
+        progress: Progress | None = None,
+    ) -> AnonymizedFace:
+        return self.anonymize_batch([face], key, None if mask is None else [mask], progress)[0]
+
+    def deanonymize_batch(
+        self,
+        images: Sequence[np.ndarray],
+        key: SecretKey,
+        masks: Sequence[EllipseMask],
+        nonces: Sequence[bytes | None],
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        return self._run(images, key, masks, nonces, progress)
+
+    def deanonymize(
+        self,
+        image: np.ndarray,
+        key: SecretKey,
+        mask: EllipseMask,
+        nonce: bytes | None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Undo :meth:`anonymize` with the same key, mask and nonce (a wrong key gives another face)."""
+        return self._run([image], key, [mask], [nonce], progress)[0]

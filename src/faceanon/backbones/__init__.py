@@ -1,0 +1,1 @@
+"""Diffusion backbones: the protocol (``base``), the registry and the loaders."""

@@ -1,0 +1,179 @@
+"""Named backbones: where their weights come from, which revision, under which licence.
+
+Hub models are downloaded on first use into the Hugging Face cache (``HF_HOME``), only the
+files the backbone needs, at a pinned revision; ``model_dir`` loads a local copy instead.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from faceanon.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+
+    from faceanon.backbones.base import Backbone
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    licence: str
+    hub_id: str | None = None
+    revision: str | None = None
+
+
+DEFAULT_BACKBONE = "ldm-celebahq-256"
+
+MODELS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry(
+            "ldm-celebahq-256",
+            "CompVis latent diffusion on CelebA-HQ 256 (UNet 274 M + VQ-f4), the paper's model",
+            "Apache-2.0 (model card); trained on CelebA-HQ, non-commercial research data",
+            hub_id="CompVis/ldm-celebahq-256",
+            revision="f02a06614b65f926d42d57928a0e328313d241a9",
+        ),
+        ModelEntry(
+            "ddpm-celebahq-256",
+            "Google pixel-space DDPM (EMA) on CelebA-HQ 256; slower, no autoencoder error",
+            "Apache-2.0 (model card); trained on CelebA-HQ, non-commercial research data",
+            hub_id="google/ddpm-ema-celebahq-256",
+            revision=None,  # not pinned yet: resolve and pin once verified online
+        ),
+        ModelEntry(
+            "tiny",
+            "tiny random-weight LDM built locally: smoke runs and tests, faces are NOT realistic",
+            "n/a (built locally)",
+        ),
+        ModelEntry(
+            "closed-form",
+            "exact noise predictor for Gaussian data: tests of the engine, images are noise",
+            "n/a (built locally)",
+        ),
+        ModelEntry(
+            "reference-random",
+            "reference-size architecture (274 M UNet + 55 M VQ) with random weights: benchmarks",
+            "n/a (built locally)",
+        ),
+    )
+}
+
+# Only what the backbone loads: the old checkpoints (*.pt, *.ckpt) in these repos are skipped.
+_ALLOW = [
+    "model_index.json",
+    "config.json",
+    "scheduler_config.json",
+    "*/config.json",
+    "*/scheduler_config.json",
+    "diffusion_pytorch_model.*",
+    "*/diffusion_pytorch_model.*",
+]
+
+
+def _download_hint(entry: ModelEntry) -> str:
+    rev = f" --revision {entry.revision}" if entry.revision else ""
+    return (
+        f"download it where there is internet with `hf download {entry.hub_id}{rev}"
+        " --local-dir DIR` and pass --model-dir DIR, or use --backbone tiny for a smoke run"
+    )
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Fail fast offline instead of sitting through the hub client's retries."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def cached_snapshot(entry: ModelEntry, cache_dir: Path | None = None) -> Path | None:
+    """The local snapshot folder of a hub model if it is already cached, else None."""
+    if entry.hub_id is None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(
+            entry.hub_id,
+            revision=entry.revision,
+            allow_patterns=_ALLOW,
+            cache_dir=cache_dir,
+            local_files_only=True,
+        )
+    except Exception:  # any hub error here just means "not cached"
+        return None
+    return Path(path)
+
+
+def fetch(entry: ModelEntry, cache_dir: Path | None = None) -> Path:
+    """Download (or find in the cache) the files of a hub model; one clear line if offline."""
+    if entry.hub_id is None:
+        raise ValueError(f"{entry.name} is built locally, not downloaded")
+    cached = cached_snapshot(entry, cache_dir)
+    if cached is not None:
+        return cached
+    from huggingface_hub import snapshot_download
+
+    if not _hub_reachable():
+        raise ModelUnavailableError(
+            f"backbone {entry.name}: {entry.hub_id} is not cached and the hub cannot be reached"
+            " (offline?); " + _download_hint(entry)
+        )
+    try:
+        return Path(
+            snapshot_download(
+                entry.hub_id, revision=entry.revision, allow_patterns=_ALLOW, cache_dir=cache_dir
+            )
+        )
+    except Exception as exc:  # network, auth, or missing revision: all end the same way
+        reason = type(exc).__name__
+        raise ModelUnavailableError(
+            f"backbone {entry.name}: cannot get {entry.hub_id} ({reason}, offline?); "
+            + _download_hint(entry)
+        ) from None
+
+
+def load_backbone(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    model_dir: Path | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: Path | None = None,
+) -> Backbone:
+    """Load a backbone by registered name, or from a local diffusers folder (``model_dir``)."""
+    from faceanon.backbones.diffusers_backbone import load_folder
+
+    if model_dir is not None:
+        entry = MODELS.get(name)
+        revision = entry.revision if entry is not None and entry.hub_id else None
+        return load_folder(Path(model_dir), name=name, revision=revision, device=device)
+    if name not in MODELS:
+        raise ModelUnavailableError(
+            f"unknown backbone {name!r}; known: {', '.join(MODELS)} (or pass --model-dir DIR)"
+        )
+    entry = MODELS[name]
+    if name == "closed-form":
+        from faceanon.backbones.closed_form import GaussianBackbone
+
+        return GaussianBackbone()
+    if name in ("tiny", "reference-random"):
+        from faceanon.backbones.builtin import build_backbone
+
+        return build_backbone("tiny" if name == "tiny" else "reference", device=device)
+    return load_folder(fetch(entry, cache_dir), name=name, revision=entry.revision, device=device)

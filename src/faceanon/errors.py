@@ -1,0 +1,24 @@
+"""The exceptions faceanon raises for problems a user can fix.
+
+Every message is one line that names the file (or model) and the problem; the CLI prints it as is.
+"""
+
+
+class FaceanonError(Exception):
+    """Base class: something about the input, key or model is wrong."""
+
+
+class KeyFileError(FaceanonError):
+    """A key file is missing, malformed, mistyped or of the wrong length."""
+
+
+class ImageError(FaceanonError):
+    """An image cannot be read, has the wrong size, or cannot be written."""
+
+
+class MetadataError(FaceanonError):
+    """An image lacks faceanon metadata, or the metadata is damaged."""
+
+
+class ModelUnavailableError(FaceanonError):
+    """A backbone's weights cannot be found or loaded."""

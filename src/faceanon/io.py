@@ -1,0 +1,97 @@
+"""Reading and writing images: clear errors, no data loss (atomic writes, inputs never replaced)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from faceanon.container import CHUNK_KEY
+from faceanon.errors import ImageError
+
+MAX_PIXELS = 50_000_000  # refuse bigger images instead of exhausting memory
+PNG_SUFFIXES = (".png",)
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str | None]:
+    """(H, W, 3) uint8 RGB, upright per EXIF orientation, and the faceanon metadata if any."""
+    try:
+        if path.is_dir():
+            raise ImageError(f"{path}: is a directory, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{path}: image too large ({img.width}x{img.height}, "
+                        f"limit {MAX_PIXELS // 1_000_000} megapixels)"
+                    )
+                if getattr(img, "n_frames", 1) > 1:
+                    raise ImageError(f"{path}: animated image ({img.n_frames} frames) not supported")
+                img.load()
+                meta = img.text.get(CHUNK_KEY) if hasattr(img, "text") else None
+                if meta is None and isinstance(img.info.get("comment"), bytes):
+                    comment = img.info["comment"].decode("utf-8", "replace")
+                    meta = comment if comment.startswith('{"faceanon"') else None
+                rgb = _to_rgb(ImageOps.exif_transpose(img))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image too large (decompression-bomb limit)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    return rgb, meta
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clip.
+        data = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if data.max() > 255 else 255.0
+        grey = np.clip(np.round(data / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on black so transparent pixels get a defined colour.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def write_image(path: Path, image: np.ndarray, metadata: str | None, *, overwrite: bool) -> None:
+    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment), atomically."""
+    suffix = path.suffix.lower()
+    if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
+        raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
+    if path.exists() and not overwrite:
+        raise ImageError(f"{path}: already exists (pass --overwrite to replace it)")
+    img = Image.fromarray(image, "RGB")
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}-", suffix=suffix)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if suffix in PNG_SUFFIXES:
+                info = PngImagePlugin.PngInfo()
+                if metadata is not None:
+                    info.add_itxt(CHUNK_KEY, metadata)
+                img.save(handle, format="PNG", pnginfo=info)
+            else:
+                img.save(handle, format="JPEG", quality=95, comment=metadata or "")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; outputs are ordinary files
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None

@@ -1,0 +1,281 @@
+"""Secret keys, their text format, passphrase keys, and key -> sign vector derivation (METHOD §4, §8).
+
+Pure: no I/O but the two small key-file helpers at the end, no torch, no global RNG.
+
+Key text format (``FAK1``): the key bytes followed by a 4-byte checksum, base32, in groups of
+four letters: ``FAK1-XXXX-XXXX-...``. Any typo is detected (the checksum fails) instead of
+silently producing a different face.
+
+Passphrase keys (``FAP1``): the file holds a random salt and scrypt parameters, not the key; the
+key is ``scrypt(passphrase, salt)``. There is deliberately no passphrase check value in the file:
+a wrong passphrase gives another realistic face, like a wrong key, so the file gives an attacker
+no way to test guesses offline.
+
+Sign vectors: ``r = 2b - 1`` with the bits ``b`` read from SHAKE-256 over a length-prefixed
+encoding of (domain, key, nonce, face index, shape). See :func:`sign_vector` for the exact bytes;
+the result is identical on every platform, library version and device.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import struct
+import tempfile
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from faceanon.errors import KeyFileError
+
+KEY_BITS = (128, 256)
+DEFAULT_KEY_BITS = 128
+NONCE_BYTES = 16
+
+_RAW_TAG = "FAK1"
+_PASS_TAG = "FAP1"
+_CHECK_BYTES = 4
+_SCRYPT_LOG2N = 17  # 2^17 * 128 * r bytes = 128 MiB with r = 8
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+_SALT_BYTES = 16
+
+
+def _check(domain: bytes, payload: bytes) -> bytes:
+    return hashlib.sha256(domain + payload).digest()[:_CHECK_BYTES]
+
+
+def _b32(data: bytes) -> str:
+    text = base64.b32encode(data).decode("ascii").rstrip("=")
+    return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def _unb32(text: str) -> bytes:
+    # Lenient on what people mistype: case, dashes, spaces, 0/O and 1/I (not in base32's alphabet).
+    cleaned = "".join(text.split()).replace("-", "").upper().replace("0", "O").replace("1", "I")
+    cleaned += "=" * (-len(cleaned) % 8)
+    try:
+        return base64.b32decode(cleaned)
+    except ValueError as exc:
+        raise ValueError("not valid base32") from exc
+
+
+@dataclass(frozen=True, repr=False)
+class SecretKey:
+    """A 128- or 256-bit secret. ``repr`` never shows the bits."""
+
+    material: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.material) * 8 not in KEY_BITS:
+            raise KeyFileError(
+                f"a key must be 128 or 256 bits, got {len(self.material) * 8} bits"
+            )
+
+    def __repr__(self) -> str:
+        return f"SecretKey({self.bits} bits)"
+
+    @property
+    def bits(self) -> int:
+        return len(self.material) * 8
+
+    @classmethod
+    def generate(cls, bits: int = DEFAULT_KEY_BITS) -> SecretKey:
+        """A fresh key from the operating system's CSPRNG."""
+        if bits not in KEY_BITS:
+            raise KeyFileError(f"key size must be one of {KEY_BITS} bits, got {bits}")
+        return cls(secrets.token_bytes(bits // 8))
+
+    def to_text(self) -> str:
+        """``FAK1-...``: key bytes + 4-byte checksum, base32 in groups of four."""
+        return f"{_RAW_TAG}-" + _b32(self.material + _check(b"faceanon-key-v1", self.material))
+
+    @classmethod
+    def from_text(cls, text: str) -> SecretKey:
+        """Parse :meth:`to_text` output; raise KeyFileError on any typo or wrong length."""
+        text = text.strip()
+        if not text.upper().startswith(_RAW_TAG):
+            raise KeyFileError(f"not a faceanon key (expected it to start with {_RAW_TAG}-)")
+        try:
+            raw = _unb32(text[len(_RAW_TAG) :])
+        except ValueError:
+            raise KeyFileError("key text has characters outside base32 (A-Z, 2-7)") from None
+        material, check = raw[:-_CHECK_BYTES], raw[-_CHECK_BYTES:]
+        if len(material) * 8 not in KEY_BITS:
+            raise KeyFileError(
+                f"key has the wrong length ({len(material) * 8} bits; expected 128 or 256): "
+                "characters are missing or extra"
+            )
+        if check != _check(b"faceanon-key-v1", material):
+            raise KeyFileError("key checksum does not match: the key was mistyped or damaged")
+        return cls(material)
+
+    def with_bit_flipped(self, bit: int) -> SecretKey:
+        """The same key with one bit inverted (for wrong-key experiments)."""
+        if not 0 <= bit < self.bits:
+            raise ValueError(f"bit index {bit} out of range for a {self.bits}-bit key")
+        data = bytearray(self.material)
+        data[bit // 8] ^= 0x80 >> (bit % 8)
+        return SecretKey(bytes(data))
+
+
+@dataclass(frozen=True)
+class PassphraseSpec:
+    """What a passphrase key file stores: scrypt parameters and a random salt (no secret)."""
+
+    salt: bytes
+    bits: int = DEFAULT_KEY_BITS
+    log2_n: int = _SCRYPT_LOG2N
+    r: int = _SCRYPT_R
+    p: int = _SCRYPT_P
+
+    @classmethod
+    def new(cls, bits: int = DEFAULT_KEY_BITS, log2_n: int = _SCRYPT_LOG2N) -> PassphraseSpec:
+        return cls(salt=secrets.token_bytes(_SALT_BYTES), bits=bits, log2_n=log2_n)
+
+    def _fields(self) -> str:
+        return f"{_PASS_TAG}:scrypt:{self.log2_n}:{self.r}:{self.p}:{self.bits}"
+
+    def to_text(self) -> str:
+        payload = self._fields().encode() + self.salt
+        return f"{self._fields()}:{_b32(self.salt + _check(b'faceanon-pass-v1', payload))}"
+
+    @classmethod
+    def from_text(cls, text: str) -> PassphraseSpec:
+        parts = text.strip().split(":")
+        if len(parts) != 7 or parts[0].upper() != _PASS_TAG or parts[1] != "scrypt":
+            raise KeyFileError(
+                f"malformed passphrase key line (expected {_PASS_TAG}:scrypt:N:R:P:BITS:SALT)"
+            )
+        try:
+            log2_n, r, p, bits = (int(x) for x in parts[2:6])
+            raw = _unb32(parts[6])
+        except ValueError:
+            raise KeyFileError("malformed passphrase key line: bad number or salt") from None
+        salt, check = raw[:-_CHECK_BYTES], raw[-_CHECK_BYTES:]
+        spec = cls(salt=salt, bits=bits, log2_n=log2_n, r=r, p=p)
+        if check != _check(b"faceanon-pass-v1", spec._fields().encode() + salt):
+            raise KeyFileError("passphrase key line checksum does not match: it was damaged")
+        if bits not in KEY_BITS or not 10 <= log2_n <= 22 or not 1 <= r <= 32 or not 1 <= p <= 16:
+            raise KeyFileError("passphrase key line has out-of-range parameters")
+        return spec
+
+    def derive(self, passphrase: str) -> SecretKey:
+        """scrypt (memory-hard) over the NFKC-normalised UTF-8 passphrase."""
+        if not passphrase:
+            raise KeyFileError("empty passphrase")
+        secret = unicodedata.normalize("NFKC", passphrase).encode("utf-8")
+        n = 1 << self.log2_n
+        key = hashlib.scrypt(
+            secret,
+            salt=self.salt,
+            n=n,
+            r=self.r,
+            p=self.p,
+            maxmem=256 * n * self.r,
+            dklen=self.bits // 8,
+        )
+        return SecretKey(key)
+
+
+def new_nonce() -> bytes:
+    """A fresh random per-image nonce (16 bytes)."""
+    return secrets.token_bytes(NONCE_BYTES)
+
+
+def _field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def sign_vector(
+    key: SecretKey, shape: tuple[int, ...], nonce: bytes | None, face_index: int = 0
+) -> np.ndarray:
+    """The key-derived sign pattern ``r`` in {-1, +1} of the given shape, as int8.
+
+    ``nonce=None`` is the paper's mode: one ``r`` for every image and face under a key (the
+    face index is ignored). Otherwise ``r`` depends on (key, nonce, face index), so a known
+    (original, anonymized) pair reveals nothing about other images.
+
+    Bytes hashed with SHAKE-256, each field as a 4-byte big-endian length then the bytes:
+    ``"faceanon/sign-vector/v1"``, key, ``b"paper"`` or ``b"nonce" + nonce``, the face index as
+    4-byte big-endian, the shape as ASCII ``"c,h,w"``. The output bits, most significant first,
+    give ``b``; ``r = 2b - 1``.
+    """
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"invalid shape {shape}")
+    if nonce is not None and len(nonce) == 0:
+        raise ValueError("an empty nonce is not allowed; use nonce=None for paper mode")
+    count = int(np.prod(shape))
+    mode = b"paper" if nonce is None else b"nonce" + nonce
+    index = 0 if nonce is None else face_index
+    message = b"".join(
+        _field(x)
+        for x in (
+            b"faceanon/sign-vector/v1",
+            key.material,
+            mode,
+            struct.pack(">I", index),
+            ",".join(str(s) for s in shape).encode("ascii"),
+        )
+    )
+    stream = hashlib.shake_256(message).digest((count + 7) // 8)
+    bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="big")[:count]
+    return (bits.astype(np.int8) * 2 - 1).reshape(shape)
+
+
+# --- key files -------------------------------------------------------------------------------
+
+_MAX_KEY_FILE = 4096
+
+
+def write_key_file(path: Path, text: str, comment: str) -> None:
+    """Create ``path`` holding ``text``, readable only by the owner; never overwrites."""
+    if path.exists():
+        raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".faceanon-key-")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"# {comment}\n{text}\n")
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # atomic, and fails if path appeared meanwhile
+    except FileExistsError:
+        raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None
+    finally:
+        os.unlink(tmp)
+
+
+def read_key_file(path: Path, passphrase: Callable[[], str] | None = None) -> SecretKey:
+    """Read a ``FAK1`` key file, or a ``FAP1`` passphrase file (then ``passphrase()`` is asked)."""
+    try:
+        if path.stat().st_size > _MAX_KEY_FILE:
+            raise KeyFileError(f"{path}: too large to be a faceanon key file")
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"{path}: is a directory, not a key file") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path}: not a faceanon key file (not text)") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
+    content = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if len(content) != 1:
+        raise KeyFileError(f"{path}: expected exactly one key line, found {len(content)}")
+    line = content[0]
+    try:
+        if line.upper().startswith(_PASS_TAG):
+            spec = PassphraseSpec.from_text(line)
+            if passphrase is None:
+                raise KeyFileError("this is a passphrase key file but no passphrase was given")
+            return spec.derive(passphrase())
+        return SecretKey.from_text(line)
+    except KeyFileError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None

@@ -1,0 +1,60 @@
+"""The seed paper's method: flip key-derived signs of the DDIM-inverted noise inside the face.
+
+Anonymization (eqs. 4-5) and de-anonymization (eqs. 6-7) are the same map with the same sign
+vector r, because r * r = 1: invert, flip inside the mask, sample back while re-injecting the
+inverted trajectory outside the mask, decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from faceanon.backbones.base import Backbone
+from faceanon.diffusion.loops import invert, sample
+
+Progress = Callable[[int, int], None]
+
+
+def keyflip_latent(
+    backbone: Backbone,
+    z0: torch.Tensor,
+    signs: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """The method in latent space: z0 (B, c, h, w) -> z0' with the signs flipped inside ``mask``.
+
+    ``signs`` is (B, c, h, w) in {-1, +1}; ``mask`` is bool, (B, 1, h, w). Outside the mask the
+    result equals ``z0`` exactly.
+    """
+    levels = backbone.schedule.levels(steps)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, 2 * steps)
+
+    with torch.inference_mode():
+        signs = signs.to(device=z0.device, dtype=z0.dtype)
+        mask = mask.to(z0.device)
+        trajectory = invert(backbone.eps, z0, levels, tick)  # eq. 3 (6)
+        z_t = torch.where(mask, signs * trajectory[-1], trajectory[-1])  # eq. 4 (6)
+        return sample(backbone.eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
+
+
+def keyflip_images(
+    backbone: Backbone,
+    images: torch.Tensor,
+    signs: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """The method on images (B, 3, S, S) in [-1, 1]: encode, :func:`keyflip_latent`, decode."""
+    z0 = backbone.encode(images)
+    return backbone.decode(keyflip_latent(backbone, z0, signs, mask, steps, progress))
