@@ -47,8 +47,13 @@ def test_sign_vector_follows_documented_bytes():
 
     message = b"".join(
         field(x)
-        for x in (b"faceanon/sign-vector/v1", KEY.material, b"nonce" + NONCE,
-                  struct.pack(">I", 3), b"3,64,64")
+        for x in (
+            b"faceanon/sign-vector/v1",
+            KEY.material,
+            b"nonce" + NONCE,
+            struct.pack(">I", 3),
+            b"3,64,64",
+        )
     )
     stream = hashlib.shake_256(message).digest(3 * 64 * 64 // 8)
     expected = np.unpackbits(np.frombuffer(stream, np.uint8)).astype(np.int8) * 2 - 1

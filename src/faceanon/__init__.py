@@ -21,7 +21,17 @@ _EXPORTS = {
     "EllipseMask": "faceanon.masks",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "AnonymizedFace",
+    "Anonymizer",
+    "Backbone",
+    "EllipseMask",
+    "SecretKey",
+    "__version__",
+    "load_backbone",
+    "sign_vector",
+]
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import AnonymizedFace, Anonymizer

@@ -121,5 +121,8 @@ class Anonymizer:
         nonce: bytes | None,
         progress: Progress | None = None,
     ) -> np.ndarray:
-        """Undo :meth:`anonymize` with the same key, mask and nonce (a wrong key gives another face)."""
+        """Undo :meth:`anonymize` with the same key, mask and nonce.
+
+        A wrong key cannot be detected: it gives another face.
+        """
         return self._run([image], key, [mask], [nonce], progress)[0]

@@ -76,8 +76,11 @@ def _output_paths(inputs: Sequence[Path], out: Path | None, tag: str) -> list[Pa
 
     if out is not None and out.suffix.lower() in PNG_SUFFIXES + JPEG_SUFFIXES and not out.is_dir():
         if len(inputs) != 1:
-            raise FaceanonError(f"-o {out}: one output file for {len(inputs)} inputs; give a folder")
+            raise FaceanonError(
+                f"-o {out}: one output file for {len(inputs)} inputs; give a folder"
+            )
         return [out]
+
     def name(p: Path) -> str:
         stem = p.stem.removesuffix("_anonymized") if tag == "deanonymized" else p.stem
         return f"{stem}_{tag}.png"
@@ -273,7 +276,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             cached = cached_snapshot(entry)
             where = f"cached at {cached}" if cached else "not downloaded yet"
             where = f"{entry.hub_id}@{entry.revision or 'main'}; {where}"
-        print(f"{entry.name}{default}: {entry.description}\n    {where}\n    licence: {entry.licence}")
+        print(
+            f"{entry.name}{default}: {entry.description}\n    {where}\n    licence: {entry.licence}"
+        )
     return EXIT_OK
 
 
@@ -283,7 +288,11 @@ def _add_common(p: argparse.ArgumentParser, default_backbone: str) -> None:
     p.add_argument("-o", "--output", type=Path, help="output folder, or file for one input")
     p.add_argument("--backbone", default=default_backbone, help="registered model name")
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
-    p.add_argument("--aligned", action="store_true", help="inputs are aligned 256x256 face crops (the only mode for now)")
+    p.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are aligned 256x256 face crops (the only mode for now)",
+    )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network call")

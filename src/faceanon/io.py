@@ -33,8 +33,9 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
                         f"{path}: image too large ({img.width}x{img.height}, "
                         f"limit {MAX_PIXELS // 1_000_000} megapixels)"
                     )
-                if getattr(img, "n_frames", 1) > 1:
-                    raise ImageError(f"{path}: animated image ({img.n_frames} frames) not supported")
+                frames = int(getattr(img, "n_frames", 1))
+                if frames > 1:
+                    raise ImageError(f"{path}: animated image ({frames} frames) not supported")
                 img.load()
                 meta = img.text.get(CHUNK_KEY) if hasattr(img, "text") else None
                 if meta is None and isinstance(img.info.get("comment"), bytes):

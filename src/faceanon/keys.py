@@ -1,4 +1,4 @@
-"""Secret keys, their text format, passphrase keys, and key -> sign vector derivation (METHOD §4, §8).
+"""Secret keys, their text format, passphrase keys, key -> sign vector (METHOD §4, §8).
 
 Pure: no I/O but the two small key-file helpers at the end, no torch, no global RNG.
 
@@ -73,9 +73,7 @@ class SecretKey:
 
     def __post_init__(self) -> None:
         if len(self.material) * 8 not in KEY_BITS:
-            raise KeyFileError(
-                f"a key must be 128 or 256 bits, got {len(self.material) * 8} bits"
-            )
+            raise KeyFileError(f"a key must be 128 or 256 bits, got {len(self.material) * 8} bits")
 
     def __repr__(self) -> str:
         return f"SecretKey({self.bits} bits)"

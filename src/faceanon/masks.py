@@ -22,7 +22,7 @@ class EllipseMask:
     ry: float = 0.33
 
     def __post_init__(self) -> None:
-        if not (0 < self.rx and 0 < self.ry):
+        if not (self.rx > 0 and self.ry > 0):
             raise ValueError("ellipse radii must be positive")
 
     def grid(self, height: int, width: int) -> np.ndarray:

@@ -62,15 +62,20 @@ def build_components(size: str, seed: int = 0) -> tuple[Any, Any]:
     """(UNet2DModel, VQModel) with weights drawn under ``seed``; the global RNG is restored."""
     from diffusers import UNet2DModel, VQModel
 
-    unet_cfg, vq_cfg = {"tiny": (_TINY_UNET, _TINY_VQ), "reference": (_REFERENCE_UNET, _REFERENCE_VQ)}[
-        size
-    ]
+    unet_cfg, vq_cfg = {
+        "tiny": (_TINY_UNET, _TINY_VQ),
+        "reference": (_REFERENCE_UNET, _REFERENCE_VQ),
+    }[size]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DModel(**unet_cfg), VQModel(**vq_cfg)
 
 
-def build_backbone(size: str, device: str | torch.device = "cpu", seed: int = 0) -> DiffusersBackbone:
+def build_backbone(
+    size: str, device: str | torch.device = "cpu", seed: int = 0
+) -> DiffusersBackbone:
     unet, vq = build_components(size, seed)
     name = {"tiny": "tiny", "reference": "reference-random"}[size]
-    return DiffusersBackbone(unet, vq, reference_schedule(), name=name, revision=f"seed{seed}", device=device)
+    return DiffusersBackbone(
+        unet, vq, reference_schedule(), name=name, revision=f"seed{seed}", device=device
+    )

@@ -26,8 +26,8 @@ def reference_schedule() -> NoiseSchedule:
 
 
 class GaussianBackbone:
-    name = "closed-form"
-    revision = None
+    name: str = "closed-form"
+    revision: str | None = None
 
     def __init__(
         self,

@@ -53,19 +53,22 @@ class DiffusersBackbone:
             return images
         if self._is_vq():
             # Pre-quantisation latents, as the LDM was trained on.
-            return self.autoencoder.encode(images).latents * self.latent_scale
-        return self.autoencoder.encode(images).latent_dist.mean * self.latent_scale
+            latents: torch.Tensor = self.autoencoder.encode(images).latents
+        else:
+            latents = self.autoencoder.encode(images).latent_dist.mean
+        return latents * self.latent_scale
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if self.autoencoder is None:
             return latents
-        return self.autoencoder.decode(latents / self.latent_scale).sample.clamp(-1, 1)
+        images: torch.Tensor = self.autoencoder.decode(latents / self.latent_scale).sample
+        return images.clamp(-1, 1)
 
     @torch.inference_mode()
     def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
         t = torch.full((latents.shape[0],), timestep, dtype=torch.long, device=self.device)
-        out = self.unet(latents, t).sample
+        out: torch.Tensor = self.unet(latents, t).sample
         # Models with a learned variance output 2c channels; the first c are eps.
         return out[:, : latents.shape[1]]
 
@@ -98,7 +101,10 @@ def load_folder(
     scheduler_file = next(
         (
             p
-            for p in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json")
+            for p in (
+                folder / "scheduler" / "scheduler_config.json",
+                folder / "scheduler_config.json",
+            )
             if p.is_file()
         ),
         None,

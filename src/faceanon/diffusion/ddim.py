@@ -18,7 +18,7 @@ import torch
 
 
 def ddim_step(z: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
-    """Move ``z`` from noise level alpha-bar ``a_from`` to ``a_to`` given ``eps = eps(z, t_from)``."""
+    """Move ``z`` from alpha-bar ``a_from`` to ``a_to``, given ``eps = eps(z, t_from)``."""
     if not (0.0 < a_from <= 1.0 and 0.0 < a_to <= 1.0):
         raise ValueError(f"alpha-bar values must lie in (0, 1], got {a_from}, {a_to}")
     # Multiply the equation through by sqrt(a_to); coefficients in float64, one rounding each.

@@ -1,0 +1,188 @@
+"""Seconds per face and peak memory of anonymize / deanonymize, against the bare network time.
+
+Each (operation, batch size) runs in a fresh process so its peak RSS is its own. The bare
+network time is what the method cannot avoid: 2T UNet calls (T inversion + T sampling) plus one
+encode and one decode, each timed alone in the same process just before the operation. The
+method's own overhead (sign vectors, masks, re-injection, conversions) is the rest.
+
+    python benchmarks/bench_engine.py                       # reference-size network, T = 50
+    python benchmarks/bench_engine.py --backbone tiny --steps 5 --batch 1   # quick check
+
+Results replace the engine section of docs/benchmarks.md (--output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START, END = "<!-- engine-benchmark:start -->", "<!-- engine-benchmark:end -->"
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(backbone_name: str, steps: int, batch: int, op: str, repeats: int) -> dict[str, float]:
+    """One operation in this process; returns timings in seconds and memory in MiB."""
+    import numpy as np
+    import torch
+
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.registry import load_backbone
+    from faceanon.keys import SecretKey
+    from faceanon.masks import EllipseMask
+
+    backbone = load_backbone(backbone_name)
+    loaded_mib = _peak_mib()
+    size = backbone.image_size
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
+    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    z = backbone.encode(x)  # warm-up of every network
+    backbone.decode(z)
+    backbone.eps(z, 500)
+
+    def timed(fn):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    encode_s = statistics.median(timed(lambda: backbone.encode(x)) for _ in range(repeats))
+    decode_s = statistics.median(timed(lambda: backbone.decode(z)) for _ in range(repeats))
+    unet_s = statistics.median(timed(lambda: backbone.eps(z, 500)) for _ in range(max(5, repeats)))
+    bare = 2 * steps * unet_s + encode_s + decode_s
+
+    # Time spent inside the UNet during the run itself, for the overhead share.
+    inner = 0.0
+    eps = backbone.eps
+
+    def counted(latents, t):  # type: ignore[no-untyped-def]
+        nonlocal inner
+        start = time.perf_counter()
+        out = eps(latents, t)
+        inner += time.perf_counter() - start
+        return out
+
+    backbone.eps = counted  # type: ignore[method-assign]
+    anonymizer = Anonymizer(backbone, steps=steps)
+    key = SecretKey.generate()
+    masks = [EllipseMask()] * batch
+    if op == "anonymize":
+        total = timed(lambda: anonymizer.anonymize_batch(faces, key))
+    else:
+        nonces = [bytes(16)] * batch
+        total = timed(lambda: anonymizer.deanonymize_batch(faces, key, masks, nonces))
+    return {
+        "total_s": total,
+        "per_face_s": total / batch,
+        "bare_s": bare,
+        "ratio": total / bare,
+        "unet_call_s": unet_s,
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "unet_inside_run_s": inner,
+        "loaded_mib": loaded_mib,
+        "peak_mib": _peak_mib(),
+    }
+
+
+def _table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    import torch
+
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = found.group(1) if found else cpu
+    lines = [
+        START,
+        "## Engine: anonymize / deanonymize, aligned 256x256 faces",
+        "",
+        f"Backbone `{args.backbone}`, T = {args.steps}, float32, CPU: {cpu}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"Python {platform.python_version()}. Command: `python benchmarks/bench_engine.py "
+        f"--backbone {args.backbone} --steps {args.steps} "
+        f"--batch {' '.join(map(str, args.batch))}`.",
+        "",
+        "| operation | batch | s / face | total s | bare network s | total / bare | "
+        "UNet call s | UNet s inside run | encode s | decode s | peak RSS MiB (model loaded) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        r: dict[str, float] = row["result"]  # type: ignore[assignment]
+        lines.append(
+            f"| {row['op']} | {row['batch']} | {r['per_face_s']:.1f} | {r['total_s']:.1f} | "
+            f"{r['bare_s']:.1f} | {r['ratio']:.3f} | {r['unet_call_s']:.2f} | "
+            f"{r['unet_inside_run_s']:.1f} | "
+            f"{r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['peak_mib']:.0f} "
+            f"({r['loaded_mib']:.0f}) |"
+        )
+    lines += [
+        "",
+        "Bare network = 2T UNet calls (T inversion + T sampling steps) + one encode + one decode, "
+        "each timed alone (median) in the same process right before the operation. "
+        "Target: total / bare <= 1.05.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="reference-random")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=3, help="timings of encode/decode")
+    parser.add_argument(
+        "--output", type=Path, help="markdown file whose engine section is replaced"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("OP", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        op, batch = args.child[0], int(args.child[1])
+        print(json.dumps(measure(args.backbone, args.steps, batch, op, args.repeats)))
+        return
+
+    rows = []
+    for batch in args.batch:
+        for op in ("anonymize", "deanonymize"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--backbone",
+                args.backbone,
+                "--steps",
+                str(args.steps),
+                "--repeats",
+                str(args.repeats),
+                "--child",
+                op,
+                str(batch),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"op": op, "batch": batch, "result": result})
+            print(json.dumps(rows[-1]), flush=True)
+    table = _table(rows, args)
+    print(table)
+    if args.output:
+        text = args.output.read_text() if args.output.exists() else "# Benchmarks\n\n"
+        if START in text:
+            text = text[: text.index(START)] + table + text[text.index(END) + len(END) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + table + "\n"
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

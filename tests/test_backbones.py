@@ -1,0 +1,123 @@
+"""Backbone loading: built-in tiny model, diffusers folders (latent and pixel), offline errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from faceanon.backbones.base import Backbone
+from faceanon.backbones.builtin import build_backbone, build_components
+from faceanon.backbones.diffusers_backbone import load_folder
+from faceanon.backbones.registry import MODELS, load_backbone
+from faceanon.errors import ModelUnavailableError
+
+SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "beta_start": 0.0015,
+    "beta_end": 0.0195,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": False,
+    "set_alpha_to_one": True,
+}
+
+
+def _save_latent_folder(path):
+    unet, vq = build_components("tiny", seed=3)
+    unet.save_pretrained(path / "unet")
+    vq.save_pretrained(path / "vqvae")
+    (path / "scheduler").mkdir()
+    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER))
+    return unet, vq
+
+
+def test_tiny_is_deterministic_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_backbone("tiny", seed=0)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    b = build_backbone("tiny", seed=0)
+    for pa, pb in zip(a.unet.parameters(), b.unet.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert isinstance(a, Backbone)
+    assert (a.image_size, a.latent_shape) == (256, (3, 64, 64))
+
+
+def test_load_latent_folder_matches_the_saved_model(tmp_path):
+    unet, vq = _save_latent_folder(tmp_path)
+    backbone = load_backbone("mine", model_dir=tmp_path)
+    assert backbone.image_size == 256 and backbone.latent_shape == (3, 64, 64)
+    assert backbone.schedule.levels(50).timesteps[-1] == 980
+    z = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = unet(z, torch.full((2,), 500)).sample
+        x = torch.rand(1, 3, 256, 256) * 2 - 1
+        expected_latent = vq.encode(x).latents
+    torch.testing.assert_close(backbone.eps(z, 500), expected)
+    torch.testing.assert_close(backbone.encode(x), expected_latent)
+    assert backbone.decode(expected_latent).shape == (1, 3, 256, 256)
+
+
+def test_load_pixel_folder(tmp_path):
+    from diffusers import UNet2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DModel(
+            sample_size=32,
+            block_out_channels=(8, 16),
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            layers_per_block=1,
+        )
+    unet.save_pretrained(tmp_path)  # a UNet at the top level, like google/ddpm-ema-celebahq-256
+    (tmp_path / "scheduler_config.json").write_text(
+        json.dumps({**SCHEDULER, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02})
+    )
+    backbone = load_folder(tmp_path)
+    assert (backbone.image_size, backbone.latent_shape) == (32, (3, 32, 32))
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(backbone.encode(x), x) and torch.equal(backbone.decode(x), x)
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "no-scheduler", "broken-weights"])
+def test_bad_model_folders_give_one_line(tmp_path, layout):
+    folder = tmp_path / "model"
+    if layout != "missing":
+        folder.mkdir()
+    if layout in ("no-scheduler", "broken-weights"):
+        _save_latent_folder(folder)
+    if layout == "no-scheduler":
+        (folder / "scheduler" / "scheduler_config.json").unlink()
+    if layout == "broken-weights":
+        weights = next((folder / "unet").glob("diffusion_pytorch_model.*"))
+        weights.write_bytes(b"not weights")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_backbone("x", model_dir=folder)
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_backbone_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelUnavailableError) as info:
+        load_backbone("ldm-celebahq-256", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "CompVis/ldm-celebahq-256" in message and "--model-dir" in message
+    assert "--backbone tiny" in message and MODELS["ldm-celebahq-256"].revision in message
+
+
+def test_registry_entries_and_unknown_name():
+    default = MODELS["ldm-celebahq-256"]
+    assert default.hub_id == "CompVis/ldm-celebahq-256"
+    assert default.revision is not None and len(default.revision) == 40
+    with pytest.raises(ModelUnavailableError, match="unknown backbone"):
+        load_backbone("no-such-model")
+    assert load_backbone("closed-form").name == "closed-form"

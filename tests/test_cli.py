@@ -1,0 +1,207 @@
+"""The command line: key files, anonymize -> deanonymize through PNG metadata, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE, psnr
+from PIL import Image
+
+from faceanon.cli import main
+from faceanon.masks import EllipseMask
+
+REGION = np.repeat(np.repeat(EllipseMask().grid(64, 64), 4, 0), 4, 1)
+FAST = ["--backbone", "closed-form", "--steps", "50", "--aligned"]
+
+
+@pytest.fixture()
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLE, tmp_path / "face.png")
+    assert main(["keygen", "-o", "my.key"]) == 0
+    return tmp_path
+
+
+def _errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, faceanon.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_keygen(work, capsys):
+    text = (work / "my.key").read_text()
+    assert "FAK1-" in text and oct(os.stat(work / "my.key").st_mode)[-3:] == "600"
+    assert main(["keygen", "-o", "my.key"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (work / "my.key").read_text() == text
+    assert main(["keygen", "-o", "big.key", "--bits", "256"]) == 0
+    assert len((work / "big.key").read_text().splitlines()[1].replace("-", "")) == 62
+
+
+def test_keygen_passphrase(work, monkeypatch):
+    monkeypatch.setenv("FACEANON_PASSPHRASE", "a long passphrase")
+    assert main(["keygen", "-o", "pass.key", "--passphrase"]) == 0
+    assert "FAP1:scrypt:17:8:1:128:" in (work / "pass.key").read_text()
+
+
+def test_anonymize_then_deanonymize(work, capsys):
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    before = (work / "face.png").read_bytes()
+    assert main(["anonymize", "face.png", "-k", "my.key", *FAST]) == 0
+    assert (work / "face.png").read_bytes() == before  # input untouched
+    anon_path = work / "face_anonymized.png"
+    with Image.open(anon_path) as img:
+        assert '"nonce":"' in img.text["faceanon"] and '"steps":50' in img.text["faceanon"]
+        anon = np.asarray(img.convert("RGB"))
+    # Only the image and the key: backbone, steps, nonce and mask come from the PNG.
+    assert main(["deanonymize", "face_anonymized.png", "-k", "my.key"]) == 0
+    restored = np.asarray(Image.open(work / "face_deanonymized.png"))
+    assert psnr(restored, original, REGION) > psnr(anon, original, REGION) + 8
+    assert "anonymized: 1 written, 0 failed" in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == [
+        "face.png",
+        "face_anonymized.png",
+        "face_deanonymized.png",
+        "my.key",
+    ]
+
+
+def test_wrong_key_gives_another_face(work):
+    assert main(["anonymize", "face.png", "-k", "my.key", *FAST]) == 0
+    assert main(["keygen", "-o", "other.key"]) == 0
+    assert main(["deanonymize", "face_anonymized.png", "-k", "my.key", "-o", "right"]) == 0
+    assert main(["deanonymize", "face_anonymized.png", "-k", "other.key", "-o", "wrong"]) == 0
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    right = np.asarray(Image.open("right/face_deanonymized.png"))
+    wrong = np.asarray(Image.open("wrong/face_deanonymized.png"))
+    assert psnr(wrong, original, REGION) < psnr(right, original, REGION) - 8
+
+
+def test_outputs_folder_single_file_and_no_overwrite(work, capsys):
+    assert main(["anonymize", "face.png", "-k", "my.key", "-o", "out", *FAST]) == 0
+    assert (work / "out" / "face_anonymized.png").is_file()
+    assert main(["anonymize", "face.png", "-k", "my.key", "-o", "named.png", *FAST]) == 0
+    assert (work / "named.png").is_file()
+    first = (work / "named.png").read_bytes()
+    assert main(["anonymize", "face.png", "-k", "my.key", "-o", "named.png", *FAST]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (work / "named.png").read_bytes() == first
+    assert (
+        main(["anonymize", "face.png", "-k", "my.key", "-o", "named.png", "--overwrite", *FAST])
+        == 0
+    )
+    assert main(["anonymize", "face.png", "-k", "my.key", "-o", "face.png", *FAST]) == 2
+    assert "overwrite an input" in capsys.readouterr().err
+
+
+def test_jpeg_output_warns_and_keeps_metadata(work, capsys):
+    assert main(["anonymize", "face.png", "-k", "my.key", "-o", "anon.jpg", *FAST]) == 0
+    assert "JPEG is lossy" in capsys.readouterr().err
+    assert main(["deanonymize", "anon.jpg", "-k", "my.key"]) == 0
+    assert (work / "anon_deanonymized.png").is_file()
+
+
+def test_paper_mode_without_metadata(work, capsys):
+    assert main(["anonymize", "face.png", "-k", "my.key", "--paper-mode", *FAST]) == 0
+    stripped = work / "stripped.png"
+    Image.open(work / "face_anonymized.png").save(stripped)  # re-saved: metadata gone
+    assert main(["deanonymize", "stripped.png", "-k", "my.key"]) == 1
+    assert "no faceanon metadata" in capsys.readouterr().err
+    assert main(["deanonymize", "stripped.png", "-k", "my.key", "--paper-mode", *FAST]) == 0
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    anon = np.asarray(Image.open("stripped.png"))
+    restored = np.asarray(Image.open("stripped_deanonymized.png"))
+    assert psnr(restored, original, REGION) > psnr(anon, original, REGION) + 8
+
+
+def _make_bad_inputs(folder: Path) -> dict[str, str]:
+    (folder / "text.png").write_text("this is not an image")
+    (folder / "empty.png").write_bytes(b"")
+    data = (folder / "face.png").read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (300, 200)).save(folder / "small.png")
+    return {
+        "text.png": "not an image",
+        "empty.png": "empty file",
+        "truncated.png": "corrupt or truncated",
+        "small.png": "wrong size 300x200",
+        "missing.png": "file not found",
+    }
+
+
+def test_bad_images_one_line_each_and_the_batch_goes_on(work, capsys):
+    expected = _make_bad_inputs(work)
+    names = [*expected, "face.png"]
+    assert main(["anonymize", *names, "-k", "my.key", *FAST]) == 1
+    errors = _errors(capsys)
+    assert len(errors) == len(expected)
+    for name, problem in expected.items():
+        assert any(name in line and problem in line for line in errors), (name, errors)
+    assert (work / "face_anonymized.png").is_file()
+    assert not (work / "text_anonymized.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "key file not found"),
+        ("FAK1-AAAQ-EAYE-AUDA\n", "wrong length"),
+        ("FAK1-AAAQ-EAYE-AUDA-OCAJ-BIFQ-YDIO-B5P4-NOVM\n", "mistyped"),
+        ("hello\n", "not a faceanon key"),
+    ],
+)
+def test_bad_key_files(work, capsys, content, problem):
+    if content is not None:
+        (work / "bad.key").write_text(content)
+    assert main(["anonymize", "face.png", "-k", "bad.key", *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.key" in err[0] and problem in err[0]
+    assert not (work / "face_anonymized.png").exists()
+
+
+def test_offline_default_backbone_says_what_to_do(work, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(work / "empty-cache"))
+    assert main(["anonymize", "face.png", "-k", "my.key", "--aligned"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--backbone tiny" in err[0] and "--model-dir" in err[0]
+
+
+def test_tiny_backbone_smoke_run(work):
+    assert (
+        main(
+            [
+                "anonymize",
+                "face.png",
+                "-k",
+                "my.key",
+                "--backbone",
+                "tiny",
+                "--steps",
+                "3",
+                "--aligned",
+            ]
+        )
+        == 0
+    )
+    assert main(["deanonymize", "face_anonymized.png", "-k", "my.key"]) == 0
+    assert np.asarray(Image.open(work / "face_deanonymized.png")).shape == (256, 256, 3)
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "ldm-celebahq-256 (default)" in out and "CompVis/ldm-celebahq-256@" in out
+    assert "tiny" in out and "closed-form" in out

@@ -1,0 +1,89 @@
+"""Image reading and writing: modes, metadata, refusals, atomic writes."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceanon.errors import ImageError
+from faceanon.io import read_image, write_image
+
+
+def _png_header_only(path, width, height):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_modes_become_rgb(tmp_path):
+    Image.new("L", (8, 8), 100).save(tmp_path / "grey.png")
+    Image.new("RGBA", (8, 8), (200, 100, 50, 0)).save(tmp_path / "clear.png")
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "deep.png")
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
+    grey, _ = read_image(tmp_path / "grey.png")
+    assert grey.shape == (8, 8, 3) and (grey == 100).all()
+    clear, _ = read_image(tmp_path / "clear.png")
+    assert (clear == 0).all()  # fully transparent composites to black
+    deep, _ = read_image(tmp_path / "deep.png")
+    assert deep.dtype == np.uint8 and (deep == 255).all()
+    cmyk, _ = read_image(tmp_path / "cmyk.jpg")
+    assert cmyk.shape == (8, 8, 3) and cmyk.min() > 240
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (4, 2))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_image(tmp_path / "rotated.jpg")[0].shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize("kind", ["animated", "huge", "directory"])
+def test_refusals(tmp_path, kind):
+    path = tmp_path / "input.gif"
+    if kind == "animated":
+        frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+        frames[0].save(path, save_all=True, append_images=frames[1:])
+        problem = r"animated image \(2 frames\)"
+    elif kind == "huge":
+        path = tmp_path / "huge.png"
+        _png_header_only(path, 20000, 20000)
+        problem = "too large"
+    else:
+        path = tmp_path / "folder"
+        path.mkdir()
+        problem = "is a directory"
+    with pytest.raises(ImageError, match=problem) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_write_png_and_jpeg_with_metadata(tmp_path):
+    image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    write_image(tmp_path / "a.png", image, '{"faceanon":1}', overwrite=False)
+    back, meta = read_image(tmp_path / "a.png")
+    assert np.array_equal(back, image) and meta == '{"faceanon":1}'
+    write_image(tmp_path / "b.jpg", image, '{"faceanon":1}', overwrite=False)
+    assert read_image(tmp_path / "b.jpg")[1] == '{"faceanon":1}'
+    assert read_image(tmp_path / "b.jpg")[0].shape == (8, 8, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temp files
+
+
+def test_write_refuses_existing_and_unknown_formats(tmp_path):
+    image = np.zeros((4, 4, 3), np.uint8)
+    (tmp_path / "keep.png").write_bytes(b"precious")
+    with pytest.raises(ImageError, match="already exists"):
+        write_image(tmp_path / "keep.png", image, None, overwrite=False)
+    assert (tmp_path / "keep.png").read_bytes() == b"precious"
+    with pytest.raises(ImageError, match=r"\.png"):
+        write_image(tmp_path / "x.gif", image, None, overwrite=False)
+    write_image(tmp_path / "keep.png", image, None, overwrite=True)
+    assert np.array_equal(read_image(tmp_path / "keep.png")[0], image)
