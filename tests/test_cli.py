@@ -205,3 +205,20 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     assert "ldm-celebahq-256 (default)" in out and "CompVis/ldm-celebahq-256@" in out
     assert "tiny" in out and "closed-form" in out
+
+
+def test_batches_of_several_files(work):
+    shutil.copy(work / "face.png", work / "second.png")
+    args = ["-k", "my.key", "--batch-size", "2"]
+    assert main(["anonymize", "face.png", "second.png", *args, *FAST]) == 0
+    anon = ["face_anonymized.png", "second_anonymized.png"]
+    # Different nonces per file, even within one network batch.
+    assert not np.array_equal(*(np.asarray(Image.open(work / name)) for name in anon))
+    assert main(["deanonymize", *anon, *args]) == 0
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    for name in ("face_deanonymized.png", "second_deanonymized.png"):
+        restored = np.asarray(Image.open(work / name))
+        assert (
+            psnr(restored, original, REGION)
+            > psnr(np.asarray(Image.open(anon[0])), original, REGION) + 8
+        )

@@ -252,14 +252,24 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         return image, meta
 
     def work(batch: list[tuple[Path, Any]]) -> list[tuple[Any, str | None]]:
-        results: list[tuple[Any, str | None]] = []
-        for _, (image, meta) in batch:  # files may differ in backbone and steps
+        # Files may differ in backbone and steps: one network batch per (backbone, steps).
+        results: list[tuple[Any, str | None]] = [(None, None)] * len(batch)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (_, (_, meta)) in enumerate(batch):
             name = meta.backbone if args.model_dir is None else args.backbone
-            face = meta.faces[0]
-            anonymizer = Anonymizer(backbones[name], steps=meta.steps)
-            restored = anonymizer.deanonymize(image, key, face.mask, face.nonce, progress)
+            groups.setdefault((name, meta.steps), []).append(i)
+        for (name, steps), indices in groups.items():
+            faces = [batch[i][1][1].faces[0] for i in indices]
+            restored = Anonymizer(backbones[name], steps=steps).deanonymize_batch(
+                [batch[i][1][0] for i in indices],
+                key,
+                [face.mask for face in faces],
+                [face.nonce for face in faces],
+                progress,
+            )
             progress.end()
-            results.append((restored, None))
+            for i, image in zip(indices, restored, strict=True):
+                results[i] = (image, None)
         return results
 
     return _process(args, "deanonymized", work, prepare)

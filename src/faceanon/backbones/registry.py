@@ -160,9 +160,8 @@ def load_backbone(
     from faceanon.backbones.diffusers_backbone import load_folder
 
     if model_dir is not None:
-        entry = MODELS.get(name)
-        revision = entry.revision if entry is not None and entry.hub_id else None
-        return load_folder(Path(model_dir), name=name, revision=revision, device=device)
+        # A local copy: its revision is unknown, so none is claimed.
+        return load_folder(Path(model_dir), name=name, device=device)
     if name not in MODELS:
         raise ModelUnavailableError(
             f"unknown backbone {name!r}; known: {', '.join(MODELS)} (or pass --model-dir DIR)"
