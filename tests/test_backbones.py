@@ -121,3 +121,12 @@ def test_registry_entries_and_unknown_name():
     with pytest.raises(ModelUnavailableError, match="unknown backbone"):
         load_backbone("no-such-model")
     assert load_backbone("closed-form").name == "closed-form"
+
+
+def test_any_hub_id_offline_names_it(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelUnavailableError, match="someone/faces-ldm") as info:
+        load_backbone("someone/faces-ldm@0123abc", cache_dir=tmp_path)
+    assert "--revision 0123abc" in str(info.value)

@@ -149,6 +149,17 @@ def fetch(entry: ModelEntry, cache_dir: Path | None = None) -> Path:
         ) from None
 
 
+def _hub_entry(name: str) -> ModelEntry:
+    """Any hub model given as ``owner/repo`` or ``owner/repo@revision``."""
+    repo, _, revision = name.partition("@")
+    if repo.count("/") != 1:
+        raise ModelUnavailableError(
+            f"unknown backbone {name!r}; known: {', '.join(MODELS)}, a hub id owner/repo[@rev],"
+            " or --model-dir DIR"
+        )
+    return ModelEntry(name, "hub model", "see its model card", repo, revision or None)
+
+
 def load_backbone(
     name: str = DEFAULT_BACKBONE,
     *,
@@ -156,17 +167,14 @@ def load_backbone(
     device: str | torch.device = "cpu",
     cache_dir: Path | None = None,
 ) -> Backbone:
-    """Load a backbone by registered name, or from a local diffusers folder (``model_dir``)."""
+    """Load a backbone by registered name, hub id (``owner/repo[@revision]``, downloaded and
+    cached like the registered ones), or from a local diffusers folder (``model_dir``)."""
     from faceanon.backbones.diffusers_backbone import load_folder
 
     if model_dir is not None:
         # A local copy: its revision is unknown, so none is claimed.
         return load_folder(Path(model_dir), name=name, device=device)
-    if name not in MODELS:
-        raise ModelUnavailableError(
-            f"unknown backbone {name!r}; known: {', '.join(MODELS)} (or pass --model-dir DIR)"
-        )
-    entry = MODELS[name]
+    entry = MODELS.get(name) or _hub_entry(name)
     if name == "closed-form":
         from faceanon.backbones.closed_form import GaussianBackbone
 
