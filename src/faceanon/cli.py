@@ -248,8 +248,10 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
             backbones[name] = _load_backbone(name, args.model_dir, args.device)
         loaded = backbones[name].revision
         if meta.revision and loaded and meta.revision != loaded:
-            _say(f"warning: {path}: made with {name}@{meta.revision[:7]}, undoing with "
-                 f"{loaded[:7]}: recovery may fail")
+            _say(
+                f"warning: {path}: made with {name}@{meta.revision[:7]}, undoing with "
+                f"{loaded[:7]}: recovery may fail"
+            )
         size = backbones[name].image_size
         if image.shape[:2] != (size, size):
             raise MetadataError(f"{path}: size {image.shape[1]}x{image.shape[0]} is not {size}")
