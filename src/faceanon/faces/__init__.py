@@ -1,0 +1,1 @@
+"""Faces in photos: detection, landmarks, alignment, masks and paste-back."""

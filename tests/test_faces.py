@@ -1,0 +1,143 @@
+"""Faces in photos: detection, landmarks, alignment, masks and paste-back on real faces."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from faceanon.faces.align import ffhq_alignment, warp_to_crop
+from faceanon.faces.blend import paste_back
+from faceanon.faces.detect import Detection, make_detector
+from faceanon.faces.landmarks import Dlib68
+from faceanon.faces.mask import LandmarkMask
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return data.astronaut()  # NASA, public domain: one face, eyes near (200, 101) and (247, 102)
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> Dlib68:
+    return Dlib68()
+
+
+def _composite() -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Copies of the astronaut's face at several sizes on a grey canvas: (x, y, width)."""
+    face = data.astronaut()[20:220, 120:330]
+    canvas = np.full((600, 900, 3), 128, np.uint8)
+    placed = []
+    for scale, x, y in [(1.0, 10, 10), (0.5, 300, 20), (0.35, 300, 300), (0.25, 500, 40)]:
+        small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        placed.append((x, y, small.shape[1]))
+    return canvas, placed
+
+
+def _inside(point: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+@pytest.mark.parametrize("name", ["yunet", "hog"])
+def test_detects_the_astronaut(photo, name):
+    found = make_detector(name).detect(photo)
+    assert len(found) == 1, found
+    assert _inside(np.array([223, 102]), found[0].box) and found[0].score > 0.8
+
+
+@pytest.mark.parametrize(("name", "smallest"), [("yunet", 0.25), ("hog", 0.35)])
+def test_detects_several_faces_down_to_small_ones(name, smallest):
+    canvas, placed = _composite()
+    found = make_detector(name).detect(canvas)
+    expected = [
+        p for p, scale in zip(placed, [1.0, 0.5, 0.35, 0.25], strict=True) if scale >= smallest
+    ]
+    assert len(found) == len(expected), found
+    for x, y, width in expected:
+        centre = np.array([x + width / 2, y + width * 0.45])
+        assert any(_inside(centre, d.box) for d in found), (x, y, found)
+
+
+def test_large_photos_are_searched_downscaled(photo):
+    big = cv2.resize(photo, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # 2048 px
+    small = make_detector().detect(photo)[0].box
+    large = make_detector().detect(big)[0].box
+    assert np.allclose(np.array(large) / 4, small, atol=6)
+
+
+def test_threshold_and_unknown_detector(photo):
+    assert make_detector("yunet", threshold=0.99).detect(photo) == []
+    with pytest.raises(ValueError, match="unknown detector"):
+        make_detector("nope")
+
+
+def test_alignment_is_exactly_invertible_and_upright(photo, landmarker):
+    face = make_detector().detect(photo)[0]
+    landmarks = landmarker(photo, face)
+    alignment = ffhq_alignment(landmarks)
+    assert np.abs(alignment.to_photo(alignment.to_crop(landmarks)) - landmarks).max() < 1e-9
+    # Rotate the photo by 25 degrees: the aligned crop is upright again.
+    h, w = photo.shape[:2]
+    rotation = cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0)
+    rotated = cv2.warpAffine(photo, rotation, (w, h), borderMode=cv2.BORDER_REFLECT_101)
+    det = make_detector("yunet").detect(rotated)
+    assert det
+    rotated_landmarks = landmarker(rotated, det[0])
+    crop_points = ffhq_alignment(rotated_landmarks).to_crop(rotated_landmarks)
+    left, right = crop_points[36:42].mean(0), crop_points[42:48].mean(0)
+    assert abs(left[1] - right[1]) < 3  # eyes level
+    assert abs((left[0] + right[0]) / 2 - 128) < 6  # centred
+    assert abs((right[0] - left[0]) / 256 - 0.25) < 0.02  # FFHQ: side = 4 eye distances
+
+
+def test_mask_covers_face_not_background(photo, landmarker):
+    landmarks = landmarker(photo, make_detector().detect(photo)[0])
+    alignment = ffhq_alignment(landmarks)
+    crop_landmarks = alignment.to_crop(landmarks)
+    mask = LandmarkMask.from_landmarks(crop_landmarks, 256)
+    pixels = mask.crop_mask()
+    for i in (30, 33, 36, 45, 48, 54):  # nose, eyes, mouth corners
+        x, y = np.round(crop_landmarks[i]).astype(int)
+        assert pixels[y, x], i
+    assert not pixels[:20].any() and not pixels[:, :20].any() and not pixels[:, -20:].any()
+    grid = mask.grid(64, 64)
+    assert grid.shape == (64, 64) and 0.15 < grid.mean() < 0.5
+    soft = mask.feathered((64, 64), radius=6)
+    upsampled = np.kron(grid, np.ones((4, 4), bool))
+    assert (soft[upsampled] == 1).all() and soft.min() == 0 and 0 < soft.max() <= 1
+    with pytest.raises(ValueError):
+        mask.grid(60, 60)
+
+
+def test_paste_back_changes_only_the_face(photo, landmarker):
+    landmarks = landmarker(photo, make_detector().detect(photo)[0])
+    alignment = ffhq_alignment(landmarks)
+    crop = warp_to_crop(photo, alignment)
+    assert crop.shape == (256, 256, 3)
+    weight = LandmarkMask.from_landmarks(alignment.to_crop(landmarks), 256).feathered((64, 64), 6)
+    replacement = np.zeros_like(crop)
+    replacement[..., 1] = 255
+    out = paste_back(photo, replacement, alignment, weight)
+    changed = (out != photo).any(axis=-1)
+    assert 5000 < changed.sum() < 30000
+    ys, xs = np.nonzero(changed)
+    assert 150 < xs.mean() < 300 and 60 < ys.mean() < 170  # on the face
+    # Pasting the photo's own crop with zero weight changes nothing, byte for byte.
+    assert np.array_equal(paste_back(photo, crop, alignment, np.zeros_like(weight)), photo)
+
+
+def test_paste_back_of_a_face_at_the_border(photo, landmarker):
+    shifted = np.ascontiguousarray(photo[60:, 150:])  # the face touches the top-left corner
+    found = make_detector().detect(shifted)
+    assert found
+    landmarks = landmarker(shifted, found[0])
+    alignment = ffhq_alignment(landmarks)
+    weight = np.ones((256, 256), np.float32)
+    out = paste_back(shifted, np.zeros((256, 256, 3), np.uint8), alignment, weight)
+    assert out.shape == shifted.shape and (out != shifted).any()
+
+
+def test_detection_size():
+    assert Detection((10, 20, 50, 80), 0.9).size == 60
