@@ -11,7 +11,7 @@ from faceanon.faces.align import ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
 from faceanon.faces.detect import Detection, make_detector
 from faceanon.faces.landmarks import Dlib68
-from faceanon.faces.mask import LandmarkMask
+from faceanon.masks import LandmarkMask
 
 
 @pytest.fixture(scope="module")

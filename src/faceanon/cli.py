@@ -225,6 +225,10 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     backbones: dict[str, Backbone] = {}
     progress = _Progress("deanonymize")
 
+    def backbone_name(meta: Metadata) -> str:
+        # --model-dir replaces whatever model the metadata names.
+        return meta.backbone if args.model_dir is None else args.backbone
+
     def prepare(path: Path) -> tuple[Any, Metadata]:
         from faceanon.io import read_image
 
@@ -243,7 +247,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 meta = Metadata.from_json(text)
             except MetadataError as exc:
                 raise MetadataError(f"{path}: {exc}") from None
-        name = meta.backbone if args.model_dir is None else args.backbone
+        name = backbone_name(meta)
         if name not in backbones:
             backbones[name] = _load_backbone(name, args.model_dir, args.device)
         loaded = backbones[name].revision
@@ -262,8 +266,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         results: list[tuple[Any, str | None]] = [(None, None)] * len(batch)
         groups: dict[tuple[str, int], list[int]] = {}
         for i, (_, (_, meta)) in enumerate(batch):
-            name = meta.backbone if args.model_dir is None else args.backbone
-            groups.setdefault((name, meta.steps), []).append(i)
+            groups.setdefault((backbone_name(meta), meta.steps), []).append(i)
         for (name, steps), indices in groups.items():
             faces = [batch[i][1][1].faces[0] for i in indices]
             restored = Anonymizer(backbones[name], steps=steps).deanonymize_batch(

@@ -235,8 +235,7 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
     """Create ``path`` holding ``text``, readable only by the owner; never overwrites."""
     if path.exists():
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".faceanon-key-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faceanon-key-")
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(f"# {comment}\n{text}\n")

