@@ -11,7 +11,7 @@ from faceanon.faces.align import ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
 from faceanon.faces.detect import Detection, make_detector
 from faceanon.faces.landmarks import Dlib68
-from faceanon.masks import LandmarkMask
+from faceanon.masks import LandmarkMask, feathered
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_threshold_and_unknown_detector(photo):
 
 def test_alignment_is_exactly_invertible_and_upright(photo, landmarker):
     face = make_detector().detect(photo)[0]
-    landmarks = landmarker(photo, face)
+    landmarks = landmarker(photo, face.box)
     alignment = ffhq_alignment(landmarks)
     assert np.abs(alignment.to_photo(alignment.to_crop(landmarks)) - landmarks).max() < 1e-9
     # Rotate the photo by 25 degrees: the aligned crop is upright again.
@@ -84,7 +84,7 @@ def test_alignment_is_exactly_invertible_and_upright(photo, landmarker):
     rotated = cv2.warpAffine(photo, rotation, (w, h), borderMode=cv2.BORDER_REFLECT_101)
     det = make_detector("yunet").detect(rotated)
     assert det
-    rotated_landmarks = landmarker(rotated, det[0])
+    rotated_landmarks = landmarker(rotated, det[0].box)
     crop_points = ffhq_alignment(rotated_landmarks).to_crop(rotated_landmarks)
     left, right = crop_points[36:42].mean(0), crop_points[42:48].mean(0)
     assert abs(left[1] - right[1]) < 3  # eyes level
@@ -93,7 +93,7 @@ def test_alignment_is_exactly_invertible_and_upright(photo, landmarker):
 
 
 def test_mask_covers_face_not_background(photo, landmarker):
-    landmarks = landmarker(photo, make_detector().detect(photo)[0])
+    landmarks = landmarker(photo, make_detector().detect(photo)[0].box)
     alignment = ffhq_alignment(landmarks)
     crop_landmarks = alignment.to_crop(landmarks)
     mask = LandmarkMask.from_landmarks(crop_landmarks, 256)
@@ -104,7 +104,7 @@ def test_mask_covers_face_not_background(photo, landmarker):
     assert not pixels[:20].any() and not pixels[:, :20].any() and not pixels[:, -20:].any()
     grid = mask.grid(64, 64)
     assert grid.shape == (64, 64) and 0.15 < grid.mean() < 0.5
-    soft = mask.feathered((64, 64), radius=6)
+    soft = feathered(mask, (64, 64), 256, radius=6)
     upsampled = np.kron(grid, np.ones((4, 4), bool))
     assert (soft[upsampled] == 1).all() and soft.min() == 0 and 0 < soft.max() <= 1
     with pytest.raises(ValueError):
@@ -112,11 +112,12 @@ def test_mask_covers_face_not_background(photo, landmarker):
 
 
 def test_paste_back_changes_only_the_face(photo, landmarker):
-    landmarks = landmarker(photo, make_detector().detect(photo)[0])
+    landmarks = landmarker(photo, make_detector().detect(photo)[0].box)
     alignment = ffhq_alignment(landmarks)
     crop = warp_to_crop(photo, alignment)
     assert crop.shape == (256, 256, 3)
-    weight = LandmarkMask.from_landmarks(alignment.to_crop(landmarks), 256).feathered((64, 64), 6)
+    mask = LandmarkMask.from_landmarks(alignment.to_crop(landmarks), 256)
+    weight = feathered(mask, (64, 64), 256, 6)
     replacement = np.zeros_like(crop)
     replacement[..., 1] = 255
     out = paste_back(photo, replacement, alignment, weight)
@@ -132,7 +133,7 @@ def test_paste_back_of_a_face_at_the_border(photo, landmarker):
     shifted = np.ascontiguousarray(photo[60:, 150:])  # the face touches the top-left corner
     found = make_detector().detect(shifted)
     assert found
-    landmarks = landmarker(shifted, found[0])
+    landmarks = landmarker(shifted, found[0].box)
     alignment = ffhq_alignment(landmarks)
     weight = np.ones((256, 256), np.float32)
     out = paste_back(shifted, np.zeros((256, 256, 3), np.uint8), alignment, weight)

@@ -28,13 +28,13 @@ def test_modes_become_rgb(tmp_path):
     Image.new("RGBA", (8, 8), (200, 100, 50, 0)).save(tmp_path / "clear.png")
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "deep.png")
     Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpg")
-    grey, _ = read_image(tmp_path / "grey.png")
+    grey = read_image(tmp_path / "grey.png").image
     assert grey.shape == (8, 8, 3) and (grey == 100).all()
-    clear, _ = read_image(tmp_path / "clear.png")
+    clear = read_image(tmp_path / "clear.png").image
     assert (clear == 0).all()  # fully transparent composites to black
-    deep, _ = read_image(tmp_path / "deep.png")
+    deep = read_image(tmp_path / "deep.png").image
     assert deep.dtype == np.uint8 and (deep == 255).all()
-    cmyk, _ = read_image(tmp_path / "cmyk.jpg")
+    cmyk = read_image(tmp_path / "cmyk.jpg").image
     assert cmyk.shape == (8, 8, 3) and cmyk.min() > 240
 
 
@@ -43,7 +43,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     img.save(tmp_path / "rotated.jpg", exif=exif)
-    assert read_image(tmp_path / "rotated.jpg")[0].shape == (4, 2, 3)
+    assert read_image(tmp_path / "rotated.jpg").image.shape == (4, 2, 3)
 
 
 @pytest.mark.parametrize("kind", ["animated", "huge", "directory"])
@@ -69,11 +69,11 @@ def test_refusals(tmp_path, kind):
 def test_write_png_and_jpeg_with_metadata(tmp_path):
     image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
     write_image(tmp_path / "a.png", image, '{"faceanon":1}', overwrite=False)
-    back, meta = read_image(tmp_path / "a.png")
-    assert np.array_equal(back, image) and meta == '{"faceanon":1}'
+    back = read_image(tmp_path / "a.png")
+    assert np.array_equal(back.image, image) and back.faceanon == '{"faceanon":1}'
     write_image(tmp_path / "b.jpg", image, '{"faceanon":1}', overwrite=False)
-    assert read_image(tmp_path / "b.jpg")[1] == '{"faceanon":1}'
-    assert read_image(tmp_path / "b.jpg")[0].shape == (8, 8, 3)
+    assert read_image(tmp_path / "b.jpg").faceanon == '{"faceanon":1}'
+    assert read_image(tmp_path / "b.jpg").image.shape == (8, 8, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temp files
 
 
@@ -86,4 +86,4 @@ def test_write_refuses_existing_and_unknown_formats(tmp_path):
     with pytest.raises(ImageError, match=r"\.png"):
         write_image(tmp_path / "x.gif", image, None, overwrite=False)
     write_image(tmp_path / "keep.png", image, None, overwrite=True)
-    assert np.array_equal(read_image(tmp_path / "keep.png")[0], image)
+    assert np.array_equal(read_image(tmp_path / "keep.png").image, image)

@@ -11,7 +11,7 @@ import torch
 from faceanon.backbones.base import Backbone
 from faceanon.errors import ImageError
 from faceanon.keys import SecretKey, new_nonce, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.masks import EllipseMask, Mask
 from faceanon.methods.keyflip import Progress, keyflip_images
 
 
@@ -21,7 +21,7 @@ class AnonymizedFace:
 
     image: np.ndarray  # (S, S, 3) uint8
     nonce: bytes | None  # None: paper mode (the same sign vector for every image)
-    mask: EllipseMask
+    mask: Mask
     backbone: str
     revision: str | None
     steps: int
@@ -53,40 +53,38 @@ class Anonymizer:
         backbone.schedule.subsequence(steps)  # validates steps
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
 
-    def _signs(self, key: SecretKey, nonces: Sequence[bytes | None]) -> torch.Tensor:
-        shape = self.backbone.latent_shape
-        return torch.from_numpy(np.stack([sign_vector(key, shape, n) for n in nonces]))
-
-    def _masks(self, masks: Sequence[EllipseMask]) -> torch.Tensor:
-        _, h, w = self.backbone.latent_shape
-        return torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
-
-    def _run(
+    def apply(
         self,
         images: Sequence[np.ndarray],
         key: SecretKey,
-        masks: Sequence[EllipseMask],
+        masks: Sequence[Mask],
         nonces: Sequence[bytes | None],
-        progress: Progress | None,
+        progress: Progress | None = None,
     ) -> list[np.ndarray]:
+        """The keyflip map on a batch of crops. It is its own inverse: anonymize and
+        deanonymize are both this, with the same key, masks and nonces."""
         if not len(images) == len(masks) == len(nonces):
             raise ValueError("images, masks and nonces must have the same length")
+        c, h, w = self.backbone.latent_shape
+        signs = torch.from_numpy(np.stack([sign_vector(key, (c, h, w), n) for n in nonces]))
+        grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
         x = to_tensor(images, self.backbone.image_size)
-        y = keyflip_images(
-            self.backbone, x, self._signs(key, nonces), self._masks(masks), self.steps, progress
-        )
-        return to_uint8(y)
+        return to_uint8(keyflip_images(self.backbone, x, signs, grids, self.steps, progress))
+
+    def new_nonces(self, count: int) -> list[bytes | None]:
+        """Fresh random nonces, or None each in paper mode."""
+        return [None if self.paper_mode else new_nonce() for _ in range(count)]
 
     def anonymize_batch(
         self,
         faces: Sequence[np.ndarray],
         key: SecretKey,
-        masks: Sequence[EllipseMask] | None = None,
+        masks: Sequence[Mask] | None = None,
         progress: Progress | None = None,
     ) -> list[AnonymizedFace]:
         masks = list(masks) if masks is not None else [EllipseMask()] * len(faces)
-        nonces = [None if self.paper_mode else new_nonce() for _ in faces]
-        images = self._run(faces, key, masks, nonces, progress)
+        nonces = self.new_nonces(len(faces))
+        images = self.apply(faces, key, masks, nonces, progress)
         return [
             AnonymizedFace(
                 image, nonce, mask, self.backbone.name, self.backbone.revision, self.steps
@@ -98,7 +96,7 @@ class Anonymizer:
         self,
         face: np.ndarray,
         key: SecretKey,
-        mask: EllipseMask | None = None,
+        mask: Mask | None = None,
         progress: Progress | None = None,
     ) -> AnonymizedFace:
         return self.anonymize_batch([face], key, None if mask is None else [mask], progress)[0]
@@ -107,17 +105,17 @@ class Anonymizer:
         self,
         images: Sequence[np.ndarray],
         key: SecretKey,
-        masks: Sequence[EllipseMask],
+        masks: Sequence[Mask],
         nonces: Sequence[bytes | None],
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
-        return self._run(images, key, masks, nonces, progress)
+        return self.apply(images, key, masks, nonces, progress)
 
     def deanonymize(
         self,
         image: np.ndarray,
         key: SecretKey,
-        mask: EllipseMask,
+        mask: Mask,
         nonce: bytes | None,
         progress: Progress | None = None,
     ) -> np.ndarray:
@@ -125,4 +123,4 @@ class Anonymizer:
 
         A wrong key cannot be detected: it gives another face.
         """
-        return self._run([image], key, [mask], [nonce], progress)[0]
+        return self.apply([image], key, [mask], [nonce], progress)[0]

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,113 +56,190 @@ def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
     return load_backbone(name, model_dir=model_dir, device=device)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
 class _Progress:
     """A one-line progress display on a terminal; silent otherwise."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self) -> None:
+        self.label = ""
         self.live = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
         if self.live:
-            print(f"\r{self.label}: step {done}/{total}", end="", file=sys.stderr, flush=True)
+            print(f"\r\033[K{self.label}: step {done}/{total}", end="", file=sys.stderr, flush=True)
 
     def end(self) -> None:
         if self.live:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _output_paths(inputs: Sequence[Path], out: Path | None, tag: str) -> list[Path]:
+def _output_name(path: Path, tag: str) -> str:
+    stem = path.stem.removesuffix("_anonymized") if tag == "deanonymized" else path.stem
+    return f"{stem}_{tag}.png"
+
+
+def _folder_images(folder: Path, tag: str) -> list[Path]:
+    """Images under ``folder`` (recursive, hidden ones skipped): for anonymize, not our own
+    outputs; for deanonymize, only ``*_anonymized`` files."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).parts
+        if any(part.startswith(".") for part in relative) or not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if tag == "deanonymized":
+            wanted = path.stem.endswith("_anonymized")
+        else:
+            wanted = not path.stem.endswith(("_anonymized", "_deanonymized"))
+        if wanted:
+            found.append(path)
+    return found
+
+
+def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: files as given, folders expanded (mirrored under ``-o DIR``)."""
     from faceanon.io import JPEG_SUFFIXES, PNG_SUFFIXES
 
+    jobs = []
     if out is not None and out.suffix.lower() in PNG_SUFFIXES + JPEG_SUFFIXES and not out.is_dir():
-        if len(inputs) != 1:
-            raise FaceanonError(
-                f"-o {out}: one output file for {len(inputs)} inputs; give a folder"
-            )
-        return [out]
+        if len(inputs) != 1 or inputs[0].is_dir():
+            raise FaceanonError(f"-o {out}: one output file for several inputs; give a folder")
+        jobs.append((inputs[0], out))
+        inputs = []
+    for given in inputs:
+        if not given.is_dir():
+            jobs.append((given, (out or given.parent) / _output_name(given, tag)))
+            continue
+        images = _folder_images(given, tag)
+        if not images:
+            _say(f"warning: {given}: no images found in this folder")
+        for path in images:
+            target = path.parent if out is None else out / path.parent.relative_to(given)
+            jobs.append((path, target / _output_name(path, tag)))
+    sources = {src.resolve() for src, _ in jobs}
+    for _, dst in jobs:
+        if dst.resolve() in sources:
+            raise FaceanonError(f"{dst}: output would overwrite an input; choose another -o")
+    if any(dst.suffix.lower() in JPEG_SUFFIXES for _, dst in jobs):
+        _say("warning: JPEG is lossy, de-anonymization will be less accurate (use PNG)")
+    return jobs
 
-    def name(p: Path) -> str:
-        stem = p.stem.removesuffix("_anonymized") if tag == "deanonymized" else p.stem
-        return f"{stem}_{tag}.png"
 
-    return [(out if out is not None else p.parent) / name(p) for p in inputs]
-
-
-def _check_outputs(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
-    sources = {p.resolve() for p in inputs}
-    for out in outputs:
-        if out.resolve() in sources:
-            raise FaceanonError(f"{out}: output would overwrite an input; choose another -o")
-        if out.suffix.lower() in (".jpg", ".jpeg"):
-            _say(f"warning: {out}: JPEG is lossy, de-anonymization will be less accurate (use PNG)")
+@dataclass
+class _Result:
+    image: Any  # np.ndarray
+    metadata: str | None
+    faces: int
 
 
 def _process(
     args: argparse.Namespace,
     tag: str,
-    work: Callable[[list[tuple[Path, Any]]], list[tuple[Any, str | None]]],
     prepare: Callable[[Path], Any],
+    work: Callable[[list[Any]], list[_Result]],
+    progress: _Progress,
 ) -> int:
-    """Shared batch loop: read/prepare each input, run ``work`` in batches, write, summarise."""
+    """Shared batch loop: read/prepare each input, run ``work`` on up to --batch-size inputs
+    at a time, write atomically, report one line per problem and a summary."""
     from faceanon.io import write_image
 
-    outputs = _output_paths(args.inputs, args.output, tag)
-    _check_outputs(args.inputs, outputs)
-    started, done, failed = time.monotonic(), 0, 0
+    jobs = _jobs(args.inputs, args.output, tag)
+    started = time.monotonic()
+    counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0}
+    claimed: dict[Path, Path] = {}
     pending: list[tuple[Path, Path, Any]] = []
 
+    def fail(message: str) -> None:
+        _say(f"error: {message}")
+        counts["failed"] += 1
+
     def flush() -> None:
-        nonlocal done, failed
         if not pending:
             return
         try:
-            results = work([(src, item) for src, _, item in pending])
+            results = work([item for _, _, item in pending])
         except FaceanonError as exc:
-            _say(f"error: {exc}")
-            failed += len(pending)
+            for _ in pending:
+                fail(str(exc))
             pending.clear()
             return
-        for (src, dst, _), (image, meta) in zip(pending, results, strict=True):
+        finally:
+            progress.end()
+        for (src, dst, item), result in zip(pending, results, strict=True):
+            if result.faces == 0 and not args.write_faceless:
+                _say(f"{src}: no face found; nothing written (--write-faceless copies it)")
+                counts["skipped"] += 1
+                continue
+            picture = item[0]
+            keep = args.keep_metadata
             try:
-                write_image(dst, image, meta, overwrite=args.overwrite)
-                done += 1
-                _say(f"{src} -> {dst}")
+                write_image(
+                    dst,
+                    result.image,
+                    result.metadata,
+                    overwrite=args.overwrite,
+                    exif=picture.exif if keep else None,
+                    icc=picture.icc if keep else None,
+                )
             except FaceanonError as exc:
-                _say(f"error: {exc}")
-                failed += 1
+                fail(str(exc))
+                continue
+            counts["written"] += 1
+            counts["faces"] += result.faces
+            plural = "" if result.faces == 1 else "s"
+            _say(f"{src} -> {dst} ({result.faces} face{plural})")
         pending.clear()
 
-    for src, dst in zip(args.inputs, outputs, strict=True):
+    for number, (src, dst) in enumerate(jobs, 1):
+        progress.label = f"[{number}/{len(jobs)}] {src.name}"
+        if dst.resolve() in claimed:
+            fail(f"{src}: its output {dst} is also the output of {claimed[dst.resolve()]}")
+            continue
+        claimed[dst.resolve()] = src
         if dst.exists() and not args.overwrite:
-            _say(f"error: {dst}: already exists (pass --overwrite to replace it)")
-            failed += 1
+            fail(f"{dst}: already exists (pass --overwrite to replace it)")
             continue
         try:
             pending.append((src, dst, prepare(src)))
         except FaceanonError as exc:
-            _say(f"error: {exc}")
-            failed += 1
+            fail(str(exc))
             continue
         if len(pending) >= args.batch_size:
             flush()
     flush()
-    elapsed = time.monotonic() - started
-    _say(f"{tag}: {done} written, {failed} failed, {elapsed:.1f} s")
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    _say(
+        f"{tag}: files {len(jobs)}, written {counts['written']}, faces {counts['faces']}, "
+        f"skipped (no face) {counts['skipped']}, failed {counts['failed']}, "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
-def _read_crop(path: Path, size: int) -> Any:
+def _read(path: Path, aligned_size: int | None) -> Any:
+    """The picture; with --aligned, checked to be a crop of the backbone's size."""
     from faceanon.errors import ImageError
     from faceanon.io import read_image
 
-    image, meta = read_image(path)
-    if image.shape[:2] != (size, size):
+    picture = read_image(path)
+    height, width = picture.image.shape[:2]
+    if aligned_size is not None and (height, width) != (aligned_size, aligned_size):
         raise ImageError(
-            f"{path}: wrong size {image.shape[1]}x{image.shape[0]}; "
-            f"--aligned expects a {size}x{size} aligned face crop"
+            f"{path}: wrong size {width}x{height}; --aligned expects a "
+            f"{aligned_size}x{aligned_size} aligned face crop"
         )
-    return image, meta
+    return picture
+
+
+def _finder(args: argparse.Namespace, size: int) -> Any:
+    from faceanon.pipeline import FaceFinder
+
+    try:
+        return FaceFinder(args.detector, args.threshold, size)
+    except ValueError as exc:
+        raise FaceanonError(str(exc)) from None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -187,67 +265,101 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
-    from faceanon.anonymizer import Anonymizer
     from faceanon.container import FaceRecord, Metadata
+    from faceanon.masks import EllipseMask
+    from faceanon.methods.classic import Blur, Pixelate, Solid
+    from faceanon.pipeline import Face, classic, crop_geometry, keyflip, transform_photos
 
-    key = _load_key(args.key)
-    backbone = _load_backbone(args.backbone, args.model_dir, args.device)
-    anonymizer = Anonymizer(backbone, steps=args.steps, paper_mode=args.paper_mode)
-    progress = _Progress("anonymize")
+    progress = _Progress()
+    reversible = args.method == "keyflip"
+    if reversible:
+        from faceanon.anonymizer import Anonymizer
 
-    def work(batch: list[tuple[Path, Any]]) -> list[tuple[Any, str | None]]:
-        faces = anonymizer.anonymize_batch([image for _, (image, _) in batch], key, None, progress)
-        progress.end()
-        return [
-            (
-                face.image,
-                Metadata(
-                    "keyflip",
-                    face.backbone,
-                    face.revision,
-                    face.steps,
-                    (FaceRecord(face.nonce, face.mask),),
-                ).to_json(),
+        if args.key is None:
+            raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
+        key = _load_key(args.key)
+        backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+        anonymizer = Anonymizer(backbone, steps=args.steps, paper_mode=args.paper_mode)
+        size, grid = backbone.image_size, backbone.latent_shape[1:]
+        transform = keyflip(anonymizer, key, args.batch_size, progress)
+    else:
+        size = 256
+        grid = (size, size)
+        methods: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
+            "blur": Blur(),
+            "pixelate": Pixelate(),
+            "solid": Solid(),
+        }
+        transform = classic(methods[args.method])
+    finder = None if args.aligned else _finder(args, size)
+
+    def prepare(path: Path) -> tuple[Any, list[Face]]:
+        picture = _read(path, size if args.aligned else None)
+        if finder is None:
+            return picture, [Face((0.0, 0.0, size, size), crop_geometry(size))]
+        return picture, finder.find(picture.image)
+
+    def describe(picture: Any, faces: list[Face], nonces: list[bytes | None]) -> str:
+        height, width = picture.image.shape[:2]
+        records = tuple(
+            FaceRecord(
+                nonce,
+                None if args.aligned else f.box,
+                EllipseMask() if args.aligned and reversible else None,
             )
-            for face in faces
+            for f, nonce in zip(faces, nonces, strict=True)
+        )
+        if not reversible:
+            return Metadata(args.method, records, photo_size=(width, height)).to_json()
+        meta = Metadata(
+            "keyflip",
+            records,
+            backbone.name,
+            backbone.revision,
+            args.steps,
+            photo_size=None if args.aligned else (width, height),
+        )
+        if not args.aligned and faces:
+            meta = meta.seal(key, [f.geometry for f in faces])
+        return meta.to_json()
+
+    def work(batch: list[tuple[Any, list[Face]]]) -> list[_Result]:
+        nonces: list[list[bytes | None]] = [
+            anonymizer.new_nonces(len(faces)) if reversible else [None] * len(faces)
+            for _, faces in batch
+        ]
+        images = transform_photos(
+            [picture.image for picture, _ in batch],
+            [[f.geometry for f in faces] for _, faces in batch],
+            nonces,
+            transform,
+            grid,
+        )
+        return [
+            _Result(image, describe(picture, faces, face_nonces), len(faces))
+            for image, (picture, faces), face_nonces in zip(images, batch, nonces, strict=True)
         ]
 
-    return _process(args, "anonymized", work, lambda p: _read_crop(p, backbone.image_size))
+    return _process(args, "anonymized", prepare, work, progress)
 
 
 def cmd_deanonymize(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from faceanon.anonymizer import Anonymizer
-    from faceanon.container import FaceRecord, Metadata
+    from faceanon.container import REVERSIBLE, FaceRecord, Metadata
     from faceanon.errors import MetadataError
     from faceanon.masks import EllipseMask
+    from faceanon.pipeline import crop_geometry, keyflip, transform_photos
 
     key = _load_key(args.key)
     backbones: dict[str, Backbone] = {}
-    progress = _Progress("deanonymize")
+    finders: dict[int, Any] = {}
+    progress = _Progress()
 
-    def backbone_name(meta: Metadata) -> str:
+    def backbone_for(path: Path, meta: Metadata) -> Backbone:
         # --model-dir replaces whatever model the metadata names.
-        return meta.backbone if args.model_dir is None else args.backbone
-
-    def prepare(path: Path) -> tuple[Any, Metadata]:
-        from faceanon.io import read_image
-
-        image, text = read_image(path)
-        if text is None:
-            if not args.paper_mode:
-                raise MetadataError(
-                    f"{path}: no faceanon metadata (stripped or re-saved?); an image anonymized"
-                    " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
-                )
-            meta = Metadata(
-                "keyflip", args.backbone, None, args.steps, (FaceRecord(None, EllipseMask()),)
-            )
-        else:
-            try:
-                meta = Metadata.from_json(text)
-            except MetadataError as exc:
-                raise MetadataError(f"{path}: {exc}") from None
-        name = backbone_name(meta)
+        name = str(meta.backbone) if args.model_dir is None else args.backbone
         if name not in backbones:
             backbones[name] = _load_backbone(name, args.model_dir, args.device)
         loaded = backbones[name].revision
@@ -256,32 +368,84 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 f"warning: {path}: made with {name}@{meta.revision[:7]}, undoing with "
                 f"{loaded[:7]}: recovery may fail"
             )
-        size = backbones[name].image_size
-        if image.shape[:2] != (size, size):
-            raise MetadataError(f"{path}: size {image.shape[1]}x{image.shape[0]} is not {size}")
-        return image, meta
+        return backbones[name]
 
-    def work(batch: list[tuple[Path, Any]]) -> list[tuple[Any, str | None]]:
-        # Files may differ in backbone and steps: one network batch per (backbone, steps).
-        results: list[tuple[Any, str | None]] = [(None, None)] * len(batch)
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, (_, (_, meta)) in enumerate(batch):
-            groups.setdefault((backbone_name(meta), meta.steps), []).append(i)
-        for (name, steps), indices in groups.items():
-            faces = [batch[i][1][1].faces[0] for i in indices]
-            restored = Anonymizer(backbones[name], steps=steps).deanonymize_batch(
-                [batch[i][1][0] for i in indices],
-                key,
-                [face.mask for face in faces],
-                [face.nonce for face in faces],
-                progress,
+    def finder(size: int) -> Any:
+        if size not in finders:
+            finders[size] = _finder(args, size)
+        return finders[size]
+
+    def without_metadata(path: Path, picture: Any) -> Metadata:
+        if not args.paper_mode:
+            raise MetadataError(
+                f"{path}: no faceanon metadata (stripped or re-saved?); an image anonymized"
+                " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
             )
-            progress.end()
-            for i, image in zip(indices, restored, strict=True):
-                results[i] = (image, None)
-        return results
+        if args.aligned:
+            record = FaceRecord(None, mask=EllipseMask())
+            return Metadata("keyflip", (record,), args.backbone, None, args.steps)
+        height, width = picture.image.shape[:2]
+        return Metadata("keyflip", (), args.backbone, None, args.steps, (width, height))
 
-    return _process(args, "deanonymized", work, prepare)
+    def prepare(path: Path) -> tuple[Any, Metadata, Backbone, list[Any]]:
+        picture = _read(path, None)
+        if picture.faceanon is None:
+            meta = without_metadata(path, picture)
+        else:
+            try:
+                meta = Metadata.from_json(picture.faceanon)
+            except MetadataError as exc:
+                raise MetadataError(f"{path}: {exc}") from None
+            if meta.method not in REVERSIBLE:
+                raise MetadataError(f"{path}: made with --method {meta.method}: not reversible")
+        backbone = backbone_for(path, meta)
+        size = backbone.image_size
+        height, width = picture.image.shape[:2]
+        if meta.aligned:
+            if (height, width) != (size, size):
+                raise MetadataError(f"{path}: size {width}x{height} is not {size}x{size}")
+            geometry = [crop_geometry(size, meta.faces[0].mask or EllipseMask())]
+        elif picture.faceanon is None:
+            faces = finder(size).find(picture.image)  # paper mode: detect and mask anew
+            meta = replace(meta, faces=tuple(FaceRecord(None, f.box) for f in faces))
+            geometry = [f.geometry for f in faces]
+        else:
+            if meta.photo_size != (width, height):
+                was = "x".join(str(v) for v in meta.photo_size or ())
+                raise MetadataError(
+                    f"{path}: is {width}x{height} but was anonymized at {was} (resized?); "
+                    "cannot restore"
+                )
+            try:
+                geometry = meta.open(key) if meta.faces else []
+            except MetadataError as exc:
+                _say(f"warning: {path}: {exc}; the faces will not be the originals")
+                geometry = [finder(size).at(picture.image, f.box).geometry for f in meta.faces]
+            if any(g.alignment.size != size for g in geometry):
+                raise MetadataError(f"{path}: face crops are not {size} px for this backbone")
+        return picture, meta, backbone, geometry
+
+    def work(batch: list[tuple[Any, Metadata, Backbone, list[Any]]]) -> list[_Result]:
+        # Files may differ in backbone and steps: one run per (backbone, steps).
+        results: list[_Result | None] = [None] * len(batch)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, meta, backbone, _) in enumerate(batch):
+            groups.setdefault((id(backbone), int(meta.steps or 0)), []).append(i)
+        for (_, steps), indices in groups.items():
+            backbone = batch[indices[0]][2]
+            transform = keyflip(Anonymizer(backbone, steps), key, args.batch_size, progress)
+            images = transform_photos(
+                [batch[i][0].image for i in indices],
+                [batch[i][3] for i in indices],
+                [[f.nonce for f in batch[i][1].faces] for i in indices],
+                transform,
+                backbone.latent_shape[1:],
+            )
+            for i, image in zip(indices, images, strict=True):
+                results[i] = _Result(image, None, len(batch[i][3]))
+        return [r for r in results if r is not None]
+
+    return _process(args, "deanonymized", prepare, work, progress)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -301,21 +465,31 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_common(p: argparse.ArgumentParser, default_backbone: str) -> None:
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files")
-    p.add_argument("-k", "--key", type=Path, required=True, help="key file (faceanon keygen)")
+def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required: bool) -> None:
+    from faceanon.faces.detect import DEFAULT_DETECTOR, DETECTORS
+
+    p.add_argument(
+        "inputs", nargs="+", type=Path, metavar="PATH", help="image files or folders (recursive)"
+    )
+    p.add_argument(
+        "-k", "--key", type=Path, required=key_required, help="key file (faceanon keygen)"
+    )
     p.add_argument("-o", "--output", type=Path, help="output folder, or file for one input")
     p.add_argument("--backbone", default=default_backbone, help="registered model name")
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
-    p.add_argument(
-        "--aligned",
-        action="store_true",
-        help="inputs are aligned 256x256 face crops (the only mode for now)",
-    )
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
+    p.add_argument("--threshold", type=float, help="detector confidence, 0-1 (yunet 0.75)")
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network call")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--keep-metadata", action="store_true", help="keep EXIF (GPS too!) and ICC profile"
+    )
+    p.add_argument(
+        "--write-faceless", action="store_true", help="write photos where no face was found"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,13 +508,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passphrase", action="store_true", help="derive the key from a passphrase")
     p.set_defaults(run=cmd_keygen)
 
-    p = sub.add_parser("anonymize", help="replace faces, reversibly with the key")
-    _add_common(p, DEFAULT_BACKBONE)
+    p = sub.add_parser("anonymize", help="replace every face, reversibly with the key")
+    _add_common(p, DEFAULT_BACKBONE, key_required=False)
+    p.add_argument(
+        "--method",
+        choices=("keyflip", "blur", "pixelate", "solid"),
+        default="keyflip",
+        help="keyflip (reversible, default) or an irreversible classic method",
+    )
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
     p.set_defaults(run=cmd_anonymize)
 
     p = sub.add_parser("deanonymize", help="restore faces with the key")
-    _add_common(p, DEFAULT_BACKBONE)
+    _add_common(p, DEFAULT_BACKBONE, key_required=True)
     p.add_argument("--steps", type=int, default=50, help="with --paper-mode and no metadata")
     p.set_defaults(run=cmd_deanonymize)
 

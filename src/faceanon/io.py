@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,19 @@ PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
-def read_image(path: Path) -> tuple[np.ndarray, str | None]:
-    """(H, W, 3) uint8 RGB, upright per EXIF orientation, and the faceanon metadata if any."""
+@dataclass(frozen=True)
+class Picture:
+    """An image as read: upright RGB pixels, faceanon metadata if any, and the file's own
+    metadata (EXIF without the orientation tag, ICC profile), kept only if the user asks."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    faceanon: str | None = None
+    exif: bytes | None = None
+    icc: bytes | None = None
+
+
+def read_image(path: Path) -> Picture:
+    """Read any image Pillow can, upright per EXIF orientation, as 8-bit RGB."""
     try:
         if path.is_dir():
             raise ImageError(f"{path}: is a directory, not an image")
@@ -41,7 +53,11 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
                 if meta is None and isinstance(img.info.get("comment"), bytes):
                     comment = img.info["comment"].decode("utf-8", "replace")
                     meta = comment if comment.startswith('{"faceanon"') else None
-                rgb = _to_rgb(ImageOps.exif_transpose(img))
+                upright = ImageOps.exif_transpose(img)
+                exif = upright.getexif()
+                exif.pop(0x0112, None)  # the pixels are upright now
+                icc = img.info.get("icc_profile")
+                rgb = _to_rgb(upright)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except UnidentifiedImageError:
@@ -50,7 +66,7 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
         raise ImageError(f"{path}: image too large (decompression-bomb limit)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
-    return rgb, meta
+    return Picture(rgb, meta, exif.tobytes() if len(exif) else None, icc or None)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -68,8 +84,19 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def write_image(path: Path, image: np.ndarray, metadata: str | None, *, overwrite: bool) -> None:
-    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment), atomically."""
+def write_image(
+    path: Path,
+    image: np.ndarray,
+    metadata: str | None,
+    *,
+    overwrite: bool,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+) -> None:
+    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment), atomically.
+
+    Nothing else from the input is written unless passed here: no EXIF, GPS or ICC profile.
+    """
     suffix = path.suffix.lower()
     if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
         raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
@@ -88,9 +115,16 @@ def write_image(path: Path, image: np.ndarray, metadata: str | None, *, overwrit
                 info = PngImagePlugin.PngInfo()
                 if metadata is not None:
                     info.add_itxt(CHUNK_KEY, metadata)
-                img.save(handle, format="PNG", pnginfo=info)
+                img.save(handle, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
             else:
-                img.save(handle, format="JPEG", quality=95, comment=metadata or "")
+                img.save(
+                    handle,
+                    format="JPEG",
+                    quality=95,
+                    comment=metadata or "",
+                    exif=exif or b"",
+                    icc_profile=icc,
+                )
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; outputs are ordinary files
         os.replace(tmp, path)
     except OSError as exc:

@@ -9,9 +9,15 @@ background), with a feathered version for pasting the face back into a photo.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+
+class Mask(Protocol):
+    def grid(self, height: int, width: int) -> np.ndarray:
+        """Boolean (height, width): the latent cells the method may change."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -82,20 +88,20 @@ class LandmarkMask:
         cells = mask.reshape(height, self.size // height, width, self.size // width)
         return np.asarray(cells.mean(axis=(1, 3)) >= 0.5)
 
-    def feathered(self, grid: tuple[int, int], radius: float) -> np.ndarray:
-        """Float32 (size, size) weights in [0, 1] for pasting back.
 
-        Starts from the latent-grid mask upsampled to the crop (the region the method changed),
-        grows it by ``radius`` pixels and blurs the edge over another ``radius`` pixels, so the
-        whole changed region is pasted and the seam is soft.
-        """
-        import cv2
+def feathered(mask: Mask, grid: tuple[int, int], size: int, radius: float) -> np.ndarray:
+    """Float32 (size, size) weights in [0, 1] for pasting a processed crop back.
 
-        height, width = grid
-        cells = self.grid(height, width).astype(np.uint8)
-        region = cv2.resize(cells, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        r = max(1, round(radius))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        grown = cv2.dilate(region, kernel).astype(np.float32)
-        soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=r / 2)
-        return np.clip(np.maximum(soft, region.astype(np.float32)), 0.0, 1.0)
+    Starts from the mask on ``grid`` (the cells the method may change) upsampled to the crop,
+    grows it by ``radius`` pixels and blurs the edge over another ``radius`` pixels, so the
+    whole changed region is pasted and the seam is soft.
+    """
+    import cv2
+
+    cells = mask.grid(*grid).astype(np.uint8)
+    region = cv2.resize(cells, (size, size), interpolation=cv2.INTER_NEAREST)
+    r = max(1, round(radius))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    grown = cv2.dilate(region, kernel).astype(np.float32)
+    soft = cv2.GaussianBlur(grown, (0, 0), sigmaX=r / 2)
+    return np.clip(np.maximum(soft, region.astype(np.float32)), 0.0, 1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faceanon.faces.detect import Detection, package_file
+from faceanon.faces.detect import package_file
 
 
 class Dlib68:
@@ -18,10 +18,10 @@ class Dlib68:
         )
         self._predictor = dlib.shape_predictor(str(model))
 
-    def __call__(self, image: np.ndarray, detection: Detection) -> np.ndarray:
-        """(68, 2) float64 (x, y) pixel coordinates for the face in ``detection``."""
+    def __call__(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(68, 2) float64 (x, y) pixel coordinates for the face in ``box`` (x0, y0, x1, y1)."""
         import dlib
 
-        x0, y0, x1, y1 = (round(v) for v in detection.box)
+        x0, y0, x1, y1 = (round(v) for v in box)
         shape = self._predictor(np.ascontiguousarray(image), dlib.rectangle(x0, y0, x1, y1))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)

@@ -1,0 +1,146 @@
+"""Whole photos: find every face, align it, mask it, transform the crop, paste it back.
+
+Anonymization and de-anonymization with keyflip are the same call (the map is its own inverse);
+the classic methods use the same faces and masks. Pixels outside the pasted face regions stay
+byte-identical to the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from faceanon.container import Box, Geometry
+from faceanon.faces.align import Alignment, ffhq_alignment, warp_to_crop
+from faceanon.faces.blend import paste_back
+from faceanon.masks import EllipseMask, LandmarkMask, Mask, feathered
+
+if TYPE_CHECKING:
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.keys import SecretKey
+    from faceanon.methods.keyflip import Progress
+
+FEATHER = 1 / 64  # feather radius, as a fraction of the crop side (4 px at 256)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    box: Box
+    geometry: Geometry
+    from_landmarks: bool = True  # False: landmarks were implausible, a box-based fallback
+
+
+def _box_geometry(box: Box, size: int) -> Geometry:
+    """Fallback when landmarks fail: an upright square twice the box, an ellipse in the box."""
+    x0, y0, x1, y1 = box
+    side = 2.0 * max(x1 - x0, y1 - y0)
+    scale = size / side
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    matrix = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]])
+    alignment = Alignment(matrix, size)
+    angles = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+    ellipse = np.stack(
+        [cx + (x1 - x0) / 2 * np.cos(angles), cy + (y1 - y0) / 2 * np.sin(angles)], axis=1
+    )
+    return Geometry(alignment, LandmarkMask(alignment.to_crop(ellipse), size))
+
+
+def crop_geometry(size: int, mask: Mask | None = None) -> Geometry:
+    """An aligned crop seen as a photo with one face: identity alignment, the default ellipse."""
+    return Geometry(Alignment(np.eye(2, 3), size), EllipseMask() if mask is None else mask)
+
+
+def _plausible(box: Box, alignment: Alignment, mask: LandmarkMask) -> bool:
+    """The landmark mask, in the photo, is about the size of the box and centred in it."""
+    import cv2
+
+    polygon = alignment.to_photo(mask.polygon).astype(np.float32)
+    area = cv2.contourArea(polygon)
+    box_area = (box[2] - box[0]) * (box[3] - box[1])
+    cx, cy = polygon.mean(axis=0)
+    return bool(
+        0.3 * box_area < area < 4 * box_area and box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+    )
+
+
+class FaceFinder:
+    """Detector + 68 landmarks -> per face: box, FFHQ alignment, landmark mask."""
+
+    def __init__(self, detector: str = "yunet", threshold: float | None = None, size: int = 256):
+        from faceanon.faces.detect import make_detector
+        from faceanon.faces.landmarks import Dlib68
+
+        self.detector = make_detector(detector, threshold)
+        self.landmarks = Dlib68()
+        self.size = size
+
+    def find(self, photo: np.ndarray) -> list[Face]:
+        return [self.at(photo, d.box) for d in self.detector.detect(photo)]
+
+    def at(self, photo: np.ndarray, box: Box) -> Face:
+        """The face whose box is known (found by the detector, or stored in the metadata)."""
+        points = self.landmarks(photo, box)
+        alignment = ffhq_alignment(points, self.size)
+        mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
+        if _plausible(box, alignment, mask):
+            return Face(box, Geometry(alignment, mask))
+        return Face(box, _box_geometry(box, self.size), from_landmarks=False)
+
+
+CropTransform = Callable[[list[np.ndarray], list[Mask], list[bytes | None]], list[np.ndarray]]
+
+
+def classic(method: Callable[[Sequence[np.ndarray]], list[np.ndarray]]) -> CropTransform:
+    """A classic method (blur, pixelate, solid) as a crop transform: masks and nonces unused."""
+    return lambda crops, masks, nonces: method(crops)
+
+
+def keyflip(
+    anonymizer: Anonymizer, key: SecretKey, batch_size: int, progress: Progress | None = None
+) -> CropTransform:
+    """The reversible method as a crop transform, ``batch_size`` crops per network call."""
+
+    def run(
+        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
+    ) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i in range(0, len(crops), batch_size):
+            part = slice(i, i + batch_size)
+            out += anonymizer.apply(crops[part], key, masks[part], nonces[part], progress)
+        return out
+
+    return run
+
+
+def transform_photos(
+    photos: Sequence[np.ndarray],
+    geometry: Sequence[Sequence[Geometry]],
+    nonces: Sequence[Sequence[bytes | None]],
+    transform: CropTransform,
+    grid: tuple[int, int],
+) -> list[np.ndarray]:
+    """Each photo with each of its faces cut out, transformed and pasted back.
+
+    ``grid`` is the latent grid the mask was applied on: the pasted region covers every cell
+    the method may have changed, grown and feathered by ``FEATHER``.
+    """
+    crops: list[np.ndarray] = []
+    masks: list[Mask] = []
+    flat_nonces: list[bytes | None] = []
+    owners: list[tuple[int, Geometry]] = []
+    for i, (photo, faces, face_nonces) in enumerate(zip(photos, geometry, nonces, strict=True)):
+        for g, nonce in zip(faces, face_nonces, strict=True):
+            crops.append(warp_to_crop(photo, g.alignment))
+            masks.append(g.mask)
+            flat_nonces.append(nonce)
+            owners.append((i, g))
+    changed = transform(crops, masks, flat_nonces) if crops else []
+    out = [np.asarray(p) for p in photos]
+    for (i, g), crop in zip(owners, changed, strict=True):
+        size = g.alignment.size
+        weight = feathered(g.mask, grid, size, radius=FEATHER * size)
+        out[i] = paste_back(out[i], crop, g.alignment, weight)
+    return out
