@@ -29,6 +29,25 @@ def tiny():
     return build_backbone("tiny")
 
 
+def composite(
+    scales: tuple[float, ...] = (1.0, 0.5, 0.35, 0.25),
+) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Copies of skimage's astronaut face (NASA, public domain) at several sizes on a grey
+    canvas, and where each went: (x, y, width)."""
+    import cv2
+    from skimage import data
+
+    face = data.astronaut()[20:220, 120:330]
+    canvas = np.full((600, 900, 3), 128, np.uint8)
+    spots = [(10, 10), (300, 20), (300, 300), (500, 40)]
+    placed = []
+    for scale, (x, y) in zip(scales, spots, strict=False):
+        small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        placed.append((x, y, small.shape[1]))
+    return canvas, placed
+
+
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     diff = a.astype(np.float64) - b.astype(np.float64)
     if where is not None:

@@ -67,7 +67,10 @@ def test_anonymize_then_deanonymize(work, capsys):
     assert main(["deanonymize", "face_anonymized.png", "-k", "my.key"]) == 0
     restored = np.asarray(Image.open(work / "face_deanonymized.png"))
     assert psnr(restored, original, REGION) > psnr(anon, original, REGION) + 8
-    assert "anonymized: files 1, written 1, faces 1, skipped (no face) 0, failed 0" in capsys.readouterr().err
+    assert (
+        "anonymized: files 1, written 1, faces 1, skipped (no face) 0, failed 0"
+        in capsys.readouterr().err
+    )
     assert sorted(p.name for p in work.iterdir()) == [
         "face.png",
         "face_anonymized.png",

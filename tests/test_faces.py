@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import composite
 from skimage import data
 
 from faceanon.faces.align import ffhq_alignment, warp_to_crop
@@ -24,18 +25,6 @@ def landmarker() -> Dlib68:
     return Dlib68()
 
 
-def _composite() -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """Copies of the astronaut's face at several sizes on a grey canvas: (x, y, width)."""
-    face = data.astronaut()[20:220, 120:330]
-    canvas = np.full((600, 900, 3), 128, np.uint8)
-    placed = []
-    for scale, x, y in [(1.0, 10, 10), (0.5, 300, 20), (0.35, 300, 300), (0.25, 500, 40)]:
-        small = cv2.resize(face, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
-        placed.append((x, y, small.shape[1]))
-    return canvas, placed
-
-
 def _inside(point: np.ndarray, box: tuple[float, float, float, float]) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
@@ -49,7 +38,7 @@ def test_detects_the_astronaut(photo, name):
 
 @pytest.mark.parametrize(("name", "smallest"), [("yunet", 0.25), ("hog", 0.35)])
 def test_detects_several_faces_down_to_small_ones(name, smallest):
-    canvas, placed = _composite()
+    canvas, placed = composite()
     found = make_detector(name).detect(canvas)
     expected = [
         p for p, scale in zip(placed, [1.0, 0.5, 0.35, 0.25], strict=True) if scale >= smallest
