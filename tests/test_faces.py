@@ -10,7 +10,7 @@ from skimage import data
 
 from faceanon.faces.align import ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
-from faceanon.faces.detect import Detection, make_detector
+from faceanon.faces.detect import Detection, make_detector, turn_points
 from faceanon.faces.landmarks import Dlib68
 from faceanon.masks import LandmarkMask, feathered
 
@@ -127,6 +127,34 @@ def test_paste_back_of_a_face_at_the_border(photo, landmarker):
     weight = np.ones((256, 256), np.float32)
     out = paste_back(shifted, np.zeros((256, 256, 3), np.uint8), alignment, weight)
     assert out.shape == shifted.shape and (out != shifted).any()
+
+
+def test_turned_points_and_boxes_round_trip():
+    points = np.array([[0.0, 0.0], [10.5, 3.25], [299.0, 199.0]])
+    for turns in (1, 2, 3):
+        turned = turn_points(points, turns, (200, 300))
+        assert np.allclose(
+            turn_points(turned, -turns, (300, 200) if turns % 2 else (200, 300)), points
+        )
+    # np.rot90 turns counter-clockwise: the top-right corner comes to the top-left.
+    image = np.zeros((200, 300), np.uint8)
+    image[0, 299] = 1
+    y, x = np.argwhere(np.rot90(image, 1))[0]
+    assert np.allclose(turn_points(np.array([[299.5, 0.5]]), 1, image.shape), [[x + 0.5, y + 0.5]])
+
+
+def test_sideways_face_is_aligned_upright(photo):
+    from faceanon.pipeline import FaceFinder
+
+    lying = np.ascontiguousarray(np.rot90(photo, 1))
+    for sideways, level in ((True, True), (False, False)):
+        face = FaceFinder(sideways=sideways).find(lying)
+        assert len(face) == 1
+        matrix = face[0].geometry.alignment.matrix
+        angle = np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0]))
+        # Searched turned, the crop is rotated back by about 90 degrees; upright only, dlib's
+        # landmarks on the sideways face give a wrong, nearly unrotated crop.
+        assert (abs(angle - 90) < 10) == level, angle
 
 
 def test_detection_size():

@@ -237,7 +237,7 @@ def _finder(args: argparse.Namespace, size: int) -> Any:
     from faceanon.pipeline import FaceFinder
 
     try:
-        return FaceFinder(args.detector, args.threshold, size)
+        return FaceFinder(args.detector, args.threshold, size, sideways=not args.upright_only)
     except ValueError as exc:
         raise FaceanonError(str(exc)) from None
 
@@ -480,6 +480,9 @@ def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required:
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     p.add_argument("--threshold", type=float, help="detector confidence, 0-1 (yunet 0.75)")
+    p.add_argument(
+        "--upright-only", action="store_true", help="do not also search faces lying sideways"
+    )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network call")
