@@ -92,6 +92,24 @@ def test_several_faces_each_changed_background_untouched(finder):
             assert changed[_region([face], canvas.shape)].mean() > 0.5, (method.name, face.box)
 
 
+def test_face_parsing_hook_replaces_the_landmark_polygon(astronaut):
+    seen = []
+
+    def square(crop: np.ndarray) -> np.ndarray:
+        seen.append(crop.shape)
+        region = np.zeros(crop.shape[:2], bool)
+        region[64:192, 80:176] = True
+        return region
+
+    face = FaceFinder(segmenter=square).find(astronaut)[0]
+    assert seen == [(256, 256, 3)]
+    polygon = face.geometry.mask.polygon
+    assert polygon.min(axis=0).tolist() == [80, 64] and polygon.max(axis=0).tolist() == [175, 191]
+    # A model that marks nothing leaves the landmark polygon.
+    empty = FaceFinder(segmenter=lambda crop: np.zeros(crop.shape[:2], bool)).find(astronaut)[0]
+    assert len(empty.geometry.mask.polygon) > 4
+
+
 def test_geometry_is_sealed_and_bound_to_the_header(astronaut, finder):
     face = finder.find(astronaut)[0]
     key = SecretKey.generate()

@@ -55,7 +55,9 @@ FOREHEAD_RAISE = 0.3  # brows are raised by this fraction of the brow-to-chin he
 
 @dataclass(frozen=True, eq=False)
 class LandmarkMask:
-    polygon: np.ndarray  # (N, 2) float64, crop pixel coordinates, convex
+    """A face polygon in crop pixels: from landmarks, or the outline from a face-parsing hook."""
+
+    polygon: np.ndarray  # (N, 2) float64, crop pixel coordinates
     size: int
 
     @classmethod

@@ -66,8 +66,36 @@ def _plausible(box: Box, alignment: Alignment, mask: LandmarkMask) -> bool:
     )
 
 
+Segmenter = Callable[[np.ndarray], np.ndarray]
+
+
+def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> LandmarkMask | None:
+    """The outline of the largest region a face-parsing model marks as face, if any."""
+    import cv2
+
+    region = np.asarray(segmenter(crop), dtype=bool)
+    if region.shape != crop.shape[:2]:
+        raise ValueError(f"segmenter returned shape {region.shape}, expected {crop.shape[:2]}")
+    contours, _ = cv2.findContours(
+        region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if not contours:
+        return None
+    largest = max(contours, key=cv2.contourArea)
+    if cv2.contourArea(largest) < 0.02 * region.size:
+        return None
+    return LandmarkMask(largest.reshape(-1, 2).astype(np.float64), crop.shape[0])
+
+
 class FaceFinder:
-    """Detector + 68 landmarks -> per face: box, FFHQ alignment, landmark mask."""
+    """Detector + 68 landmarks -> per face: box, FFHQ alignment, mask polygon.
+
+    ``segmenter`` is the hook for a face-parsing model (none ships: no weights are
+    available offline): a callable taking the aligned (size, size, 3) uint8 crop and
+    returning a boolean (size, size) array, True on the pixels to anonymize (e.g. BiSeNet's
+    skin, brows, eyes, nose and mouth classes). The outline of its largest region replaces
+    the landmark polygon; if it marks almost nothing, the landmark polygon is kept.
+    """
 
     def __init__(
         self,
@@ -75,13 +103,14 @@ class FaceFinder:
         threshold: float | None = None,
         size: int = 256,
         sideways: bool = True,
+        segmenter: Segmenter | None = None,
     ):
         from faceanon.faces.detect import make_detector
         from faceanon.faces.landmarks import Dlib68
 
         self.detector = make_detector(detector, threshold)
         self.landmarks = Dlib68()
-        self.size, self.sideways = size, sideways
+        self.size, self.sideways, self.segmenter = size, sideways, segmenter
 
     def find(self, photo: np.ndarray) -> list[Face]:
         """Every face; with ``sideways`` also faces lying at a quarter turn (3x detection)."""
@@ -104,6 +133,9 @@ class FaceFinder:
         alignment = ffhq_alignment(points, self.size)
         mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
         if _plausible(box, alignment, mask):
+            if self.segmenter is not None:
+                crop = warp_to_crop(photo, alignment)
+                mask = _segmented_mask(self.segmenter, crop) or mask
             return Face(box, Geometry(alignment, mask))
         return Face(box, _box_geometry(box, self.size), from_landmarks=False)
 
