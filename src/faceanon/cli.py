@@ -67,8 +67,11 @@ class _Progress:
         self.live = sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
+        self.show(f": step {done}/{total}")
+
+    def show(self, detail: str = "") -> None:
         if self.live:
-            print(f"\r\033[K{self.label}: step {done}/{total}", end="", file=sys.stderr, flush=True)
+            print(f"\r\033[K{self.label}{detail}", end="", file=sys.stderr, flush=True)
 
     def end(self) -> None:
         if self.live:
@@ -195,6 +198,7 @@ def _process(
 
     for number, (src, dst) in enumerate(jobs, 1):
         progress.label = f"[{number}/{len(jobs)}] {src.name}"
+        progress.show()
         if dst.resolve() in claimed:
             fail(f"{src}: its output {dst} is also the output of {claimed[dst.resolve()]}")
             continue
