@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from docsection import replace_section
 
 START, END = "<!-- faces-benchmark:start -->", "<!-- faces-benchmark:end -->"
 STAGES = ("detect", "landmarks", "align+warp", "mask", "paste")
@@ -143,17 +143,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.output:
-        doc = args.output.read_text()
-        if START in doc:
-            doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, doc, flags=re.S)
-        else:
-            doc = (
-                doc.rstrip()
-                + "\n\n## Faces in photos: time around the diffusion model\n\n"
-                + text
-                + "\n"
-            )
-        args.output.write_text(doc)
+        replace_section(
+            args.output, START, END, "Faces in photos: time around the diffusion model", text
+        )
 
 
 if __name__ == "__main__":

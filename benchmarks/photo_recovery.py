@@ -11,11 +11,11 @@ regions is byte-identical.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
+from docsection import replace_section
 
 START, END = "<!-- photo-recovery:start -->", "<!-- photo-recovery:end -->"
 
@@ -94,13 +94,9 @@ def main() -> None:
     )
     print(text)
     if args.output:
-        doc = args.output.read_text()
-        if START in doc:
-            doc = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: text, doc, flags=re.S)
-        else:
-            doc = doc.rstrip() + "\n\n## Whole photos: round trip with the closed-form backbone\n\n"
-            doc += text + "\n"
-        args.output.write_text(doc)
+        replace_section(
+            args.output, START, END, "Whole photos: round trip with the closed-form backbone", text
+        )
 
 
 if __name__ == "__main__":
