@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from docsection import publish
+
 START, END = "<!-- engine-benchmark:start -->", "<!-- engine-benchmark:end -->"
 
 
@@ -178,15 +180,7 @@ def main() -> None:
             result = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append({"op": op, "batch": batch, "result": result})
             print(json.dumps(rows[-1]), flush=True)
-    table = _table(rows, args)
-    print(table)
-    if args.output:
-        text = args.output.read_text() if args.output.exists() else "# Benchmarks\n\n"
-        if START in text:
-            text = text[: text.index(START)] + table + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        args.output.write_text(text)
+    publish(_table(rows, args), args.output, START, END)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from docsection import replace_section
+from docsection import publish
 
 START, END = "<!-- faces-benchmark:start -->", "<!-- faces-benchmark:end -->"
 STAGES = ("detect", "landmarks", "align+warp", "mask", "paste")
@@ -141,11 +141,7 @@ def main() -> None:
         END,
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.output:
-        replace_section(
-            args.output, START, END, "Faces in photos: time around the diffusion model", text
-        )
+    publish(text, args.output, START, END, "Faces in photos: time around the diffusion model")
 
 
 if __name__ == "__main__":

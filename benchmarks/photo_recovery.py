@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from docsection import replace_section
+from docsection import publish
 
 START, END = "<!-- photo-recovery:start -->", "<!-- photo-recovery:end -->"
 
@@ -92,11 +92,7 @@ def main() -> None:
             END,
         ]
     )
-    print(text)
-    if args.output:
-        replace_section(
-            args.output, START, END, "Whole photos: round trip with the closed-form backbone", text
-        )
+    publish(text, args.output, START, END, "Whole photos: round trip with the closed-form backbone")
 
 
 if __name__ == "__main__":
