@@ -136,6 +136,7 @@ class _Result:
     image: Any  # np.ndarray
     metadata: str | None
     faces: int
+    source: Any  # the input's Picture: its EXIF and ICC profile, kept with --keep-metadata
 
 
 def _process(
@@ -171,12 +172,11 @@ def _process(
             return
         finally:
             progress.end()
-        for (src, dst, item), result in zip(pending, results, strict=True):
+        for (src, dst, _), result in zip(pending, results, strict=True):
             if result.faces == 0 and not args.write_faceless:
                 _say(f"{src}: no face found; nothing written (--write-faceless copies it)")
                 counts["skipped"] += 1
                 continue
-            picture = item[0]
             keep = args.keep_metadata
             try:
                 write_image(
@@ -184,8 +184,8 @@ def _process(
                     result.image,
                     result.metadata,
                     overwrite=args.overwrite,
-                    exif=picture.exif if keep else None,
-                    icc=picture.icc if keep else None,
+                    exif=result.source.exif if keep else None,
+                    icc=result.source.icc if keep else None,
                 )
             except FaceanonError as exc:
                 fail(str(exc))
@@ -340,7 +340,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             grid,
         )
         return [
-            _Result(image, describe(picture, faces, face_nonces), len(faces))
+            _Result(image, describe(picture, faces, face_nonces), len(faces), picture)
             for image, (picture, faces), face_nonces in zip(images, batch, nonces, strict=True)
         ]
 
@@ -446,7 +446,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 backbone.latent_shape[1:],
             )
             for i, image in zip(indices, images, strict=True):
-                results[i] = _Result(image, None, len(batch[i][3]))
+                results[i] = _Result(image, None, len(batch[i][3]), batch[i][0])
         return [r for r in results if r is not None]
 
     return _process(args, "deanonymized", prepare, work, progress)
