@@ -63,10 +63,26 @@ class Anonymizer:
     ) -> list[np.ndarray]:
         """The keyflip map on a batch of crops. It is its own inverse: anonymize and
         deanonymize are both this, with the same key, masks and nonces."""
-        if not len(images) == len(masks) == len(nonces):
+        if len(nonces) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
-        c, h, w = self.backbone.latent_shape
-        signs = torch.from_numpy(np.stack([sign_vector(key, (c, h, w), n) for n in nonces]))
+        return self.flip(images, self.signs(key, nonces), masks, progress)
+
+    def signs(self, key: SecretKey, nonces: Sequence[bytes | None]) -> torch.Tensor:
+        """The sign vectors r, (B, c, h, w) in {-1, +1}, for a key and each nonce."""
+        shape = self.backbone.latent_shape
+        return torch.from_numpy(np.stack([sign_vector(key, shape, n) for n in nonces]))
+
+    def flip(
+        self,
+        images: Sequence[np.ndarray],
+        signs: torch.Tensor,
+        masks: Sequence[Mask],
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        """The keyflip map with given sign vectors (the evaluation's attack supplies its own)."""
+        if not len(images) == len(masks) == len(signs):
+            raise ValueError("images, masks and signs must have the same length")
+        _, h, w = self.backbone.latent_shape
         grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
         x = to_tensor(images, self.backbone.image_size)
         return to_uint8(keyflip_images(self.backbone, x, signs, grids, self.steps, progress))

@@ -531,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="with --paper-mode and no metadata")
     p.set_defaults(run=cmd_deanonymize)
 
+    p = sub.add_parser(
+        "evaluate", help="measure privacy, recovery and wrong-key safety on a face dataset"
+    )
+    from faceanon.eval.command import add_arguments, evaluate
+
+    add_arguments(p)
+    p.set_defaults(run=evaluate)
+
     p = sub.add_parser("models", help="list the backbones and where they are cached")
     p.set_defaults(run=cmd_models)
     return parser

