@@ -68,6 +68,8 @@ def load_pairs(path: Path) -> list[Pair]:
         raise EvaluationError(f"{path}: empty pairs file")
     pairs: list[Pair] = []
     lfw = len(lines[0]) == 2 and all(v.isdigit() for v in lines[0])
+    if not lfw and lines[0] != ["image_a", "image_b", "same"]:
+        raise EvaluationError(f"{path}: not LFW pairs.txt, and no 'image_a image_b same' header")
     for number, fields in enumerate(lines[1:], start=2):
         index = len(pairs)
         try:
@@ -83,10 +85,6 @@ def load_pairs(path: Path) -> list[Pair]:
                     raise ValueError
                 pairs.append(Pair(pair[0], pair[1], bool(pair[2]), index // per_fold))
             else:
-                if number == 2 and lines[0][:3] != ["image_a", "image_b", "same"]:
-                    raise EvaluationError(
-                        f"{path}: not LFW pairs.txt, and no 'image_a image_b same' header"
-                    )
                 a, b, same = fields
                 if same not in ("0", "1"):
                     raise ValueError
