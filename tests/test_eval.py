@@ -61,7 +61,7 @@ def test_threshold_at_far_and_rates():
     assert 0.9 < t <= np.nextafter(0.9, 1) and metrics.accept_rate(impostor, t) == 0.1
     # FAR <= 5%: none may pass.
     t = metrics.threshold_at_far(impostor, 0.05)
-    assert 1.0 < t and metrics.accept_rate(impostor, t) == 0.0
+    assert t > 1.0 and metrics.accept_rate(impostor, t) == 0.0
     assert metrics.accept_rate(
         np.array([0.5, 0.95, 1.2]), metrics.threshold_at_far(impostor, 0.1)
     ) == pytest.approx(2 / 3)
@@ -172,9 +172,9 @@ def test_recognizer_same_face_close_hidden_face_far(name):
 
 
 def test_locator_prefers_the_centred_face():
-    from faceanon.eval.recognizers import FaceLocator
-
     from conftest import composite
+
+    from faceanon.eval.recognizers import FaceLocator
 
     canvas, placed = composite((1.0, 0.5))
     locate = FaceLocator()
@@ -226,6 +226,7 @@ class TintRecognizer:
 def test_verification_with_classic_methods(tmp_path):
     from faceanon.eval import protocols
     from faceanon.eval.protocols import ClassicMethod, Pair
+    from faceanon.eval.recognizers import FaceLocator
     from faceanon.methods.classic import Blur, Solid
     from faceanon.pipeline import FaceFinder
 
@@ -233,7 +234,7 @@ def test_verification_with_classic_methods(tmp_path):
     pairs = [Pair(f"id{i}/img0.png", f"id{i}/img1.png", True, i) for i in range(4)]
     pairs += [Pair(f"id{i}/img0.png", f"id{(i + 1) % 4}/img1.png", False, i) for i in range(4)]
     methods = [ClassicMethod("blur 0.02", Blur(0.02)), ClassicMethod("solid", Solid())]
-    results, probes = protocols.run(
+    results, _probes = protocols.run(
         tmp_path / "images",
         pairs,
         None,
@@ -264,6 +265,21 @@ def test_verification_with_classic_methods(tmp_path):
         tmp_path / "cache",
     )
     assert again["originals_from_cache"] == 8
+    # A damaged cache is recomputed, a missing image is named before any work.
+    for cache in (tmp_path / "cache").iterdir():
+        cache.write_bytes(b"not a cache")
+    assert (
+        protocols.Originals(tmp_path / "images", FaceLocator(), [], tmp_path / "cache").loaded == 0
+    )
+    with pytest.raises(EvaluationError, match=r"1 images missing, first id9/x\.png"):
+        protocols.run(
+            tmp_path / "images",
+            [*pairs, Pair("id0/img0.png", "id9/x.png", False, 0)],
+            None,
+            [TintRecognizer()],
+            methods,
+            FaceFinder(sideways=False),
+        )
     assert again["verification"]["recognizers"]["tint"]["thresholds"] == rows["thresholds"]
     assert len(names) == 8
 

@@ -137,6 +137,11 @@ def evaluate(args: argparse.Namespace) -> int:
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
     from faceanon.pipeline import FaceFinder
 
+    missing = [m for m in ("skimage", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FaceanonError(
+            f"faceanon evaluate needs {', '.join(missing)}: pip install 'faceanon[eval]'"
+        )
     if not args.images.is_dir():
         raise FaceanonError(f"{args.images}: not a folder of images")
     if (args.protocol == "verification") != (args.pairs is not None):

@@ -153,7 +153,10 @@ class Originals:
         self.items: dict[str, Original] = {}
         self.loaded = 0
         if self.path is not None and self.path.is_file():
-            self._load(self.path)
+            try:
+                self._load(self.path)
+            except (OSError, ValueError, KeyError):  # damaged: recompute, then overwrite
+                self.items = {}
 
     def _load(self, path: Path) -> None:
         with np.load(path) as data:
@@ -551,8 +554,11 @@ def run(
     Returns the numbers and the probe results (the first ``examples`` keep their images)."""
     if (pairs is None) == (names is None):
         raise ValueError("give pairs (verification) or names (similarity)")
-    originals = Originals(images, FaceLocator(), recognizers, cache_dir)
     needed = list(dict.fromkeys([n for p in pairs for n in (p.a, p.b)] if pairs else names or []))
+    missing = [n for n in needed if not (images / n).is_file()]
+    if missing:
+        raise EvaluationError(f"{images}: {len(missing)} images missing, first {missing[0]}")
+    originals = Originals(images, FaceLocator(), recognizers, cache_dir)
     for i, name in enumerate(needed):
         originals.get(name)
         if progress:

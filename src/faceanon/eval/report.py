@@ -6,6 +6,7 @@ Grids made from dataset images are written next to the report only: never commit
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -19,11 +20,12 @@ import numpy as np
 from faceanon.eval.protocols import CONDITION_ORDER, FARS, ProbeResult
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write(path: Path, data: bytes | str) -> None:
+    """Atomically: a reader never sees half a file, an interrupted run leaves the old one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -152,6 +154,15 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _save(figure: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    _write(path, buffer.getvalue())
+
+
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
     """ROC per recognizer and TAR bars at each FAR; none without verification."""
     verification = results.get("verification")
@@ -175,8 +186,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_title(f"ROC, {name}: second image replaced by the condition")
         ax.legend(fontsize=7)
         written.append(out / f"roc-{name}.png")
-        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        _save(fig, written[-1])
     conditions = list(next(iter(verification["recognizers"].values()))["conditions"])
     names = list(verification["recognizers"])
     for far in FARS:
@@ -192,8 +202,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel(f"TAR % at FAR {100 * far:g}%")
         ax.legend()
         written.append(out / f"tar-far{far:g}.png")
-        fig.savefig(written[-1], dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        _save(fig, written[-1])
     return written
 
 
@@ -231,8 +240,10 @@ def image_grid(probes: dict[str, ProbeResult], out: Path) -> Path | None:
                 tile = Image.fromarray(images[cond]).crop(box).resize((cell, cell))
                 sheet.paste(tile, (col * cell, label + row * cell))
     path = out / "examples.png"
-    sheet.save(path)
-    _write_text(out / "examples.txt", "rows:\n" + "\n".join(kept) + "\n")
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    _write(path, buffer.getvalue())
+    _write(out / "examples.txt", "rows:\n" + "\n".join(kept) + "\n")
     return path
 
 
@@ -241,8 +252,8 @@ def write(
 ) -> list[Path]:
     """Everything into ``out`` (created): JSON, Markdown, plots, image grid."""
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "results.json", json.dumps({"config": config, "results": results}, indent=1))
-    _write_text(out / "report.md", markdown(results, config))
+    _write(out / "results.json", json.dumps({"config": config, "results": results}, indent=1))
+    _write(out / "report.md", markdown(results, config))
     written = [out / "results.json", out / "report.md", *plots(results, out)]
     grid = image_grid(probes, out)
     return written + ([grid] if grid else [])
@@ -251,7 +262,7 @@ def write(
 def rerender(out: Path) -> list[Path]:
     """Rewrite ``report.md`` and the plots of a report folder from its ``results.json``."""
     saved = json.loads((out / "results.json").read_text())
-    _write_text(out / "report.md", markdown(saved["results"], saved["config"]))
+    _write(out / "report.md", markdown(saved["results"], saved["config"]))
     return [out / "report.md", *plots(saved["results"], out)]
 
 
