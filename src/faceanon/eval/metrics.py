@@ -106,8 +106,8 @@ def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
     return float("inf") if error == 0 else float(10 * np.log10(255.0**2 / error))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    """Mean SSIM (scikit-image, 7x7 window, 8-bit range) over the image or over ``where``."""
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM (scikit-image, 7x7 window, 8-bit range), averaged over channels."""
     from skimage.metrics import structural_similarity
 
     if a.shape != b.shape:
@@ -116,7 +116,12 @@ def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
     _, full = structural_similarity(  # type: ignore[no-untyped-call]
         a, b, data_range=255, channel_axis=channel_axis, full=True
     )
-    per_pixel = full.mean(axis=2) if a.ndim == 3 else full
+    return np.asarray(full.mean(axis=2) if a.ndim == 3 else full)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Mean SSIM over the image or over ``where``."""
+    per_pixel = ssim_map(a, b)
     return float(per_pixel[where].mean() if where is not None else per_pixel.mean())
 
 

@@ -68,8 +68,10 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
         lines += [
             "## Verification",
             "",
-            f"{verification['usable_pairs']} of {verification['pairs']} pairs usable. Thresholds "
-            "from the clean impostor pairs; TAR (%) with the second image of each genuine pair "
+            f"{verification['usable_pairs']} of {verification['pairs']} pairs usable "
+            f"({verification['genuine_pairs']} genuine, {verification['impostor_pairs']} "
+            "impostor). Thresholds from the clean impostor pairs; TAR (%) with the second image "
+            "of each genuine pair "
             "replaced by the condition (lower is more private for anonymization, higher is "
             "better for de-anonymization). Clean accuracy: 10-fold, threshold chosen on the "
             "other 9 folds.",
@@ -183,7 +185,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlim(1e-4, 1)
         ax.set_xlabel("FAR")
         ax.set_ylabel("TAR")
-        ax.set_title(f"ROC, {name}: second image replaced by the condition")
+        ax.set_title(f"{name}: genuine pairs (second image: condition) vs clean impostors")
         ax.legend(fontsize=7)
         written.append(out / f"roc-{name}.png")
         _save(fig, written[-1])
