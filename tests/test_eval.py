@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from faceanon.eval import metrics
-from faceanon.eval.protocols import EvaluationError, load_pairs, subset
+from faceanon.eval.protocols import EvaluationError, load_pairs, sample
 
 
 def _photo() -> np.ndarray:
@@ -127,14 +127,12 @@ def test_bad_pairs_files(tmp_path, text, problem):
     assert "\n" not in str(error.value)
 
 
-def test_subset_is_balanced_and_seeded(tmp_path):
-    lines = ["image_a\timage_b\tsame"] + [f"a{i}.jpg\tb{i}.jpg\t{i % 3 == 0:d}" for i in range(60)]
-    (tmp_path / "p.tsv").write_text("\n".join(lines))
-    pairs = load_pairs(tmp_path / "p.tsv")
-    part = subset(pairs, 10, seed=1)
-    assert len(part) == 10 and sum(p.same for p in part) == 5
-    assert part == subset(pairs, 10, seed=1) and part != subset(pairs, 10, seed=2)
-    assert subset(pairs, None, 0) == pairs
+def test_sample_is_seeded_and_ordered():
+    items = list(range(60))
+    part = sample(items, 10, seed=1)
+    assert len(part) == 10 and part == sorted(part)
+    assert part == sample(items, 10, seed=1) and part != sample(items, 10, seed=2)
+    assert sample(items, None, 0) == items and sample(items, 99, 0) == items
 
 
 # ---- recognizers -----------------------------------------------------------------------------
@@ -264,8 +262,13 @@ def test_verification_with_classic_methods(tmp_path):
         methods[:1],
         FaceFinder(sideways=False),
         tmp_path / "cache",
+        limit=2,
     )
     assert again["originals_from_cache"] == 8
+    # --limit: probes for 2 genuine pairs; thresholds and accuracy still from every pair.
+    limited = again["verification"]["recognizers"]["tint"]
+    assert again["probes"] == 2 and limited["conditions"]["blur 0.02"]["genuine_pairs"] == 2
+    assert limited["conditions"]["clean"]["genuine_pairs"] == 4
     # A damaged cache is recomputed, a missing image is named before any work.
     for cache in (tmp_path / "cache").iterdir():
         cache.write_bytes(b"not a cache")

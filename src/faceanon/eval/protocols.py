@@ -98,16 +98,12 @@ def load_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-def subset(pairs: Sequence[Pair], limit: int | None, seed: int) -> list[Pair]:
-    """``limit`` pairs drawn under ``seed``, half matched and half mismatched, in file order."""
-    if limit is None or limit >= len(pairs):
-        return list(pairs)
-    rng = np.random.default_rng(seed)
-    chosen: list[int] = []
-    for same, count in ((True, (limit + 1) // 2), (False, limit // 2)):
-        idx = [i for i, p in enumerate(pairs) if p.same == same]
-        chosen += rng.choice(idx, size=min(count, len(idx)), replace=False).tolist()
-    return [pairs[i] for i in sorted(chosen)]
+def sample(items: Sequence[Any], limit: int | None, seed: int) -> list[Any]:
+    """``limit`` of ``items`` drawn under ``seed``, in their order (all if ``limit`` is None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    keep = np.random.default_rng(seed).choice(len(items), size=limit, replace=False)
+    return [items[i] for i in sorted(keep)]
 
 
 def _read(images: Path, name: str) -> np.ndarray:
@@ -511,7 +507,7 @@ def verification_table(
         def score(p: Pair, cond: str, name: str = r.name) -> float | None:
             if cond == CLEAN:
                 probe = originals.items[p.b].embedding[name]
-            elif cond in probes[p.b].embedding:
+            elif p.b in probes and cond in probes[p.b].embedding:
                 probe = probes[p.b].embedding[cond][name]
             else:
                 return None
@@ -558,8 +554,11 @@ def run(
     cache_dir: Path | None = None,
     examples: int = 0,
     progress: Stage | None = None,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> tuple[dict[str, Any], dict[str, ProbeResult]]:
-    """Verification over ``pairs`` (probes: their second images) or similarity over ``names``.
+    """Verification over ``pairs`` (probes: the second images of ``limit`` genuine pairs drawn
+    under ``seed``; thresholds and clean accuracy from every pair) or similarity over ``names``.
     Returns the numbers and the probe results (the first ``examples`` keep their images)."""
     if (pairs is None) == (names is None):
         raise ValueError("give pairs (verification) or names (similarity)")
@@ -578,8 +577,8 @@ def run(
     located = {n for n in needed if originals.items[n].face is not None}
     if pairs is not None:
         # TAR needs the probes of the genuine pairs only; impostor pairs stay clean.
-        usable = [p for p in pairs if p.a in located and p.b in located]
-        probe_names = list(dict.fromkeys(p.b for p in usable if p.same))
+        genuine = [p for p in pairs if p.same and p.a in located and p.b in located]
+        probe_names = list(dict.fromkeys(p.b for p in sample(genuine, limit, seed)))
     else:
         probe_names = [n for n in needed if n in located]
     probes: dict[str, ProbeResult] = {}
