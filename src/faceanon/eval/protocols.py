@@ -155,7 +155,8 @@ class Originals:
                 self.items = {}
 
     def _load(self, path: Path) -> None:
-        with np.load(path) as data:
+        with np.load(path) as npz:
+            data = {key: npz[key] for key in npz.files}  # each npz[key] reads the whole array
             for i, name in enumerate(data["names"].tolist()):
                 face = None
                 if data["found"][i]:
