@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
@@ -103,28 +104,35 @@ def write_image(
     if path.exists() and not overwrite:
         raise ImageError(f"{path}: already exists (pass --overwrite to replace it)")
     img = Image.fromarray(image, "RGB")
-    directory = path.parent
+    buffer = io.BytesIO()
+    if suffix in PNG_SUFFIXES:
+        info = PngImagePlugin.PngInfo()
+        if metadata is not None:
+            info.add_itxt(CHUNK_KEY, metadata)
+        img.save(buffer, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
+    else:
+        img.save(
+            buffer,
+            format="JPEG",
+            quality=95,
+            comment=metadata or "",
+            exif=exif or b"",
+            icc_profile=icc,
+        )
+    write_atomic(path, buffer.getvalue())
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file so that a reader never sees half of it and an interrupted write leaves the
+    old file (or none): a temporary file in the same folder, then a rename."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}-", suffix=suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            if suffix in PNG_SUFFIXES:
-                info = PngImagePlugin.PngInfo()
-                if metadata is not None:
-                    info.add_itxt(CHUNK_KEY, metadata)
-                img.save(handle, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
-            else:
-                img.save(
-                    handle,
-                    format="JPEG",
-                    quality=95,
-                    comment=metadata or "",
-                    exif=exif or b"",
-                    icc_profile=icc,
-                )
+            handle.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; outputs are ordinary files
         os.replace(tmp, path)
     except OSError as exc:

