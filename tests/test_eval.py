@@ -344,6 +344,7 @@ def test_evaluate_cli_writes_the_report(tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate", "--images", str(tmp_path / "images"), "--pairs", str(pairs)]
     argv += ["--method", "keyflip", "pixelate", "--backbone", "closed-form", "--steps", "5"]
+    argv += ["--inversion", "fixed-point:1"]
     argv += ["--recognizers", "sface", "--cache", str(tmp_path / "cache"), "-o", str(out)]
     assert main(argv) == 0
     for name in ("results.json", "report.md", "roc-sface.png", "tar-far0.001.png", "examples.png"):
@@ -353,6 +354,7 @@ def test_evaluate_cli_writes_the_report(tmp_path, capsys):
         "name": "closed-form",
         "revision": saved["config"]["backbone"]["revision"],
         "steps": 5,
+        "inversion": "fixed-point:1",
         "paper_mode": False,
     }
     assert "face_recognition_sface_2021dec_int8bq.onnx@" in saved["config"]["recognizers"]["sface"]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from faceanon.backbones.base import Backbone
+from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS, inversion_name, parse_inversion
 from faceanon.errors import ImageError
 from faceanon.keys import SecretKey, new_nonce, sign_vector
 from faceanon.masks import EllipseMask, Mask
@@ -25,6 +26,7 @@ class AnonymizedFace:
     backbone: str
     revision: str | None
     steps: int
+    inversion: str
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -47,11 +49,20 @@ class Anonymizer:
 
     ``paper_mode=True`` reproduces the paper: one sign vector per key for every image. It is
     vulnerable to a known-pair attack (METHOD §8); the default draws a random nonce per image.
+    ``inversion``: ``ddim`` or ``fixed-point[:K]`` (see :func:`faceanon.diffusion.invert`).
     """
 
-    def __init__(self, backbone: Backbone, steps: int = 50, paper_mode: bool = False) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        steps: int = DEFAULT_STEPS,
+        paper_mode: bool = False,
+        inversion: str = DEFAULT_INVERSION,
+    ) -> None:
         backbone.schedule.subsequence(steps)  # validates steps
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
+        self.refine = parse_inversion(inversion)
+        self.inversion = inversion_name(self.refine)
 
     def apply(
         self,
@@ -85,7 +96,8 @@ class Anonymizer:
         _, h, w = self.backbone.latent_shape
         grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
         x = to_tensor(images, self.backbone.image_size)
-        return to_uint8(keyflip_images(self.backbone, x, signs, grids, self.steps, progress))
+        out = keyflip_images(self.backbone, x, signs, grids, self.steps, progress, self.refine)
+        return to_uint8(out)
 
     def new_nonces(self, count: int) -> list[bytes | None]:
         """Fresh random nonces, or None each in paper mode."""
@@ -103,7 +115,13 @@ class Anonymizer:
         images = self.apply(faces, key, masks, nonces, progress)
         return [
             AnonymizedFace(
-                image, nonce, mask, self.backbone.name, self.backbone.revision, self.steps
+                image,
+                nonce,
+                mask,
+                self.backbone.name,
+                self.backbone.revision,
+                self.steps,
+                self.inversion,
             )
             for image, nonce, mask in zip(images, nonces, masks, strict=True)
         ]

@@ -283,7 +283,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
         key = _load_key(args.key)
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
-        anonymizer = Anonymizer(backbone, steps=args.steps, paper_mode=args.paper_mode)
+        anonymizer = Anonymizer(backbone, args.steps, args.paper_mode, args.inversion)
         size, grid = backbone.image_size, backbone.latent_shape[1:]
         transform = keyflip(anonymizer, key, args.batch_size, progress)
     else:
@@ -322,6 +322,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             backbone.revision,
             args.steps,
             photo_size=None if args.aligned else (width, height),
+            inversion=anonymizer.inversion,
         )
         if not args.aligned and faces:
             meta = meta.seal(key, [f.geometry for f in faces])
@@ -352,6 +353,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
 
     from faceanon.anonymizer import Anonymizer
     from faceanon.container import REVERSIBLE, FaceRecord, Metadata
+    from faceanon.engine import DEFAULT_INVERSION
     from faceanon.errors import MetadataError
     from faceanon.masks import EllipseMask
     from faceanon.pipeline import crop_geometry, keyflip, transform_photos
@@ -430,14 +432,16 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         return picture, meta, backbone, geometry
 
     def work(batch: list[tuple[Any, Metadata, Backbone, list[Any]]]) -> list[_Result]:
-        # Files may differ in backbone and steps: one run per (backbone, steps).
+        # Files may differ in backbone, steps and inversion: one run for each combination.
         results: list[_Result | None] = [None] * len(batch)
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int, str], list[int]] = {}
         for i, (_, meta, backbone, _) in enumerate(batch):
-            groups.setdefault((id(backbone), int(meta.steps or 0)), []).append(i)
-        for (_, steps), indices in groups.items():
+            inversion = args.inversion or meta.inversion or DEFAULT_INVERSION
+            groups.setdefault((id(backbone), int(meta.steps or 0), inversion), []).append(i)
+        for (_, steps, inversion), indices in groups.items():
             backbone = batch[indices[0]][2]
-            transform = keyflip(Anonymizer(backbone, steps), key, args.batch_size, progress)
+            anonymizer = Anonymizer(backbone, steps, inversion=inversion)
+            transform = keyflip(anonymizer, key, args.batch_size, progress)
             images = transform_photos(
                 [batch[i][0].image for i in indices],
                 [batch[i][3] for i in indices],
@@ -467,6 +471,45 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{entry.name}{default}: {entry.description}\n    {where}\n    licence: {entry.licence}"
         )
     return EXIT_OK
+
+
+def _steps(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to 1000")
+    return int(text)
+
+
+def _inversion(text: str) -> str:
+    from faceanon.engine import inversion_name, parse_inversion
+
+    try:
+        return inversion_name(parse_inversion(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
+    """--steps and --inversion; for deanonymize they default to what the file records."""
+    from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
+
+    when = " when the file records none (paper mode without metadata)" if undo else ""
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        default=DEFAULT_STEPS,
+        help=f"DDIM steps T{when} (default {DEFAULT_STEPS})",
+    )
+    p.add_argument(
+        "--inversion",
+        type=_inversion,
+        default=None if undo else DEFAULT_INVERSION,
+        help="ddim, or fixed-point[:K] (K extra network calls per inversion step, nearly exact "
+        + (
+            "inversion); default: as recorded in the file"
+            if undo
+            else f"inversion); default {DEFAULT_INVERSION}"
+        ),
+    )
 
 
 def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required: bool) -> None:
@@ -523,12 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="keyflip",
         help="keyflip (reversible, default) or an irreversible classic method",
     )
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
+    add_engine_arguments(p)
     p.set_defaults(run=cmd_anonymize)
 
     p = sub.add_parser("deanonymize", help="restore faces with the key")
     _add_common(p, DEFAULT_BACKBONE, key_required=True)
-    p.add_argument("--steps", type=int, default=50, help="with --paper-mode and no metadata")
+    add_engine_arguments(p, undo=True)
     p.set_defaults(run=cmd_deanonymize)
 
     p = sub.add_parser(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceanon.engine import inversion_name, parse_inversion
 from faceanon.errors import MetadataError
 from faceanon.faces.align import Alignment
 from faceanon.masks import EllipseMask, LandmarkMask, Mask
@@ -67,6 +68,7 @@ class Metadata:
     steps: int | None = None
     photo_size: tuple[int, int] | None = None  # (width, height); None: an aligned crop
     sealed: tuple[bytes, bytes] | None = None  # (AEAD nonce, ciphertext) of the geometry
+    inversion: str | None = None  # keyflip: "ddim" or "fixed-point:K"; absent in 0.1 files
 
     @property
     def aligned(self) -> bool:
@@ -81,7 +83,7 @@ class Metadata:
             if f.mask is not None:
                 face["mask"] = f.mask.to_json()
             faces.append(face)
-        return {
+        header: dict[str, Any] = {
             "faceanon": FORMAT_VERSION,
             "method": self.method,
             "backbone": self.backbone,
@@ -90,6 +92,9 @@ class Metadata:
             "photo_size": None if self.photo_size is None else list(self.photo_size),
             "faces": faces,
         }
+        if self.inversion is not None:
+            header["inversion"] = self.inversion
+        return header
 
     def _aad(self) -> bytes:
         return json.dumps(self._header(), separators=(",", ":"), sort_keys=True).encode()
@@ -167,6 +172,9 @@ class Metadata:
             )
             size = data.get("photo_size")
             sealed = data.get("sealed")
+            inversion = data.get("inversion")
+            if inversion is not None:
+                inversion = inversion_name(parse_inversion(str(inversion)))
             meta = cls(
                 method=str(data["method"]),
                 faces=faces,
@@ -177,6 +185,7 @@ class Metadata:
                 sealed=None
                 if sealed is None
                 else (bytes.fromhex(sealed["nonce"]), base64.b64decode(sealed["data"])),
+                inversion=inversion,
             )
         except MetadataError:
             raise

@@ -1,4 +1,16 @@
-"""DDIM inversion that keeps its trajectory, and sampling with masked re-injection (eqs. 3-7)."""
+"""DDIM inversion that keeps its trajectory, and sampling with masked re-injection (eqs. 3-7).
+
+Labels: the step between levels i and i + 1 is labelled with the noisier level's training step,
+``timesteps[i + 1]``, in both directions. Sampling from i + 1 to i evaluates ``eps(z_{i+1},
+t_{i+1})`` (the current point); inversion from i to i + 1 evaluates ``eps(z_i, t_{i+1})``, the
+label of the sampling step it undoes (diffusers' ``DDIMInverseScheduler``, CompVis
+``DDIMSampler.encode``). Level 0's own label is never used.
+
+Fixed-point inversion (``refine = K > 0``) solves each inversion step's implicit equation
+``z_{i+1} = step(z_i, eps(z_{i+1}, t_{i+1}))``, i.e. for the point from which the sampling step
+lands on ``z_i``, by K more iterations that start from the plain DDIM step. It needs nothing but
+the image, and costs K extra network calls per inversion step.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +26,35 @@ StepCallback = Callable[[], None]
 
 
 def invert(
-    eps: EpsFn, z0: torch.Tensor, levels: Levels, on_step: StepCallback | None = None
+    eps: EpsFn,
+    z0: torch.Tensor,
+    levels: Levels,
+    on_call: StepCallback | None = None,
+    refine: int = 0,
 ) -> list[torch.Tensor]:
-    """Run T inversion steps (eq. 3) from ``z0``; return the trajectory ``[z_0, ..., z_T]``."""
+    """Run T inversion steps (eq. 3) from ``z0``; return the trajectory ``[z_0, ..., z_T]``.
+
+    ``refine`` fixed-point iterations per step (0: plain DDIM inversion); ``on_call`` is called
+    after every network evaluation, T * (1 + refine) in all.
+    """
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+
+    def call(z: torch.Tensor, t: int) -> torch.Tensor:
+        out = eps(z, t)
+        if on_call is not None:
+            on_call()
+        return out
+
     trajectory = [z0]
     z = z0
     for i in range(levels.steps):
-        z = ddim_step(z, eps(z, levels.timesteps[i]), levels.alphas[i], levels.alphas[i + 1])
+        a_from, a_to, t = levels.alphas[i], levels.alphas[i + 1], levels.timesteps[i + 1]
+        guess = ddim_step(z, call(z, t), a_from, a_to)
+        for _ in range(refine):
+            guess = ddim_step(z, call(guess, t), a_from, a_to)
+        z = guess
         trajectory.append(z)
-        if on_step is not None:
-            on_step()
     return trajectory
 
 
@@ -33,7 +64,7 @@ def sample(
     levels: Levels,
     mask: torch.Tensor | None = None,
     keep: Sequence[torch.Tensor] | None = None,
-    on_step: StepCallback | None = None,
+    on_call: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run T reverse steps (eq. 2) from level T to level 0.
 
@@ -50,6 +81,6 @@ def sample(
         z = ddim_step(z, eps(z, levels.timesteps[i]), levels.alphas[i], levels.alphas[i - 1])
         if mask is not None and keep is not None:
             z = torch.where(mask, z, keep[i - 1])
-        if on_step is not None:
-            on_step()
+        if on_call is not None:
+            on_call()
     return z

@@ -85,11 +85,23 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> NoiseSchedule:
-        """From a diffusers scheduler config (DDIM/DDPM keys; others are ignored)."""
+        """From a diffusers scheduler config (DDIM/DDPM keys).
+
+        Flags that change what the engine would compute and that it does not implement are
+        refused, never ignored. ``clip_sample`` is ignored: clipping the predicted clean sample
+        is not invertible, so the deterministic engine never clips (as diffusers' inversion
+        pipelines do not).
+        """
         if config.get("trained_betas") is not None:
             raise ValueError("schedules with trained_betas are not supported")
-        if config.get("prediction_type", "epsilon") != "epsilon":
-            raise ValueError("only epsilon-prediction models are supported")
+        prediction = config.get("prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(
+                f"prediction_type {prediction!r} is not supported (only epsilon-prediction models)"
+            )
+        for flag in ("rescale_betas_zero_snr", "thresholding"):
+            if config.get(flag):
+                raise ValueError(f"scheduler flag {flag}=true is not supported")
         return cls.from_betas(
             float(config.get("beta_start", 0.0001)),
             float(config.get("beta_end", 0.02)),

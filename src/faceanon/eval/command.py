@@ -18,6 +18,7 @@ KEYFLIP_METHODS = ("keyflip", "key-reuse")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from faceanon.cli import add_engine_arguments
     from faceanon.eval.recognizers import RECOGNIZERS
 
     p.add_argument(
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--backbone", default="ldm-celebahq-256", help="registered model name")
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
+    add_engine_arguments(p)
     p.add_argument("--paper-mode", action="store_true", help="keyflip without per-image nonces")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="faces per network call")
@@ -87,7 +88,7 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
     def keyflip(paper_mode: bool) -> KeyflipMethod:
         assert backbone is not None
-        anonymizer = Anonymizer(backbone, args.steps, paper_mode)
+        anonymizer = Anonymizer(backbone, args.steps, paper_mode, args.inversion)
         return KeyflipMethod(anonymizer, key, args.seed, args.batch_size)
 
     methods: list[Any] = []
@@ -204,6 +205,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "name": backbone.name,
             "revision": backbone.revision,
             "steps": args.steps,
+            "inversion": args.inversion,
             "paper_mode": args.paper_mode,
         },
         "recognizers": {r.name: r.version for r in recognizers},

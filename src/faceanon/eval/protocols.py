@@ -281,7 +281,7 @@ class KeyflipMethod:
 
 
 def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch.Tensor:
-    """z_T of each crop by DDIM inversion, as the method computes it (public model)."""
+    """z_T of each crop by the method's own inversion (public model)."""
     import torch
 
     from faceanon.anonymizer import to_tensor
@@ -290,7 +290,8 @@ def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch
     backbone = anonymizer.backbone
     with torch.inference_mode():
         z0 = backbone.encode(to_tensor(crops, backbone.image_size))
-        return invert(backbone.eps, z0, backbone.schedule.levels(anonymizer.steps))[-1]
+        levels = backbone.schedule.levels(anonymizer.steps)
+        return invert(backbone.eps, z0, levels, refine=anonymizer.refine)[-1]
 
 
 class KeyReuseAttack:

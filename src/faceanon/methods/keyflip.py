@@ -24,25 +24,28 @@ def keyflip_latent(
     mask: torch.Tensor,
     steps: int,
     progress: Progress | None = None,
+    refine: int = 0,
 ) -> torch.Tensor:
     """The method in latent space: z0 (B, c, h, w) -> z0' with the signs flipped inside ``mask``.
 
     ``signs`` is (B, c, h, w) in {-1, +1}; ``mask`` is bool, (B, 1, h, w). Outside the mask the
-    result equals ``z0`` exactly.
+    result equals ``z0`` exactly. ``refine``: fixed-point iterations per inversion step.
+    ``progress(done, total)`` counts network calls, ``steps * (2 + refine)`` in all.
     """
     levels = backbone.schedule.levels(steps)
+    total = steps * (2 + refine)
     done = 0
 
     def tick() -> None:
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, 2 * steps)
+            progress(done, total)
 
     with torch.inference_mode():
         signs = signs.to(device=z0.device, dtype=z0.dtype)
         mask = mask.to(z0.device)
-        trajectory = invert(backbone.eps, z0, levels, tick)  # eq. 3 (6)
+        trajectory = invert(backbone.eps, z0, levels, tick, refine)  # eq. 3 (6)
         z_t = torch.where(mask, signs * trajectory[-1], trajectory[-1])  # eq. 4 (6)
         return sample(backbone.eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
 
@@ -54,7 +57,8 @@ def keyflip_images(
     mask: torch.Tensor,
     steps: int,
     progress: Progress | None = None,
+    refine: int = 0,
 ) -> torch.Tensor:
     """The method on images (B, 3, S, S) in [-1, 1]: encode, :func:`keyflip_latent`, decode."""
     z0 = backbone.encode(images)
-    return backbone.decode(keyflip_latent(backbone, z0, signs, mask, steps, progress))
+    return backbone.decode(keyflip_latent(backbone, z0, signs, mask, steps, progress, refine))

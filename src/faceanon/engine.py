@@ -1,0 +1,33 @@
+"""Engine settings as the command line and the metadata name them (no torch import here).
+
+``inversion``: ``ddim`` (plain DDIM inversion) or ``fixed-point:K`` (K fixed-point iterations
+per inversion step, see :func:`faceanon.diffusion.invert`); internally the number K ("refine").
+"""
+
+from __future__ import annotations
+
+DEFAULT_STEPS = 50
+DEFAULT_INVERSION = "ddim"
+FIXED_POINT_DEFAULT = 2  # K of a bare "fixed-point"
+MAX_REFINE = 8  # bounds the work an (untrusted) file's metadata can ask for
+
+
+def parse_inversion(text: str) -> int:
+    """``ddim`` -> 0, ``fixed-point`` -> the default K, ``fixed-point:K`` -> K (1..8)."""
+    if text == "ddim":
+        return 0
+    kind, _, count = text.partition(":")
+    if kind == "fixed-point":
+        if not count:
+            return FIXED_POINT_DEFAULT
+        if count.isdigit() and 1 <= int(count) <= MAX_REFINE:
+            return int(count)
+    raise ValueError(
+        f"inversion {text!r}: expected ddim, fixed-point or fixed-point:K with K from 1 to "
+        f"{MAX_REFINE}"
+    )
+
+
+def inversion_name(refine: int) -> str:
+    """The canonical name of ``refine`` fixed-point iterations (0: ``ddim``)."""
+    return "ddim" if refine == 0 else f"fixed-point:{refine}"
