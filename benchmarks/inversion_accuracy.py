@@ -4,7 +4,8 @@ For each backbone, T in --steps and K (fixed-point iterations per inversion step
   - round trip: RMSE of sample(invert(z0)) against z0, everywhere;
   - recovery: RMSE inside the face mask of keyflip(keyflip(z0)) against z0 (anonymize, then
     deanonymize with the same key and nonce), both with the same inversion;
-  - network calls of one keyflip (anonymize or deanonymize): T * (2 + K).
+  - network calls of one keyflip (anonymize or deanonymize): 2T for DDIM, T * (K + 1) + 1 for
+    fixed-point:K.
 The peer rows run the plain diffusers loop (benchmarks/peer_loop.py) with the same model.
 
 Backbones:
@@ -15,11 +16,18 @@ Backbones:
     three shifted / mirrored copies, encoded by its VQ encoder. Not a noise predictor at all.
 
     python benchmarks/inversion_accuracy.py --output docs/benchmarks.md
+
+The whole run takes about an hour on 2 CPU cores (the tiny UNet is slow at batch 4). With
+``--rows FILE`` each row is appended to FILE (JSON lines) as soon as it is measured, and the
+table is made from every row in FILE (the last measurement of a setting wins), so the run can
+be split (``--models tiny --steps 50``) or resumed; ``--steps`` and ``--refine`` empty with
+``--rows`` only re-publish.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,8 +73,11 @@ def _latents(name: str) -> tuple[Any, torch.Tensor]:
     return model, model.encode(x)
 
 
-def measure(name: str, steps: list[int], refine: list[int]) -> list[dict[str, Any]]:
+def measure(
+    name: str, steps: list[int], refine: list[int], record: Path | None = None
+) -> list[dict[str, Any]]:
     from faceanon.diffusion import invert, sample
+    from faceanon.engine import network_calls
     from faceanon.keys import SecretKey, sign_vector
     from faceanon.masks import EllipseMask
     from faceanon.methods.keyflip import keyflip_latent
@@ -97,12 +108,12 @@ def measure(name: str, steps: list[int], refine: list[int]) -> list[dict[str, An
                         "loop": "faceanon",
                         "T": t,
                         "K": k,
-                        "calls": t * (2 + k),
+                        "calls": network_calls(t, k),
                         "round_trip": rms(back - z0),
                         "recovery": rms((rec - z0)[inside]),
                     }
                 )
-                print(rows[-1], file=sys.stderr, flush=True)
+                _report(rows[-1], record)
             unet = backbone_unet(model)
             inverse, forward = schedulers(_scheduler_config(), t)
             back = peer_sample(unet, peer_invert(unet, z0, inverse)[-1], forward)
@@ -119,8 +130,25 @@ def measure(name: str, steps: list[int], refine: list[int]) -> list[dict[str, An
                     "recovery": rms((rec - z0)[inside]),
                 }
             )
-            print(rows[-1], file=sys.stderr, flush=True)
+            _report(rows[-1], record)
     return rows
+
+
+def _report(row: dict[str, Any], record: Path | None) -> None:
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    if record is not None:
+        with record.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def _merged(rows: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """One row per setting (the last one measured), in table order."""
+    latest = {(r["model"], r["loop"], r["T"], r["K"]): r for r in rows}
+    order = {m: i for i, m in enumerate(models)}
+    return sorted(
+        latest.values(),
+        key=lambda r: (order.get(r["model"], len(order)), r["T"], r["loop"] != "faceanon", r["K"]),
+    )
 
 
 def _scheduler_config() -> dict[str, Any]:
@@ -134,7 +162,7 @@ def _table(rows: list[dict[str, Any]], command: str) -> str:
         START,
         f"`{command}` (CPU, float32). RMSE in latent units; the closed-form and mixing latents "
         "have sigma 0.5, the tiny model's encoded faces about 0.17. *Calls*: network calls of "
-        "one anonymize or deanonymize, T x (2 + K).",
+        "one anonymize or deanonymize: 2T (DDIM, K = 0), T x (K + 1) + 1 (fixed-point:K).",
         "",
         "| backbone | loop | T | K | calls | round trip | recovery (inside mask) |",
         "|---|---|---|---|---|---|---|",
@@ -151,16 +179,24 @@ def _table(rows: list[dict[str, Any]], command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["closed-form", "mixing", "tiny"])
-    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
-    parser.add_argument("--refine", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--steps", type=int, nargs="*", default=[10, 20, 50])
+    parser.add_argument("--refine", type=int, nargs="*", default=[0, 1, 2, 4])
+    parser.add_argument("--rows", type=Path, help="JSON-lines file of measured rows (append)")
     parser.add_argument("--output", type=Path, help="markdown file whose section to replace")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = [r for name in args.models for r in measure(name, args.steps, args.refine)]
+    rows = [r for name in args.models for r in measure(name, args.steps, args.refine, args.rows)]
+    if args.rows is not None:
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
+    default_models = parser.get_default("models")
     command = "python benchmarks/inversion_accuracy.py"
-    if args.models != parser.get_default("models"):
-        command += " --models " + " ".join(args.models)
-    publish(_table(rows, command), args.output, START, END, "Inversion accuracy")
+    publish(
+        _table(_merged(rows, default_models), command),
+        args.output,
+        START,
+        END,
+        "Inversion accuracy",
+    )
 
 
 if __name__ == "__main__":

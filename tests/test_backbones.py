@@ -59,7 +59,45 @@ def test_load_latent_folder_matches_the_saved_model(tmp_path):
         expected_latent = vq.encode(x).latents
     torch.testing.assert_close(backbone.eps(z, 500), expected)
     torch.testing.assert_close(backbone.encode(x), expected_latent)
-    assert backbone.decode(expected_latent).shape == (1, 3, 256, 256)
+    with torch.inference_mode():
+        quantized = vq.quantize(expected_latent)[0]
+        unquantized = vq.decode(expected_latent, force_not_quantize=True).sample.clamp(-1, 1)
+    # Decoding quantizes first, as CompVis' LDM and diffusers' LDMPipeline do: the latent and
+    # its nearest codebook entries decode to the same image, unlike the raw latent.
+    decoded = backbone.decode(expected_latent)
+    torch.testing.assert_close(decoded, backbone.decode(quantized), rtol=0, atol=1e-5)
+    assert (decoded - unquantized).abs().max() > 1e-2
+    assert decoded.min() >= -1 and decoded.max() <= 1 and decoded.std() > 1e-3
+
+
+def test_channels_last_changes_speed_not_results():
+    from faceanon.backbones.closed_form import reference_schedule
+    from faceanon.backbones.diffusers_backbone import DiffusersBackbone
+
+    plain, fast = (
+        DiffusersBackbone(
+            *build_components("tiny"), reference_schedule(), name="t", channels_last=c
+        )
+        for c in (False, True)
+    )
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = plain.encode(x)
+    torch.testing.assert_close(fast.encode(x), z, rtol=0, atol=1e-4)
+    torch.testing.assert_close(fast.eps(z, 300), plain.eps(z, 300), rtol=0, atol=1e-4)
+    torch.testing.assert_close(fast.decode(z), plain.decode(z), rtol=0, atol=1e-3)
+    assert fast.eps(z, 300).is_contiguous() and fast.decode(z).is_contiguous()
+
+
+def test_gpu_float32_is_exact():
+    from faceanon.backbones.diffusers_backbone import exact_float32_on_gpu
+
+    exact_float32_on_gpu()  # the settings exist without a GPU; CUDA backbones call this
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        assert matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    else:
+        assert not matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
 
 
 def test_load_pixel_folder(tmp_path):
@@ -85,7 +123,9 @@ def test_load_pixel_folder(tmp_path):
     assert torch.equal(backbone.encode(x), x) and torch.equal(backbone.decode(x), x)
 
 
-@pytest.mark.parametrize("layout", ["missing", "empty", "no-scheduler", "broken-weights"])
+@pytest.mark.parametrize(
+    "layout", ["missing", "empty", "no-scheduler", "broken-weights", "v-prediction", "zero-snr"]
+)
 def test_bad_model_folders_give_one_line(tmp_path, layout):
     folder = tmp_path / "model"
     if layout != "missing":
@@ -94,12 +134,23 @@ def test_bad_model_folders_give_one_line(tmp_path, layout):
         _save_latent_folder(folder)
     if layout == "no-scheduler":
         (folder / "scheduler" / "scheduler_config.json").unlink()
+    # Scheduler flags the engine does not implement: refused, naming the flag.
+    flag, value = {
+        "v-prediction": ("prediction_type", "v_prediction"),
+        "zero-snr": ("rescale_betas_zero_snr", True),
+    }.get(layout, (None, None))
+    if flag:
+        _save_latent_folder(folder)
+        config = {**SCHEDULER, flag: value}
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
     if layout == "broken-weights":
         weights = next((folder / "unet").glob("diffusion_pytorch_model.*"))
         weights.write_bytes(b"not weights")
     with pytest.raises(ModelUnavailableError) as info:
         load_backbone("x", model_dir=folder)
     assert str(folder) in str(info.value) and "\n" not in str(info.value)
+    if flag:
+        assert flag in str(info.value)
 
 
 def test_default_backbone_offline_says_how_to_get_it(tmp_path, monkeypatch):

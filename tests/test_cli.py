@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,13 @@ def work(tmp_path, monkeypatch):
     shutil.copy(EXAMPLE, tmp_path / "face.png")
     assert main(["keygen", "-o", "my.key"]) == 0
     return tmp_path
+
+
+def _grown(region: np.ndarray, pixels: int) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
 
 
 def _errors(capsys) -> list[str]:
@@ -111,7 +119,35 @@ def test_jpeg_output_warns_and_keeps_metadata(work, capsys):
     assert main(["anonymize", "face.png", "-k", "my.key", "-o", "anon.jpg", *FAST]) == 0
     assert "JPEG is lossy" in capsys.readouterr().err
     assert main(["deanonymize", "anon.jpg", "-k", "my.key"]) == 0
-    assert (work / "anon_deanonymized.png").is_file()
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    anon = np.asarray(Image.open("anon.jpg").convert("RGB"))
+    restored = np.asarray(Image.open(work / "anon_deanonymized.png"))
+    # Lossy, but the key still brings the face back (measured 10.2 dB anonymized, 21.1 restored).
+    assert psnr(restored, original, REGION) > psnr(anon, original, REGION) + 8
+    assert psnr(anon, original, ~REGION) > 30  # the JPEG copy of the untouched part
+
+
+def test_inversion_is_recorded_and_used(work, capsys):
+    """Fixed-point inversion restores better at the same T, and deanonymize takes it from the
+    file; a bad --inversion is a usage error."""
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    restored = {}
+    for inversion in ("ddim", "fixed-point:2"):
+        args = ["--inversion", inversion, "-o", f"{inversion}.png"]
+        fast = ["--backbone", "closed-form", "--steps", "10", "--aligned"]
+        assert main(["anonymize", "face.png", "-k", "my.key", *args, *fast]) == 0
+        meta = json.loads(Image.open(f"{inversion}.png").text["faceanon"])
+        assert meta["inversion"] == inversion and meta["steps"] == 10
+        assert main(["deanonymize", f"{inversion}.png", "-k", "my.key"]) == 0
+        restored[inversion] = psnr(
+            np.asarray(Image.open(f"{inversion}_deanonymized.png")), original, REGION
+        )
+    # Measured 14.1 dB with ddim, 19.9 dB with fixed-point:2 (T = 10).
+    assert restored["fixed-point:2"] > restored["ddim"] + 4, restored
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["anonymize", "face.png", "-k", "my.key", "--inversion", "fixed-point:99", *FAST])
+    assert info.value.code == 2 and "fixed-point:K" in capsys.readouterr().err
 
 
 def test_paper_mode_without_metadata(work, capsys):
@@ -200,7 +236,14 @@ def test_tiny_backbone_smoke_run(work):
         == 0
     )
     assert main(["deanonymize", "face_anonymized.png", "-k", "my.key"]) == 0
-    assert np.asarray(Image.open(work / "face_deanonymized.png")).shape == (256, 256, 3)
+    original = np.asarray(Image.open("face.png").convert("RGB"))
+    # Only the face and its feathered rim are replaced: everything farther than 8 px from the
+    # mask is the input, byte for byte; inside, the random model paints something else.
+    far = ~_grown(REGION, 8)
+    for name in ("face_anonymized.png", "face_deanonymized.png"):
+        out = np.asarray(Image.open(work / name))
+        assert np.array_equal(out[far], original[far])
+        assert np.abs(out[REGION].astype(int) - original[REGION]).mean() > 10
 
 
 def test_models_lists_the_registry(capsys):

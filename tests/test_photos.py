@@ -20,6 +20,7 @@ from faceanon.cli import main
 from faceanon.container import FaceRecord, Metadata
 from faceanon.errors import MetadataError
 from faceanon.keys import SecretKey
+from faceanon.masks import EllipseMask
 from faceanon.methods.classic import Blur, Pixelate, Solid
 from faceanon.pipeline import FaceFinder, classic, keyflip, transform_photos
 
@@ -137,6 +138,20 @@ def test_geometry_is_sealed_and_bound_to_the_header(astronaut, finder):
     data_["faces"][0]["box"][0] += 1  # the clear header is authenticated too
     with pytest.raises(MetadataError, match="altered"):
         Metadata.from_json(json.dumps(data_)).open(key)
+
+
+def test_inversion_in_metadata_is_checked():
+    record = FaceRecord(b"n" * 16, mask=EllipseMask())
+    meta = Metadata("keyflip", (record,), "tiny", None, 20, inversion="fixed-point:1")
+    data = json.loads(meta.to_json())
+    assert data["inversion"] == "fixed-point:1"
+    assert Metadata.from_json(meta.to_json()).inversion == "fixed-point:1"
+    del data["inversion"]  # a 0.1 file
+    assert Metadata.from_json(json.dumps(data)).inversion is None
+    for hostile in ("fixed-point:1000000", "edict", 3):
+        data["inversion"] = hostile  # a file must not choose unbounded work or unknown code
+        with pytest.raises(MetadataError, match="damaged"):
+            Metadata.from_json(json.dumps(data))
 
 
 @pytest.fixture()

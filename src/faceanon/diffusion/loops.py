@@ -8,8 +8,10 @@ label of the sampling step it undoes (diffusers' ``DDIMInverseScheduler``, CompV
 
 Fixed-point inversion (``refine = K > 0``) solves each inversion step's implicit equation
 ``z_{i+1} = step(z_i, eps(z_{i+1}, t_{i+1}))``, i.e. for the point from which the sampling step
-lands on ``z_i``, by K more iterations that start from the plain DDIM step. It needs nothing but
-the image, and costs K extra network calls per inversion step.
+lands on ``z_i``, by K iterations. The first guess reuses the previous step's last eps (free; a
+fresh plain DDIM step only for the first step), so K iterations cost K network calls per step,
+T * K + 1 in all: at equal calls this beats starting each step from a fresh DDIM step
+(docs/benchmarks.md). It needs nothing but the image.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def invert(
     """Run T inversion steps (eq. 3) from ``z0``; return the trajectory ``[z_0, ..., z_T]``.
 
     ``refine`` fixed-point iterations per step (0: plain DDIM inversion); ``on_call`` is called
-    after every network evaluation, T * (1 + refine) in all.
+    after every network evaluation (:func:`faceanon.engine.inversion_calls` in all).
     """
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
@@ -48,11 +50,15 @@ def invert(
 
     trajectory = [z0]
     z = z0
+    last: torch.Tensor | None = None
     for i in range(levels.steps):
         a_from, a_to, t = levels.alphas[i], levels.alphas[i + 1], levels.timesteps[i + 1]
-        guess = ddim_step(z, call(z, t), a_from, a_to)
+        e = call(z, t) if refine == 0 or last is None else last
+        guess = ddim_step(z, e, a_from, a_to)
         for _ in range(refine):
-            guess = ddim_step(z, call(guess, t), a_from, a_to)
+            e = call(guess, t)
+            guess = ddim_step(z, e, a_from, a_to)
+        last = e
         z = guess
         trajectory.append(z)
     return trajectory

@@ -97,7 +97,7 @@ class NoiseSchedule:
         prediction = config.get("prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(
-                f"prediction_type {prediction!r} is not supported (only epsilon-prediction models)"
+                f"scheduler prediction_type {prediction!r} is not supported (only epsilon)"
             )
         for flag in ("rescale_betas_zero_snr", "thresholding"):
             if config.get(flag):

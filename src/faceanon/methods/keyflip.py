@@ -13,6 +13,7 @@ import torch
 
 from faceanon.backbones.base import Backbone
 from faceanon.diffusion.loops import invert, sample
+from faceanon.engine import network_calls
 
 Progress = Callable[[int, int], None]
 
@@ -30,10 +31,10 @@ def keyflip_latent(
 
     ``signs`` is (B, c, h, w) in {-1, +1}; ``mask`` is bool, (B, 1, h, w). Outside the mask the
     result equals ``z0`` exactly. ``refine``: fixed-point iterations per inversion step.
-    ``progress(done, total)`` counts network calls, ``steps * (2 + refine)`` in all.
+    ``progress(done, total)`` counts network calls (:func:`faceanon.engine.network_calls`).
     """
     levels = backbone.schedule.levels(steps)
-    total = steps * (2 + refine)
+    total = network_calls(steps, refine)
     done = 0
 
     def tick() -> None:
