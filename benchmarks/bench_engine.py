@@ -1,11 +1,12 @@
 """Seconds per face and peak memory of anonymize / deanonymize, against the bare network time.
 
 Each (operation, batch size) runs in a fresh process so its peak RSS is its own. The bare
-network time is what the method cannot avoid: 2T UNet calls (T inversion + T sampling) plus one
-encode and one decode, each timed alone in the same process just before the operation. The
+network time is what the method cannot avoid: its UNet calls (T inversion steps with K calls
+each, T sampling steps) plus one encode and one decode, each timed alone in the same process just
+before the operation. The
 method's own overhead (sign vectors, masks, re-injection, conversions) is the rest.
 
-    python benchmarks/bench_engine.py                       # reference-size network, T = 50
+    python benchmarks/bench_engine.py          # reference-size network, faceanon's defaults
     python benchmarks/bench_engine.py --backbone tiny --steps 5 --batch 1   # quick check
 
 Results replace the engine section of docs/benchmarks.md (--output).
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from docsection import publish
 
+from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
+
 START, END = "<!-- engine-benchmark:start -->", "<!-- engine-benchmark:end -->"
 
 
@@ -33,13 +36,16 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(backbone_name: str, steps: int, batch: int, op: str, repeats: int) -> dict[str, float]:
+def measure(
+    backbone_name: str, steps: int, inversion: str, batch: int, op: str, repeats: int
+) -> dict[str, float]:
     """One operation in this process; returns timings in seconds and memory in MiB."""
     import numpy as np
     import torch
 
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.registry import load_backbone
+    from faceanon.engine import network_calls, parse_inversion
     from faceanon.keys import SecretKey
     from faceanon.masks import EllipseMask
 
@@ -61,7 +67,7 @@ def measure(backbone_name: str, steps: int, batch: int, op: str, repeats: int) -
     encode_s = statistics.median(timed(lambda: backbone.encode(x)) for _ in range(repeats))
     decode_s = statistics.median(timed(lambda: backbone.decode(z)) for _ in range(repeats))
     unet_s = statistics.median(timed(lambda: backbone.eps(z, 500)) for _ in range(2 * repeats))
-    bare = 2 * steps * unet_s + encode_s + decode_s
+    bare = network_calls(steps, parse_inversion(inversion)) * unet_s + encode_s + decode_s
 
     # Time spent inside the UNet during the run itself, for the overhead share.
     inner = 0.0
@@ -75,7 +81,7 @@ def measure(backbone_name: str, steps: int, batch: int, op: str, repeats: int) -
         return out
 
     backbone.eps = counted  # type: ignore[method-assign]
-    anonymizer = Anonymizer(backbone, steps=steps)
+    anonymizer = Anonymizer(backbone, steps, inversion=inversion)
     key = SecretKey.generate()
     masks = [EllipseMask()] * batch
     if op == "anonymize":
@@ -109,10 +115,11 @@ def _table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         START,
         "## Engine: anonymize / deanonymize, aligned 256x256 faces",
         "",
-        f"Backbone `{args.backbone}`, T = {args.steps}, float32, CPU: {cpu}, "
+        f"Backbone `{args.backbone}`, T = {args.steps}, inversion {args.inversion}, float32, "
+        f"CPU: {cpu}, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"Python {platform.python_version()}. Command: `python benchmarks/bench_engine.py "
-        f"--backbone {args.backbone} --steps {args.steps} "
+        f"--backbone {args.backbone} --steps {args.steps} --inversion {args.inversion} "
         f"--batch {' '.join(map(str, args.batch))}`.",
         "",
         "| operation | batch | s / face | total s | bare network s | total / bare | "
@@ -132,7 +139,7 @@ def _table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
-        "Bare network = 2T UNet calls (T inversion + T sampling steps) + one encode + one decode, "
+        "Bare network = the run's UNet calls (inversion and sampling) + one encode + one decode, "
         "each timed alone (median of --repeats calls) in the same process right before the "
         "operation. Target: total / bare <= 1.05. Overhead = total - UNet time measured inside "
         "the run - encode - decode: what the method adds around the networks (sign vectors, "
@@ -146,7 +153,8 @@ def _table(rows: list[dict[str, object]], args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="reference-random")
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--inversion", default=DEFAULT_INVERSION)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5, help="bare timings of each network")
     parser.add_argument(
@@ -157,7 +165,8 @@ def main() -> None:
 
     if args.child:
         op, batch = args.child[0], int(args.child[1])
-        print(json.dumps(measure(args.backbone, args.steps, batch, op, args.repeats)))
+        result = measure(args.backbone, args.steps, args.inversion, batch, op, args.repeats)
+        print(json.dumps(result))
         return
 
     rows = []
@@ -170,6 +179,8 @@ def main() -> None:
                 args.backbone,
                 "--steps",
                 str(args.steps),
+                "--inversion",
+                args.inversion,
                 "--repeats",
                 str(args.repeats),
                 "--child",

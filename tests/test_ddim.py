@@ -157,10 +157,11 @@ def test_fixed_point_inversion_converges_on_the_exact_model():
         calls.append(count)
         back = sample(backbone.eps, trajectory[-1], levels)
         errors.append(float((back - z0).pow(2).mean().sqrt()))
-    assert calls == [20, 40, 60, 100]
-    # Measured 0.069, 0.014, 0.0027, 0.00012: each iteration gains about 5x.
-    assert all(a > 3 * b for a, b in itertools.pairwise(errors)), errors
-    assert errors[-1] < 5e-4, errors
+    # T for DDIM; T * K + 1 for fixed-point:K (each step's first guess reuses the last eps).
+    assert calls == [20, 21, 41, 81]
+    # Measured 0.069, 0.034, 0.0069, 0.00033: each iteration after the first gains about 5x.
+    assert errors[1] < 0.6 * errors[0] and errors[2] < errors[1] / 3, errors
+    assert errors[3] < errors[2] / 3 and errors[3] < 1e-3, errors
     with pytest.raises(ValueError):
         invert(backbone.eps, z0, levels, refine=-1)
 

@@ -124,7 +124,7 @@ def test_progress_is_reported(closed_form):
         lambda done, total: calls.append((done, total)),
         refine=2,
     )
-    assert calls == [(i, 20) for i in range(1, 21)]  # network calls: 5 x (2 + 2)
+    assert calls == [(i, 16) for i in range(1, 17)]  # network calls: 5 x 2 + 1 + 5
 
 
 def test_api_round_trip_on_real_face(closed_form, face):

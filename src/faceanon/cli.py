@@ -503,7 +503,7 @@ def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None
         "--inversion",
         type=_inversion,
         default=None if undo else DEFAULT_INVERSION,
-        help="ddim, or fixed-point[:K] (K extra network calls per inversion step, nearly exact "
+        help="ddim, or fixed-point[:K] (K network calls per inversion step, nearly exact "
         + (
             "inversion); default: as recorded in the file"
             if undo
