@@ -190,6 +190,9 @@ def main() -> None:
         rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line]
     default_models = parser.get_default("models")
     command = "python benchmarks/inversion_accuracy.py"
+    if args.rows is not None:
+        command += f" --rows {args.rows}` (the rows of every run appended to that file; `"
+        command += "--models M --steps ... --refine ... --rows FILE` measures a part"
     publish(
         _table(_merged(rows, default_models), command),
         args.output,

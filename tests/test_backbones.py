@@ -65,7 +65,7 @@ def test_load_latent_folder_matches_the_saved_model(tmp_path):
     # Decoding quantizes first, as CompVis' LDM and diffusers' LDMPipeline do: the latent and
     # its nearest codebook entries decode to the same image, unlike the raw latent.
     decoded = backbone.decode(expected_latent)
-    torch.testing.assert_close(decoded, backbone.decode(quantized), rtol=0, atol=1e-5)
+    torch.testing.assert_close(decoded, backbone.decode(quantized), rtol=0, atol=2e-4)
     assert (decoded - unquantized).abs().max() > 1e-2
     assert decoded.min() >= -1 and decoded.max() <= 1 and decoded.std() > 1e-3
 

@@ -122,7 +122,7 @@ def test_jpeg_output_warns_and_keeps_metadata(work, capsys):
     original = np.asarray(Image.open("face.png").convert("RGB"))
     anon = np.asarray(Image.open("anon.jpg").convert("RGB"))
     restored = np.asarray(Image.open(work / "anon_deanonymized.png"))
-    # Lossy, but the key still brings the face back (measured 10.2 dB anonymized, 21.1 restored).
+    # Lossy, but the key still brings the face back (measured 9.5 dB anonymized, 21.4 restored).
     assert psnr(restored, original, REGION) > psnr(anon, original, REGION) + 8
     assert psnr(anon, original, ~REGION) > 30  # the JPEG copy of the untouched part
 
@@ -142,8 +142,8 @@ def test_inversion_is_recorded_and_used(work, capsys):
         restored[inversion] = psnr(
             np.asarray(Image.open(f"{inversion}_deanonymized.png")), original, REGION
         )
-    # Measured 14.1 dB with ddim, 19.9 dB with fixed-point:2 (T = 10).
-    assert restored["fixed-point:2"] > restored["ddim"] + 4, restored
+    # Measured 17.3 dB with ddim, 22.5 dB with fixed-point:2 (T = 10).
+    assert restored["fixed-point:2"] > restored["ddim"] + 3, restored
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         main(["anonymize", "face.png", "-k", "my.key", "--inversion", "fixed-point:99", *FAST])
@@ -237,9 +237,9 @@ def test_tiny_backbone_smoke_run(work):
     )
     assert main(["deanonymize", "face_anonymized.png", "-k", "my.key"]) == 0
     original = np.asarray(Image.open("face.png").convert("RGB"))
-    # Only the face and its feathered rim are replaced: everything farther than 8 px from the
+    # Only the face and its feathered rim are replaced: everything farther than 12 px from the
     # mask is the input, byte for byte; inside, the random model paints something else.
-    far = ~_grown(REGION, 8)
+    far = ~_grown(REGION, 12)
     for name in ("face_anonymized.png", "face_deanonymized.png"):
         out = np.asarray(Image.open(work / name))
         assert np.array_equal(out[far], original[far])
