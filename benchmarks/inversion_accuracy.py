@@ -191,8 +191,9 @@ def main() -> None:
     default_models = parser.get_default("models")
     command = "python benchmarks/inversion_accuracy.py"
     if args.rows is not None:
-        command += f" --rows {args.rows}` (the rows of every run appended to that file; `"
-        command += "--models M --steps ... --refine ... --rows FILE` measures a part"
+        command += f" --rows {args.rows}` (every run appends its rows to that file; `"
+        command += "--models M --steps ... --refine ... --rows FILE` measures a part),"
+        command += " published with `--steps --rows FILE"
     publish(
         _table(_merged(rows, default_models), command),
         args.output,
