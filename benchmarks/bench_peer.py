@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from docsection import publish
-from peer_loop import backbone_unet, peer_keyflip_images, peer_keyflip_latent
+from peer_loop import peer_keyflip_images
 
 START, END = "<!-- peer-benchmark:start -->", "<!-- peer-benchmark:end -->"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut_face.png"
@@ -32,31 +32,12 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut_face.png
 
 def _recovery(steps: int, refine: int, peer: bool) -> dict[str, float]:
     """RMSE inside the mask after anonymize + deanonymize (same key), as in §2's table."""
-    from inversion_accuracy import _latents
+    from inversion_accuracy import Case
 
-    from faceanon.keys import SecretKey, sign_vector
-    from faceanon.masks import EllipseMask
-    from faceanon.methods.keyflip import keyflip_latent
-
-    out = {}
-    for name in ("closed-form", "mixing"):
-        model, z0 = _latents(name)
-        z0 = z0[:2]
-        key = SecretKey(bytes(range(16)))
-        signs = torch.from_numpy(
-            np.stack([sign_vector(key, model.latent_shape, bytes([i]) * 16) for i in range(2)])
-        )
-        mask = torch.from_numpy(EllipseMask().grid(64, 64))[None, None].expand(2, 1, 64, 64)
-        with torch.inference_mode():
-            if peer:
-                unet = backbone_unet(model)
-                anon = peer_keyflip_latent(unet, z0, signs, mask, steps)
-                rec = peer_keyflip_latent(unet, anon, signs, mask, steps)
-            else:
-                anon = keyflip_latent(model, z0, signs, mask, steps, refine=refine)
-                rec = keyflip_latent(model, anon, signs, mask, steps, refine=refine)
-        out[name] = float((rec - z0)[mask.expand_as(z0)].pow(2).mean().sqrt())
-    return out
+    return {
+        name: Case(name, batch=2).recovery(steps, refine, peer)
+        for name in ("closed-form", "mixing")
+    }
 
 
 def main() -> None:

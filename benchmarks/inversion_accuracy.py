@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 from docsection import publish
-from peer_loop import backbone_unet, peer_invert, peer_keyflip_latent, peer_sample, schedulers
+from peer_loop import (
+    REFERENCE_SCHEDULER,
+    backbone_unet,
+    peer_invert,
+    peer_keyflip_latent,
+    peer_sample,
+    schedulers,
+)
 
 START, END = "<!-- inversion-accuracy:start -->", "<!-- inversion-accuracy:end -->"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut_face.png"
@@ -55,79 +62,85 @@ class Mixing:
         return self.exact.eps(latents, timestep) + self.weight * self.unet.eps(latents, timestep)
 
 
-def _latents(name: str) -> tuple[Any, torch.Tensor]:
-    from PIL import Image
+class Case:
+    """A backbone, its latents, and a key's sign vectors and the face mask for them."""
 
-    from faceanon.backbones.builtin import build_backbone
+    def __init__(self, name: str, batch: int = 4) -> None:
+        from PIL import Image
 
-    if name in ("closed-form", "mixing"):
-        model: Any = Mixing()
-        if name == "closed-form":
-            model = model.exact
-        g = torch.Generator().manual_seed(0)
-        return model, 0.5 * torch.randn(4, *model.latent_shape, generator=g)
-    model = build_backbone("tiny")
-    face = np.asarray(Image.open(EXAMPLE).convert("RGB"))
-    faces = np.stack([face, face[:, ::-1], np.roll(face, 20, 0), np.roll(face, -15, 1)])
-    x = torch.from_numpy(faces.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return model, model.encode(x)
+        from faceanon.backbones.builtin import build_backbone
+        from faceanon.backbones.closed_form import GaussianBackbone
+        from faceanon.keys import SecretKey, sign_vector
+        from faceanon.masks import EllipseMask
+
+        self.model: Any
+        if name in ("closed-form", "mixing"):
+            self.model = GaussianBackbone() if name == "closed-form" else Mixing()
+            g = torch.Generator().manual_seed(0)
+            self.z0 = 0.5 * torch.randn(4, *self.model.latent_shape, generator=g)[:batch]
+        else:
+            self.model = build_backbone("tiny")
+            face = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+            faces = np.stack([face, face[:, ::-1], np.roll(face, 20, 0), np.roll(face, -15, 1)])
+            x = torch.from_numpy(faces[:batch].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+            self.z0 = self.model.encode(x)
+        _, h, w = self.model.latent_shape
+        key = SecretKey(bytes(range(16)))
+        self.signs = torch.from_numpy(
+            np.stack([sign_vector(key, (3, h, w), bytes([i]) * 16) for i in range(batch)])
+        )
+        self.mask = torch.from_numpy(EllipseMask().grid(h, w))[None, None].expand(batch, 1, h, w)
+
+    @torch.inference_mode()
+    def round_trip(self, steps: int, refine: int, peer: bool = False) -> float:
+        """RMSE of sample(invert(z0)) against z0, everywhere."""
+        from faceanon.diffusion import invert, sample
+
+        if peer:
+            unet = backbone_unet(self.model)
+            inverse, forward = schedulers(REFERENCE_SCHEDULER, steps)
+            back = peer_sample(unet, peer_invert(unet, self.z0, inverse)[-1], forward)
+        else:
+            levels = self.model.schedule.levels(steps)
+            inverted = invert(self.model.eps, self.z0, levels, refine=refine)[-1]
+            back = sample(self.model.eps, inverted, levels)
+        return float((back - self.z0).pow(2).mean().sqrt())
+
+    @torch.inference_mode()
+    def recovery(self, steps: int, refine: int, peer: bool = False) -> float:
+        """RMSE inside the mask of anonymize + deanonymize with the same key and nonce."""
+        from faceanon.methods.keyflip import keyflip_latent
+
+        def keyflip(z: torch.Tensor) -> torch.Tensor:
+            if peer:
+                unet = backbone_unet(self.model)
+                return peer_keyflip_latent(unet, z, self.signs, self.mask, steps)
+            return keyflip_latent(self.model, z, self.signs, self.mask, steps, refine=refine)
+
+        rec = keyflip(keyflip(self.z0))
+        inside = self.mask.expand_as(self.z0)
+        return float((rec - self.z0)[inside].pow(2).mean().sqrt())
 
 
 def measure(
     name: str, steps: list[int], refine: list[int], record: Path | None = None
 ) -> list[dict[str, Any]]:
-    from faceanon.diffusion import invert, sample
     from faceanon.engine import network_calls
-    from faceanon.keys import SecretKey, sign_vector
-    from faceanon.masks import EllipseMask
-    from faceanon.methods.keyflip import keyflip_latent
 
-    model, z0 = _latents(name)
-    batch, (_, h, w) = z0.shape[0], model.latent_shape
-    key = SecretKey(bytes(range(16)))
-    signs = torch.from_numpy(
-        np.stack([sign_vector(key, model.latent_shape, bytes([i]) * 16) for i in range(batch)])
-    )
-    mask = torch.from_numpy(EllipseMask().grid(h, w))[None, None].expand(batch, 1, h, w)
-    inside = mask.expand_as(z0)
-
-    def rms(x: torch.Tensor) -> float:
-        return float(x.pow(2).mean().sqrt())
-
+    case = Case(name)
     rows = []
-    with torch.inference_mode():
-        for t in steps:
-            levels = model.schedule.levels(t)
-            for k in refine:
-                back = sample(model.eps, invert(model.eps, z0, levels, refine=k)[-1], levels)
-                anon = keyflip_latent(model, z0, signs, mask, t, refine=k)
-                rec = keyflip_latent(model, anon, signs, mask, t, refine=k)
-                rows.append(
-                    {
-                        "model": name,
-                        "loop": "faceanon",
-                        "T": t,
-                        "K": k,
-                        "calls": network_calls(t, k),
-                        "round_trip": rms(back - z0),
-                        "recovery": rms((rec - z0)[inside]),
-                    }
-                )
-                _report(rows[-1], record)
-            unet = backbone_unet(model)
-            inverse, forward = schedulers(_scheduler_config(), t)
-            back = peer_sample(unet, peer_invert(unet, z0, inverse)[-1], forward)
-            anon = peer_keyflip_latent(unet, z0, signs, mask, t)
-            rec = peer_keyflip_latent(unet, anon, signs, mask, t)
+    for t in steps:
+        settings = [("faceanon", k, False) for k in refine] + [("peer (diffusers)", 0, True)]
+        for loop, k, peer in settings:
             rows.append(
                 {
                     "model": name,
-                    "loop": "peer (diffusers)",
+                    "loop": loop,
                     "T": t,
-                    "K": 0,
-                    "calls": 2 * t,
-                    "round_trip": rms(back - z0),
-                    "recovery": rms((rec - z0)[inside]),
+                    "K": k,
+                    "calls": network_calls(t, k),
+                    "round_trip": case.round_trip(t, k, peer),
+                    "recovery": case.recovery(t, k, peer),
                 }
             )
             _report(rows[-1], record)
@@ -149,12 +162,6 @@ def _merged(rows: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any
         latest.values(),
         key=lambda r: (order.get(r["model"], len(order)), r["T"], r["loop"] != "faceanon", r["K"]),
     )
-
-
-def _scheduler_config() -> dict[str, Any]:
-    from peer_loop import REFERENCE_SCHEDULER
-
-    return dict(REFERENCE_SCHEDULER)
 
 
 def _table(rows: list[dict[str, Any]], command: str) -> str:
