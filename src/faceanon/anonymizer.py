@@ -62,7 +62,11 @@ class Anonymizer:
         backbone.schedule.subsequence(steps)  # validates steps
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
         self.refine = parse_inversion(inversion)
-        self.inversion = inversion_name(self.refine)
+
+    @property
+    def inversion(self) -> str:
+        """The canonical name of the inversion (``ddim`` or ``fixed-point:K``)."""
+        return inversion_name(self.refine)
 
     def apply(
         self,

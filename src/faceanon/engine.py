@@ -31,14 +31,11 @@ def parse_inversion(text: str) -> int:
     )
 
 
-def inversion_calls(steps: int, refine: int) -> int:
-    """Network calls of one inversion: T for DDIM, T * K + 1 for ``fixed-point:K``."""
-    return steps if refine == 0 else steps * refine + 1
-
-
 def network_calls(steps: int, refine: int) -> int:
-    """Network calls of one anonymize or deanonymize: the inversion, then T sampling steps."""
-    return inversion_calls(steps, refine) + steps
+    """Network calls of one anonymize or deanonymize: the inversion (T for DDIM, T * K + 1 for
+    ``fixed-point:K``), then T sampling steps."""
+    inversion = steps if refine == 0 else steps * refine + 1
+    return inversion + steps
 
 
 def inversion_name(refine: int) -> str:

@@ -37,7 +37,7 @@ def invert(
     """Run T inversion steps (eq. 3) from ``z0``; return the trajectory ``[z_0, ..., z_T]``.
 
     ``refine`` fixed-point iterations per step (0: plain DDIM inversion); ``on_call`` is called
-    after every network evaluation (:func:`faceanon.engine.inversion_calls` in all).
+    after every network evaluation: T in all for DDIM, T * K + 1 for fixed-point.
     """
     if refine < 0:
         raise ValueError(f"refine must be >= 0, got {refine}")
