@@ -112,42 +112,14 @@ def test_face_parsing_hook_replaces_the_landmark_polygon(astronaut):
     assert len(empty.geometry.mask.polygon) > 4
 
 
-def test_geometry_is_sealed_and_bound_to_the_header(astronaut, finder):
-    face = finder.find(astronaut)[0]
-    key = SecretKey.generate()
-    meta = Metadata.from_json(
-        Metadata(
-            "keyflip",
-            (FaceRecord(b"n" * 16, face.box),),
-            "closed-form",
-            None,
-            50,
-            (512, 512),
-        )
-        .seal(key, [face.geometry])
-        .to_json()
-    )
-    opened = meta.open(key)[0]
-    assert np.array_equal(opened.alignment.matrix, face.geometry.alignment.matrix)  # exact
-    assert np.abs(opened.mask.polygon - face.geometry.mask.polygon).max() <= 5e-5
-    text = meta.to_json()
-    assert "polygon" not in text and "alignment" not in text
-    assert f"{face.geometry.alignment.matrix[0, 0]:.6f}"[:6] not in text
-    with pytest.raises(MetadataError, match="wrong key"):
-        meta.open(key.with_bit_flipped(5))
-    data_ = json.loads(text)
-    data_["faces"][0]["box"][0] += 1  # the clear header is authenticated too
-    with pytest.raises(MetadataError, match="altered"):
-        Metadata.from_json(json.dumps(data_)).open(key)
-
-
 def test_inversion_in_metadata_is_checked():
     record = FaceRecord(b"n" * 16, mask=EllipseMask())
     meta = Metadata("keyflip", (record,), "tiny", None, 20, inversion="fixed-point:1")
     data = json.loads(meta.to_json())
     assert data["inversion"] == "fixed-point:1"
     assert Metadata.from_json(meta.to_json()).inversion == "fixed-point:1"
-    del data["inversion"]  # a 0.1 file
+    del data["inversion"], data["check"]  # a 0.1 file: format 2, no inversion, no checksum
+    data["faceanon"] = 2
     assert Metadata.from_json(json.dumps(data)).inversion is None
     for hostile in ("fixed-point:1000000", "edict", 3):
         data["inversion"] = hostile  # a file must not choose unbounded work or unknown code
@@ -177,7 +149,7 @@ def test_cli_photo_round_trip_and_wrong_key(work, astronaut, finder, capsys):
     assert main(["deanonymize", "astro_anonymized.png", "-k", "my.key", "-o", "right"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert main(["deanonymize", "astro_anonymized.png", "-k", "other.key", "-o", "wrong"]) == 0
-    assert "this key does not open the face geometry" in capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err  # nothing tells a wrong key
     face = _region(finder.find(astronaut), astronaut.shape)
     anon = _read("astro_anonymized.png")
     right, wrong = _read("right/astro_deanonymized.png"), _read("wrong/astro_deanonymized.png")

@@ -7,6 +7,7 @@ import getpass
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "FACEANON_PASSPHRASE"
+MIN_PASSPHRASE = 20  # shorter ones get a warning at keygen (README, Keys)
 
 
 def _say(message: str) -> None:
@@ -46,14 +48,36 @@ def _load_key(path: Path) -> SecretKey:
     return read_key_file(path, _ask_passphrase())
 
 
-def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
+def _device(name: str) -> str:
+    """``--device``: auto, cpu, cuda, cuda:N or mps, checked against this torch build."""
     import torch
 
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise FaceanonError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N, mps)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FaceanonError(
+                f"--device {name}: no CUDA GPU available to this torch build "
+                f"({torch.__version__}); use --device cpu or install a CUDA build of torch"
+            )
+        if device.index is not None and device.index >= count:
+            raise FaceanonError(f"--device {name}: only {count} CUDA GPU(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FaceanonError(f"--device {name}: Apple MPS is not available here")
+    return name
+
+
+def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
     from faceanon.backbones.registry import load_backbone
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_backbone(name, model_dir=model_dir, device=device)
+    return load_backbone(name, model_dir=model_dir, device=_device(device))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -148,15 +172,27 @@ def _process(
 ) -> int:
     """Shared batch loop: read/prepare each input, run ``work`` on up to --batch-size inputs
     at a time, write atomically, report one line per problem and a summary."""
+    from faceanon.errors import OutputExistsError
     from faceanon.io import write_image
 
     jobs = _jobs(args.inputs, args.output, tag)
     started = time.monotonic()
-    counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0}
+    counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0, "existing": 0}
     claimed: dict[Path, Path] = {}
     pending: list[tuple[Path, Path, Any]] = []
 
-    def fail(message: str) -> None:
+    def fail(src: Path, exc: BaseException) -> None:
+        """One line per failed file, naming it; the run goes on with the others."""
+        if isinstance(exc, FaceanonError):
+            message = str(exc)
+            message = message if message.startswith(str(src)) else f"{src}: {message}"
+        else:  # a bug, or a case nobody foresaw: still one line, the traceback on request
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            message = f"{src}: unexpected {type(exc).__name__}: {first}"
+            if args.debug:
+                traceback.print_exception(exc, file=sys.stderr)
+            else:
+                message += " (--debug shows the traceback)"
         _say(f"error: {message}")
         counts["failed"] += 1
 
@@ -165,9 +201,9 @@ def _process(
             return
         try:
             results = work([item for _, _, item in pending])
-        except FaceanonError as exc:
-            for _ in pending:
-                fail(str(exc))
+        except Exception as exc:
+            for src, _, _ in pending:
+                fail(src, exc)
             pending.clear()
             return
         finally:
@@ -187,8 +223,15 @@ def _process(
                     exif=result.source.exif if keep else None,
                     icc=result.source.icc if keep else None,
                 )
-            except FaceanonError as exc:
-                fail(str(exc))
+            except OutputExistsError as exc:
+                if args.skip_existing:  # another run wrote it meanwhile
+                    _say(f"{dst}: written meanwhile by another run; kept")
+                    counts["existing"] += 1
+                else:
+                    fail(src, exc)
+                continue
+            except Exception as exc:
+                fail(src, exc)
                 continue
             counts["written"] += 1
             counts["faces"] += result.faces
@@ -200,16 +243,24 @@ def _process(
         progress.label = f"[{number}/{len(jobs)}] {src.name}"
         progress.show()
         if dst.resolve() in claimed:
-            fail(f"{src}: its output {dst} is also the output of {claimed[dst.resolve()]}")
+            fail(src, FaceanonError(f"its output {dst} is also that of {claimed[dst.resolve()]}"))
             continue
         claimed[dst.resolve()] = src
         if dst.exists() and not args.overwrite:
-            fail(f"{dst}: already exists (pass --overwrite to replace it)")
+            if args.skip_existing:
+                counts["existing"] += 1
+                continue
+            fail(
+                src,
+                FaceanonError(
+                    f"{dst} already exists (--overwrite replaces it, --skip-existing keeps it)"
+                ),
+            )
             continue
         try:
             pending.append((src, dst, prepare(src)))
-        except FaceanonError as exc:
-            fail(str(exc))
+        except Exception as exc:
+            fail(src, exc)
             continue
         if len(pending) >= args.batch_size:
             flush()
@@ -217,7 +268,8 @@ def _process(
     _say(
         f"{tag}: files {len(jobs)}, written {counts['written']}, faces {counts['faces']}, "
         f"skipped (no face) {counts['skipped']}, failed {counts['failed']}, "
-        f"{time.monotonic() - started:.1f} s"
+        + (f"already done {counts['existing']}, " if args.skip_existing else "")
+        + f"{time.monotonic() - started:.1f} s"
     )
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
@@ -251,7 +303,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
     if args.passphrase:
         spec = PassphraseSpec.new(bits=args.bits)
-        _ask_passphrase(confirm=True)()  # asked now so a mistyped confirmation fails early
+        phrase = _ask_passphrase(confirm=True)()  # asked now: a mistyped confirmation fails early
+        if not phrase.strip():
+            raise FaceanonError("empty passphrase refused: choose at least 5 random words")
+        if len(phrase) < MIN_PASSPHRASE:
+            _say(
+                f"warning: a {len(phrase)}-character passphrase can be guessed offline; "
+                f"use at least {MIN_PASSPHRASE} characters (5 random words) -- see README, Keys"
+            )
         write_key_file(
             args.output,
             spec.to_text(),
@@ -303,8 +362,13 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             return picture, [Face((0.0, 0.0, size, size), crop_geometry(size))]
         return picture, finder.find(picture.image)
 
-    def describe(picture: Any, faces: list[Face], nonces: list[bytes | None]) -> str:
+    def describe(
+        picture: Any, faces: list[Face], nonces: list[bytes | None]
+    ) -> tuple[str, list[Any]]:
+        """The output's metadata, and the geometry to anonymize with (for photos with a key:
+        the geometry as the key will open it)."""
         height, width = picture.image.shape[:2]
+        geometry = [f.geometry for f in faces]
         records = tuple(
             FaceRecord(
                 nonce,
@@ -314,7 +378,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             for f, nonce in zip(faces, nonces, strict=True)
         )
         if not reversible:
-            return Metadata(args.method, records, photo_size=(width, height)).to_json()
+            return Metadata(args.method, records, photo_size=(width, height)).to_json(), geometry
         meta = Metadata(
             "keyflip",
             records,
@@ -325,24 +389,28 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             inversion=anonymizer.inversion,
         )
         if not args.aligned and faces:
-            meta = meta.seal(key, [f.geometry for f in faces])
-        return meta.to_json()
+            meta, geometry = meta.seal(key, geometry)
+        return meta.to_json(), geometry
 
     def work(batch: list[tuple[Any, list[Face]]]) -> list[_Result]:
         nonces: list[list[bytes | None]] = [
             anonymizer.new_nonces(len(faces)) if reversible else [None] * len(faces)
             for _, faces in batch
         ]
+        described = [
+            describe(picture, faces, face_nonces)
+            for (picture, faces), face_nonces in zip(batch, nonces, strict=True)
+        ]
         images = transform_photos(
             [picture.image for picture, _ in batch],
-            [[f.geometry for f in faces] for _, faces in batch],
+            [geometry for _, geometry in described],
             nonces,
             transform,
             grid,
         )
         return [
-            _Result(image, describe(picture, faces, face_nonces), len(faces), picture)
-            for image, (picture, faces), face_nonces in zip(images, batch, nonces, strict=True)
+            _Result(image, text, len(faces), picture)
+            for image, (picture, faces), (text, _) in zip(images, batch, described, strict=True)
         ]
 
     return _process(args, "anonymized", prepare, work, progress)
@@ -352,6 +420,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.registry import DEFAULT_BACKBONE
     from faceanon.container import REVERSIBLE, FaceRecord, Metadata
     from faceanon.engine import DEFAULT_INVERSION
     from faceanon.errors import MetadataError
@@ -364,8 +433,16 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     progress = _Progress()
 
     def backbone_for(path: Path, meta: Metadata) -> Backbone:
-        # --model-dir replaces whatever model the metadata names.
-        name = str(meta.backbone) if args.model_dir is None else args.backbone
+        from faceanon.backbones.registry import MODELS
+
+        # --backbone / --model-dir replace whatever model the metadata names. A file may only
+        # name a registered backbone: what is downloaded is the user's choice, not the file's.
+        name = args.backbone or str(meta.backbone)
+        if name not in MODELS and args.model_dir is None and args.backbone is None:
+            raise MetadataError(
+                f"{path}: made with the hub model {name[:80]!r}, which a file cannot choose;"
+                f" if you trust it, pass --backbone {name[:80]}"
+            )
         if name not in backbones:
             backbones[name] = _load_backbone(name, args.model_dir, args.device)
         loaded = backbones[name].revision
@@ -387,11 +464,12 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 f"{path}: no faceanon metadata (stripped or re-saved?); an image anonymized"
                 " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
             )
+        backbone = args.backbone or DEFAULT_BACKBONE
         if args.aligned:
             record = FaceRecord(None, mask=EllipseMask())
-            return Metadata("keyflip", (record,), args.backbone, None, args.steps)
+            return Metadata("keyflip", (record,), backbone, None, args.steps)
         height, width = picture.image.shape[:2]
-        return Metadata("keyflip", (), args.backbone, None, args.steps, (width, height))
+        return Metadata("keyflip", (), backbone, None, args.steps, (width, height))
 
     def prepare(path: Path) -> tuple[Any, Metadata, Backbone, list[Any]]:
         picture = _read(path, None)
@@ -422,10 +500,8 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                     f"{path}: is {width}x{height} but was anonymized at {was} (resized?); "
                     "cannot restore"
                 )
-            try:
-                geometry = meta.open(key) if meta.faces else []
-            except MetadataError as exc:
-                _say(f"warning: {path}: {exc}; the faces will not be the originals")
+            geometry = meta.open(key, size) if meta.faces else []
+            if geometry is None:  # a format-2 seal this key does not open: find them anew
                 geometry = [finder(size).at(picture.image, f.box).geometry for f in meta.faces]
             if any(g.alignment.size != size for g in geometry):
                 raise MetadataError(f"{path}: face crops are not {size} px for this backbone")
@@ -479,6 +555,16 @@ def _steps(text: str) -> int:
     return int(text)
 
 
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a confidence between 0 and 1")
+    return value
+
+
 def _inversion(text: str) -> str:
     from faceanon.engine import inversion_name, parse_inversion
 
@@ -512,7 +598,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None
     )
 
 
-def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required: bool) -> None:
+def _add_common(
+    p: argparse.ArgumentParser, default_backbone: str | None, key_required: bool
+) -> None:
     from faceanon.faces.detect import DEFAULT_DETECTOR, DETECTORS
 
     p.add_argument(
@@ -522,11 +610,20 @@ def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required:
         "-k", "--key", type=Path, required=key_required, help="key file (faceanon keygen)"
     )
     p.add_argument("-o", "--output", type=Path, help="output folder, or file for one input")
-    p.add_argument("--backbone", default=default_backbone, help="registered model name")
+    p.add_argument(
+        "--backbone",
+        default=default_backbone,
+        help="registered model name or hub id owner/repo[@revision]"
+        + (
+            f" (default {default_backbone})"
+            if default_backbone
+            else "; default: the file's, which must be a registered one"
+        ),
+    )
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
-    p.add_argument("--threshold", type=float, help="detector confidence, 0-1 (yunet 0.75)")
+    p.add_argument("--threshold", type=_threshold, help="detector confidence, 0-1 (yunet 0.75)")
     p.add_argument(
         "--upright-only", action="store_true", help="do not also search faces lying sideways"
     )
@@ -534,6 +631,12 @@ def _add_common(p: argparse.ArgumentParser, default_backbone: str, key_required:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network call")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave inputs whose output exists (resume an interrupted folder run)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     p.add_argument(
         "--keep-metadata", action="store_true", help="keep EXIF (GPS too!) and ICC profile"
     )
@@ -570,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_anonymize)
 
     p = sub.add_parser("deanonymize", help="restore faces with the key")
-    _add_common(p, DEFAULT_BACKBONE, key_required=True)
+    _add_common(p, None, key_required=True)
     add_engine_arguments(p, undo=True)
     p.set_defaults(run=cmd_deanonymize)
 
@@ -592,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "batch_size", 1) < 1:
         _say("faceanon: error: --batch-size must be at least 1")
         return EXIT_USAGE
+    if getattr(args, "skip_existing", False) and getattr(args, "overwrite", False):
+        _say("faceanon: error: --skip-existing and --overwrite contradict each other")
+        return EXIT_USAGE
     try:
         code: int = args.run(args)
     except FaceanonError as exc:
@@ -600,6 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("faceanon: interrupted")
         return 130
+    except Exception as exc:  # a bug: one line, the traceback with --debug
+        if getattr(args, "debug", False):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        _say(f"faceanon: error: unexpected {type(exc).__name__}: {first} (--debug shows more)")
+        return EXIT_USAGE
     return code
 
 

@@ -1,14 +1,16 @@
 """What travels inside an output image so that ``faceanon deanonymize IMAGE -k KEY`` needs
 nothing else.
 
-In the clear: format version, method, backbone + revision, steps, the photo's size, and per face
-its nonce and detection box (where the face is: visible in the image anyway). Sealed with a
-key-derived AEAD key (ChaCha20-Poly1305): per face the alignment transform and the landmark
-mask polygon, since the face's proportions could help re-identify it. Nothing here reveals the
-key or the original face.
+In the clear: format version, method, backbone + revision, steps, inversion, the photo's size,
+and per face its nonce, detection box and quarter turn (where the face is and which way up: both
+visible in the image anyway). Hidden under the key (``faceanon.seal``): per face the alignment
+and the face polygon, in an encoding that every key opens into some plausible geometry, so the
+file cannot tell a right key from a wrong one. An unkeyed checksum over everything catches
+accidental damage without involving the key.
 
-The sealed part's 16-byte tag does tell a holder of a candidate key whether it is right. That
-does not help guess a 128-bit random key; a passphrase key costs one scrypt (128 MiB) per guess.
+Format 2 (faceanon 0.1 photos) sealed the geometry with ChaCha20-Poly1305; its tag confirms a
+candidate key. Such files are still read: with a key that does not open the seal, the faces are
+found anew, silently, like a wrong key on format 3.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,15 +29,26 @@ import numpy as np
 from faceanon.engine import inversion_name, parse_inversion
 from faceanon.errors import MetadataError
 from faceanon.faces.align import Alignment
+from faceanon.limits import (
+    MAX_FACES,
+    MAX_JSON_DEPTH,
+    MAX_METADATA_CHARS,
+    MAX_PIXELS,
+    MAX_STEPS,
+    MIN_FACE_AREA,
+)
 from faceanon.masks import EllipseMask, LandmarkMask, Mask
 
 if TYPE_CHECKING:
     from faceanon.keys import SecretKey
 
-FORMAT_VERSION = 2  # 1: aligned crops only (still read)
+FORMAT_VERSION = 3  # 1: aligned crops only; 2: AEAD-sealed geometry (both still read)
+READS = (1, 2, FORMAT_VERSION)
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
 METHODS = ("keyflip", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip",)
+SEAL_NONCE_BYTES = 16
+CHECK_BYTES = 16
 
 Box = tuple[float, float, float, float]
 
@@ -44,6 +58,7 @@ class FaceRecord:
     nonce: bytes | None  # None: paper mode, or a method without a key
     box: Box | None = None  # photos: where the face was found
     mask: EllipseMask | None = None  # aligned crops: the mask used
+    turn: int = 0  # photos, format 3: the face's quarter turn (public, see faceanon.seal)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,9 +69,15 @@ class Geometry:
     mask: Mask  # LandmarkMask in photos; EllipseMask for aligned crops (identity alignment)
 
 
-def _geometry_key(key: SecretKey) -> bytes:
+def _aead_key(key: SecretKey) -> bytes:
     message = b"faceanon/geometry/v1\x00" + key.material
     return hashlib.shake_256(message).digest(32)
+
+
+def round_box(box: Sequence[float]) -> Box:
+    """A box as the metadata stores it (2 decimals): what the geometry is encoded against."""
+    x0, y0, x1, y1 = (round(float(v), 2) for v in box)
+    return (x0, y0, x1, y1)
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,9 @@ class Metadata:
     revision: str | None = None
     steps: int | None = None
     photo_size: tuple[int, int] | None = None  # (width, height); None: an aligned crop
-    sealed: tuple[bytes, bytes] | None = None  # (AEAD nonce, ciphertext) of the geometry
+    sealed: tuple[bytes, bytes] | None = None  # (seal nonce, sealed geometry of every face)
     inversion: str | None = None  # keyflip: "ddim" or "fixed-point:K"; absent in 0.1 files
+    version: int = FORMAT_VERSION
 
     @property
     def aligned(self) -> bool:
@@ -79,12 +101,14 @@ class Metadata:
         for f in self.faces:
             face: dict[str, Any] = {"nonce": None if f.nonce is None else f.nonce.hex()}
             if f.box is not None:
-                face["box"] = [round(v, 2) for v in f.box]
+                face["box"] = list(round_box(f.box))
+                if self.version >= 3:
+                    face["turn"] = f.turn
             if f.mask is not None:
                 face["mask"] = f.mask.to_json()
             faces.append(face)
         header: dict[str, Any] = {
-            "faceanon": FORMAT_VERSION,
+            "faceanon": self.version,
             "method": self.method,
             "backbone": self.backbone,
             "revision": self.revision,
@@ -99,106 +123,260 @@ class Metadata:
     def _aad(self) -> bytes:
         return json.dumps(self._header(), separators=(",", ":"), sort_keys=True).encode()
 
+    def _check(self) -> str:
+        """An unkeyed checksum (no key involved, so it says nothing about any key)."""
+        nonce, blob = self.sealed or (b"", b"")
+        digest = hashlib.sha256(b"faceanon/check/v3\x00" + self._aad() + nonce + blob)
+        return digest.digest()[:CHECK_BYTES].hex()
+
     def to_json(self) -> str:
+        if self.version != FORMAT_VERSION:
+            raise ValueError(f"only format {FORMAT_VERSION} is written")
         data = self._header()
         if self.sealed is not None:
             nonce, blob = self.sealed
             data["sealed"] = {"nonce": nonce.hex(), "data": base64.b64encode(blob).decode()}
+        data["check"] = self._check()
         return json.dumps(data, separators=(",", ":"))
 
-    def seal(self, key: SecretKey, geometry: Sequence[Geometry]) -> Metadata:
-        """A copy carrying ``geometry`` (one per face) encrypted under a key-derived key."""
-        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    def seal(self, key: SecretKey, geometry: Sequence[Geometry]) -> tuple[Metadata, list[Geometry]]:
+        """A copy carrying ``geometry`` (one per face, in the order of ``faces``) hidden under
+        ``key``, and the geometry as any later open with this key returns it: anonymize with
+        that one (it differs from ``geometry`` only by the encoding's rounding)."""
+        from faceanon.seal import seal_face
 
         if len(geometry) != len(self.faces):
             raise ValueError("one geometry per face")
-        masks = [g.mask for g in geometry]
-        if not all(isinstance(m, LandmarkMask) for m in masks):
-            raise ValueError("only landmark masks are sealed")
-        plain = json.dumps(
-            [
-                {
-                    "alignment": g.alignment.matrix.ravel().tolist(),
-                    "size": g.alignment.size,
-                    "polygon": np.round(m.polygon, 4).tolist(),  # type: ignore[attr-defined]
-                }
-                for g, m in zip(geometry, masks, strict=True)
-            ],
-            separators=(",", ":"),
-        ).encode()
-        nonce = secrets.token_bytes(12)
-        blob = ChaCha20Poly1305(_geometry_key(key)).encrypt(nonce, plain, self._aad())
-        return replace(self, sealed=(nonce, blob))
+        nonce = secrets.token_bytes(SEAL_NONCE_BYTES)
+        blobs, faces, decoded = [], [], []
+        for i, (record, g) in enumerate(zip(self.faces, geometry, strict=True)):
+            if record.box is None:
+                raise ValueError("sealed faces need their detection box")
+            box = round_box(record.box)
+            blob, turn, opened = seal_face(key, nonce, i, g, box)
+            blobs.append(blob)
+            faces.append(replace(record, box=box, turn=turn))
+            decoded.append(opened)
+        sealed = replace(self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)))
+        return sealed, decoded
 
-    def open(self, key: SecretKey) -> list[Geometry]:
-        """The sealed geometry; MetadataError if the key is wrong or the metadata was altered."""
+    def open(self, key: SecretKey, size: int) -> list[Geometry] | None:
+        """The hidden geometry under ``key`` (``size``: the crop side). Any key opens a format-3
+        file (a wrong one into other plausible geometry); None: a format-2 seal that this key
+        does not open."""
+        if self.sealed is None:
+            raise MetadataError("the metadata carries no face geometry")
+        if self.version == 2:
+            return self._open_aead(key)
+        from faceanon.seal import PARAMS, open_face
+
+        nonce, blob = self.sealed
+        step = 8 * PARAMS
+        return [
+            open_face(key, nonce, i, blob[i * step : (i + 1) * step], f.box, f.turn, size)
+            for i, f in enumerate(self.faces)
+            if f.box is not None
+        ]
+
+    def _open_aead(self, key: SecretKey) -> list[Geometry] | None:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-        if self.sealed is None:
-            raise MetadataError("the metadata carries no face geometry")
+        assert self.sealed is not None
         nonce, blob = self.sealed
         try:
-            plain = ChaCha20Poly1305(_geometry_key(key)).decrypt(nonce, blob, self._aad())
-        except InvalidTag:
-            raise MetadataError(
-                "this key does not open the face geometry (wrong key, or the metadata was altered)"
-            ) from None
-        out = []
-        for g in json.loads(plain):
-            size = int(g["size"])
-            matrix = np.array(g["alignment"], dtype=np.float64).reshape(2, 3)
-            polygon = np.array(g["polygon"], dtype=np.float64).reshape(-1, 2)
-            out.append(Geometry(Alignment(matrix, size), LandmarkMask(polygon, size)))
-        return out
+            plain = ChaCha20Poly1305(_aead_key(key)).decrypt(nonce, blob, self._aad())
+        except (InvalidTag, ValueError):
+            return None
+        try:
+            out = []
+            for g in json.loads(plain):
+                size = int(g["size"])
+                matrix = np.array(g["alignment"], dtype=np.float64).reshape(2, 3)
+                polygon = np.array(g["polygon"], dtype=np.float64).reshape(-1, 2)
+                if not (np.isfinite(matrix).all() and np.isfinite(polygon).all()):
+                    raise ValueError("not finite")
+                out.append(Geometry(Alignment(matrix, size), LandmarkMask(polygon, size)))
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise MetadataError("faceanon metadata is damaged (sealed geometry)") from None
+        return out if len(out) == len(self.faces) else None
 
     @classmethod
     def from_json(cls, text: str) -> Metadata:
+        """Parse untrusted metadata: any problem is a MetadataError with a one-line reason."""
+        if len(text) > MAX_METADATA_CHARS:
+            raise MetadataError(
+                f"faceanon metadata too large ({len(text)} characters, limit {MAX_METADATA_CHARS})"
+            )
         try:
             data = json.loads(text)
-            version = data["faceanon"]
-            if version not in (1, FORMAT_VERSION):
-                raise MetadataError(
-                    f"faceanon metadata format {version} is not supported by this version "
-                    f"(reads formats 1 and {FORMAT_VERSION}); upgrade faceanon"
-                )
-            faces = tuple(
-                FaceRecord(
-                    None if f["nonce"] is None else bytes.fromhex(f["nonce"]),
-                    None if "box" not in f else tuple(float(v) for v in f["box"][:4]),  # type: ignore[arg-type]
-                    None if "mask" not in f else EllipseMask.from_json(f["mask"]),
-                )
-                for f in data["faces"]
-            )
-            size = data.get("photo_size")
-            sealed = data.get("sealed")
-            inversion = data.get("inversion")
-            if inversion is not None:
-                inversion = inversion_name(parse_inversion(str(inversion)))
-            meta = cls(
-                method=str(data["method"]),
-                faces=faces,
-                backbone=None if data["backbone"] is None else str(data["backbone"]),
-                revision=None if data["revision"] is None else str(data["revision"]),
-                steps=None if data["steps"] is None else int(data["steps"]),
-                photo_size=None if size is None else (int(size[0]), int(size[1])),
-                sealed=None
-                if sealed is None
-                else (bytes.fromhex(sealed["nonce"]), base64.b64decode(sealed["data"])),
-                inversion=inversion,
-            )
+        except (ValueError, RecursionError):
+            raise MetadataError("faceanon metadata is damaged (not JSON)") from None
+        if _depth(data) > MAX_JSON_DEPTH:
+            raise MetadataError("faceanon metadata is damaged (nested too deep)")
+        try:
+            meta = _parse(data)
         except MetadataError:
             raise
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise MetadataError(f"faceanon metadata is damaged ({type(exc).__name__})") from None
-        if meta.method not in METHODS:
-            raise MetadataError(f"faceanon metadata names an unknown method {meta.method!r}")
-        if meta.method in REVERSIBLE and (
-            meta.backbone is None
-            or meta.steps is None
-            or meta.steps < 1
-            or (meta.aligned and (len(faces) != 1 or faces[0].mask is None))
-            or (not meta.aligned and faces and meta.sealed is None)
-        ):
-            raise MetadataError("faceanon metadata is damaged (backbone, steps or faces)")
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
+            detail = str(exc) if isinstance(exc, ValueError) and str(exc) else type(exc).__name__
+            raise MetadataError(f"faceanon metadata is damaged ({detail})") from None
+        if meta.version >= 3 and data.get("check") != meta._check():
+            raise MetadataError("faceanon metadata is damaged (checksum does not match)")
         return meta
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([level, *(_depth(v, level + 1) for v in value.values())])
+    if isinstance(value, list):
+        return max([level, *(_depth(v, level + 1) for v in value)])
+    return level
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is not finite")
+    return number
+
+
+def _integer(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} must be a whole number from {low} to {high}")
+    return value
+
+
+def _text(value: Any, what: str, limit: int = 200) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise ValueError(f"{what} is not a short text")
+    return value
+
+
+def _hex(value: Any, what: str, length: int) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * length:
+        raise ValueError(f"{what} must be {length} bytes in hex")
+    return bytes.fromhex(value)
+
+
+def _box(value: Any, size: tuple[int, int] | None) -> Box:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError("a face box is not 4 numbers")
+    x0, y0, x1, y1 = (_number(v, "a face box") for v in value)
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError("a face box is empty")
+    if size is not None:
+        width, height = size
+        # Detection boxes may reach a little past the border (faces cut by the edge).
+        if not (
+            -width <= x0 < width
+            and -height <= y0 < height
+            and 0 < x1 <= 2 * width
+            and 0 < y1 <= 2 * height
+        ):
+            raise ValueError("a face box lies outside the photo")
+    return (x0, y0, x1, y1)
+
+
+def _ellipse(value: Any) -> EllipseMask:
+    if not isinstance(value, dict):
+        raise ValueError("the crop mask is not an object")
+    mask = EllipseMask.from_json(value)
+    centre_ok = 0 <= mask.cx <= 1 and 0 <= mask.cy <= 1
+    if not (centre_ok and 0 < mask.rx <= 1 and 0 < mask.ry <= 1):
+        raise ValueError("the crop mask lies outside the crop")
+    return mask
+
+
+def _parse(data: Any) -> Metadata:
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    version = data["faceanon"]
+    if version not in READS or isinstance(version, bool):
+        raise MetadataError(
+            f"faceanon metadata format {str(version)[:20]} is not supported by this version "
+            f"(reads formats {', '.join(map(str, READS))}); upgrade faceanon"
+        )
+    method = data["method"]
+    if method not in METHODS:
+        raise MetadataError(f"faceanon metadata names an unknown method {str(method)[:40]!r}")
+    size_data = data.get("photo_size")
+    size: tuple[int, int] | None = None
+    if size_data is not None:
+        if not isinstance(size_data, list) or len(size_data) != 2:
+            raise ValueError("photo size is not 2 numbers")
+        size = (
+            _integer(size_data[0], "photo width", 1, MAX_PIXELS),
+            _integer(size_data[1], "photo height", 1, MAX_PIXELS),
+        )
+        if size[0] * size[1] > MAX_PIXELS:
+            raise ValueError("photo size over the pixel limit")
+    face_data = data["faces"]
+    if not isinstance(face_data, list):
+        raise ValueError("faces is not a list")
+    limit = (
+        MAX_FACES if size is None else min(MAX_FACES, max(1, size[0] * size[1] // MIN_FACE_AREA))
+    )
+    if len(face_data) > limit:
+        raise ValueError(f"{len(face_data)} faces, more than the photo can hold ({limit})")
+    faces = []
+    for f in face_data:
+        if not isinstance(f, dict):
+            raise ValueError("a face is not an object")
+        from faceanon.keys import NONCE_BYTES
+
+        nonce = None if f.get("nonce") is None else _hex(f["nonce"], "a face nonce", NONCE_BYTES)
+        box = None if "box" not in f else _box(f["box"], size)
+        mask = None if "mask" not in f else _ellipse(f["mask"])
+        turn = _integer(f.get("turn", 0), "a face turn", 0, 3)
+        faces.append(FaceRecord(nonce, box, mask, turn))
+    steps = data["steps"]
+    inversion = data.get("inversion")
+    sealed_data = data.get("sealed")
+    sealed = None
+    if sealed_data is not None:
+        if not isinstance(sealed_data, dict):
+            raise ValueError("sealed is not an object")
+        nonce_length = 12 if version == 2 else SEAL_NONCE_BYTES
+        data_text = _text(sealed_data["data"], "sealed data", MAX_METADATA_CHARS)
+        sealed = (
+            _hex(sealed_data["nonce"], "the seal nonce", nonce_length),
+            base64.b64decode(data_text, validate=True),
+        )
+    backbone, revision = data["backbone"], data["revision"]
+    meta = Metadata(
+        method=method,
+        faces=tuple(faces),
+        backbone=None if backbone is None else _text(backbone, "backbone"),
+        revision=None if revision is None else _text(revision, "revision", 100),
+        steps=None if steps is None else _integer(steps, "steps", 1, MAX_STEPS),
+        photo_size=size,
+        sealed=sealed,
+        inversion=None if inversion is None else inversion_name(parse_inversion(str(inversion))),
+        version=version,
+    )
+    if meta.method in REVERSIBLE:
+        _check_reversible(meta)
+    return meta
+
+
+def _check_reversible(meta: Metadata) -> None:
+    from faceanon.seal import PARAMS
+
+    if meta.backbone is None or meta.steps is None:
+        raise ValueError("no backbone or steps")
+    if meta.aligned:
+        if len(meta.faces) != 1 or meta.faces[0].mask is None:
+            raise ValueError("an aligned crop needs one face with its mask")
+        return
+    if any(f.box is None for f in meta.faces):
+        raise ValueError("a face has no box")
+    if meta.faces and meta.sealed is None:
+        raise ValueError("no face geometry")
+    sealed = meta.sealed
+    if meta.version >= 3 and sealed is not None and len(sealed[1]) != 8 * PARAMS * len(meta.faces):
+        raise ValueError("sealed geometry of the wrong length")

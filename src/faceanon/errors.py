@@ -22,3 +22,7 @@ class MetadataError(FaceanonError):
 
 class ModelUnavailableError(FaceanonError):
     """A backbone's weights cannot be found or loaded."""
+
+
+class OutputExistsError(ImageError):
+    """An output file exists already (perhaps written a moment ago by another run)."""

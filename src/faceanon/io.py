@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from faceanon.container import CHUNK_KEY
-from faceanon.errors import ImageError
+from faceanon.errors import ImageError, OutputExistsError
+from faceanon.limits import MAX_PIXELS
 
-MAX_PIXELS = 50_000_000  # refuse bigger images instead of exhausting memory
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -61,6 +61,8 @@ def read_image(path: Path) -> Picture:
                 rgb = _to_rgb(upright)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageError(f"{path}: cannot read (permission denied)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -101,8 +103,6 @@ def write_image(
     suffix = path.suffix.lower()
     if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
         raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
-    if path.exists() and not overwrite:
-        raise ImageError(f"{path}: already exists (pass --overwrite to replace it)")
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
     if suffix in PNG_SUFFIXES:
@@ -119,22 +119,50 @@ def write_image(
             exif=exif or b"",
             icc_profile=icc,
         )
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), overwrite=overwrite)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file so that a reader never sees half of it and an interrupted write leaves the
-    old file (or none): a temporary file in the same folder, then a rename."""
+def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> None:
+    """Write a file so that a reader never sees half of it: a temporary file in the same
+    folder, flushed to disk, then given its name. ``overwrite=False`` gives it the name with
+    ``link``, which fails if the name exists, even if another run created it a moment ago (no
+    check-then-rename race); otherwise ``replace``. An interrupted write leaves the old file (or
+    none) and no temporary file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     except OSError as exc:
-        raise ImageError(f"{path}: cannot write ({exc.strerror})") from None
+        raise ImageError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; outputs are ordinary files
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+        _sync_folder(path.parent)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{path}: already exists (pass --overwrite to replace it)"
+        ) from None
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the new name durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from faceanon.errors import KeyFileError
+from faceanon.limits import MAX_SCRYPT_BYTES, MAX_SCRYPT_P
 
 KEY_BITS = (128, 256)
 DEFAULT_KEY_BITS = 128
@@ -159,25 +160,39 @@ class PassphraseSpec:
         spec = cls(salt=salt, bits=bits, log2_n=log2_n, r=r, p=p)
         if check != _check(b"faceanon-pass-v1", spec._fields().encode() + salt):
             raise KeyFileError("passphrase key line checksum does not match: it was damaged")
-        if bits not in KEY_BITS or not 10 <= log2_n <= 22 or not 1 <= r <= 32 or not 1 <= p <= 16:
+        if bits not in KEY_BITS or not 10 <= log2_n <= 30 or not 1 <= r <= 64:
             raise KeyFileError("passphrase key line has out-of-range parameters")
+        if spec.memory > MAX_SCRYPT_BYTES or not 1 <= p <= MAX_SCRYPT_P:
+            raise KeyFileError(
+                f"passphrase key asks for {spec.memory >> 20} MiB x {p} passes of scrypt; "
+                f"faceanon allows at most {MAX_SCRYPT_BYTES >> 20} MiB and {MAX_SCRYPT_P} passes"
+            )
         return spec
+
+    @property
+    def memory(self) -> int:
+        """Bytes scrypt needs: 128 * r * N."""
+        return 128 * self.r << self.log2_n
 
     def derive(self, passphrase: str) -> SecretKey:
         """scrypt (memory-hard) over the NFKC-normalised UTF-8 passphrase."""
         if not passphrase:
             raise KeyFileError("empty passphrase")
         secret = unicodedata.normalize("NFKC", passphrase).encode("utf-8")
-        n = 1 << self.log2_n
-        key = hashlib.scrypt(
-            secret,
-            salt=self.salt,
-            n=n,
-            r=self.r,
-            p=self.p,
-            maxmem=256 * n * self.r,
-            dklen=self.bits // 8,
-        )
+        try:
+            key = hashlib.scrypt(
+                secret,
+                salt=self.salt,
+                n=1 << self.log2_n,
+                r=self.r,
+                p=self.p,
+                maxmem=2 * self.memory + (1 << 20),
+                dklen=self.bits // 8,
+            )
+        except (MemoryError, ValueError) as exc:
+            raise KeyFileError(
+                f"scrypt failed ({type(exc).__name__}: not enough memory?)"
+            ) from None
         return SecretKey(key)
 
 
@@ -232,21 +247,36 @@ _MAX_KEY_FILE = 4096
 
 
 def write_key_file(path: Path, text: str, comment: str) -> None:
-    """Create ``path`` holding ``text``, readable only by the owner; never overwrites."""
-    if path.exists():
-        raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faceanon-key-")
+    """Create ``path`` holding ``text``, readable only by the owner; never overwrites.
+
+    Written to a temporary file in the same folder, flushed to disk, then linked to its name
+    (``link`` fails if the name exists, even when another process created it a moment ago).
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faceanon-key-")
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot write key file: {_why(exc, path.parent)}") from None
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(f"# {comment}\n{text}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
-        os.link(tmp, path)  # atomic, and fails if path appeared meanwhile
+        os.link(tmp, path)
     except FileExistsError:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
     except OSError as exc:
-        raise KeyFileError(f"{path}: cannot write key file: {exc.strerror}") from None
+        raise KeyFileError(f"{path}: cannot write key file: {_why(exc, path.parent)}") from None
     finally:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _why(exc: OSError, folder: Path) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"folder {folder} does not exist"
+    if isinstance(exc, PermissionError):
+        return f"no permission to write in {folder}"
+    return exc.strerror or type(exc).__name__
 
 
 def read_key_file(path: Path, passphrase: Callable[[], str] | None = None) -> SecretKey:

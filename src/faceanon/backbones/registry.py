@@ -38,7 +38,11 @@ MODELS: dict[str, ModelEntry] = {
             "CompVis latent diffusion on CelebA-HQ 256 (UNet 274 M + VQ-f4), the paper's model",
             "Apache-2.0 (model card); trained on CelebA-HQ, non-commercial research data",
             hub_id="CompVis/ldm-celebahq-256",
-            revision="f02a06614b65f926d42d57928a0e328313d241a9",
+            # The head of the main branch ("upload new weights", 2022-07-28), not a commit of a
+            # community pull request: refs/pr/5 (f02a066, earlier pinned here) only adds
+            # vqvae "scaling_factor": 1.0, which faceanon never reads (VQ latents are used
+            # unscaled). Weights are .bin, loaded by diffusers with torch.load(weights_only).
+            revision="03978f22272a3c2502da709c3940e227c9714bdd",
         ),
         ModelEntry(
             "ddpm-celebahq-256",

@@ -1,0 +1,1 @@
+"""Small statistical models shipped with faceanon (see ``README.txt`` beside this file)."""

@@ -1,0 +1,129 @@
+"""Issue 10: no key oracle, untrusted metadata and key files stay harmless."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from faceanon.cli import main
+from faceanon.container import FaceRecord, Metadata, round_box
+from faceanon.errors import MetadataError
+from faceanon.keys import SecretKey
+from faceanon.pipeline import FaceFinder
+from faceanon.seal import PARAMS, default_prior, from_uniform, to_params, to_uniform
+
+FAST = ["--backbone", "closed-form", "--steps", "4", "--inversion", "ddim"]
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()  # NASA, public domain
+
+
+@pytest.fixture(scope="module")
+def face(astronaut):
+    return FaceFinder().find(astronaut)[0]
+
+
+def _sealed(face, key: SecretKey) -> tuple[Metadata, list]:
+    meta = Metadata("keyflip", (FaceRecord(b"n" * 16, face.box),), "closed-form", None, 15, (512, 512))
+    return meta.seal(key, [face.geometry])
+
+
+def test_uniform_code_round_trips_and_is_monotone():
+    values = [-9.0, -6.5, -3.0, -1e-3, 0.0, 1e-3, 0.7, 3.0, 6.5, 9.0]
+    codes = [to_uniform(v) for v in values]
+    assert codes == sorted(codes) and len(set(codes)) == len(codes)
+    assert all(0 <= c < 1 << 64 for c in codes)
+    errors = [abs(from_uniform(c) - v) for c, v in zip(codes, values, strict=True)]
+    assert max(errors[1:-1]) < 1e-9  # |w| <= 6.5: exact to float precision
+    assert max(errors) < 0.05  # at the clip the 64-bit grid shows
+    assert abs(to_uniform(0.0) - (1 << 63)) < 2**12  # the median maps to the middle
+
+
+def test_geometry_opens_exactly_with_the_key_and_stays_hidden(face):
+    key = SecretKey.generate()
+    sealed, decoded = _sealed(face, key)
+    text = sealed.to_json()
+    assert "polygon" not in text and "alignment" not in text
+    opened = Metadata.from_json(text).open(key, 256)[0]
+    # What the key opens is exactly what the anonymization used...
+    assert np.array_equal(opened.alignment.matrix, decoded[0].alignment.matrix)
+    assert np.array_equal(opened.mask.polygon, decoded[0].mask.polygon)
+    # ...and that is the face's own geometry up to the encoding's rounding (32 rays).
+    original = face.geometry
+    assert np.abs(opened.alignment.matrix - original.alignment.matrix).max() < 1e-9
+    agree = opened.mask.grid(64, 64) == original.mask.grid(64, 64)
+    assert agree.mean() > 0.99
+
+
+def test_every_key_opens_into_a_plausible_geometry(face):
+    """No key oracle: a wrong key decodes without any error into a geometry drawn from the
+    prior, so its whitened numbers are standard normal, like a real face's."""
+    key = SecretKey.generate()
+    sealed, _ = _sealed(face, key)
+    meta = Metadata.from_json(sealed.to_json())
+    prior = default_prior()
+    box = round_box(face.box)
+    whitened = []
+    for bit in range(60):
+        wrong = meta.open(key.with_bit_flipped(bit), 256)[0]
+        whitened.append(prior.whiten(to_params(wrong, box)))
+        polygon = wrong.alignment.to_photo(wrong.mask.polygon)
+        centre = polygon.mean(axis=0)  # the wrong face still sits on the detected face
+        assert box[0] - 60 < centre[0] < box[2] + 60 and box[1] - 60 < centre[1] < box[3] + 60
+    w = np.array(whitened)[:, :4]  # the alignment numbers decode exactly
+    assert abs(w.mean()) < 0.25 and 0.8 < w.std() < 1.2
+    right = prior.whiten(to_params(meta.open(key, 256)[0], box))
+    assert not np.allclose(right[:4], w[0])
+
+
+def test_unkeyed_checksum_catches_damage_without_a_key(face):
+    sealed, _ = _sealed(face, SecretKey.generate())
+    data_ = json.loads(sealed.to_json())
+    data_["faces"][0]["box"][0] += 1
+    with pytest.raises(MetadataError, match="checksum"):
+        Metadata.from_json(json.dumps(data_))
+    data_ = json.loads(sealed.to_json())
+    blob = data_["sealed"]["data"]
+    data_["sealed"]["data"] = blob[:40] + ("B" if blob[40] == "A" else "A") + blob[41:]
+    with pytest.raises(MetadataError, match="checksum"):
+        Metadata.from_json(json.dumps(data_))
+
+
+def _normalise(text: str, out: str) -> str:
+    return re.sub(r"\d+\.\d+ s", "T s", text.replace(out, "OUT"))
+
+
+def test_right_and_wrong_passphrase_cannot_be_told_apart(tmp_path, monkeypatch, capsys, astronaut):
+    """Everything the program prints, returns and exits with is the same for the right and a
+    wrong passphrase (the pixels differ: a wrong key gives another face)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACEANON_PASSPHRASE", "correct horse battery staple")
+    assert main(["keygen", "--passphrase", "-o", "pass.key"]) == 0
+    Image.fromarray(astronaut).save("astro.png")
+    assert main(["anonymize", "astro.png", "-k", "pass.key", *FAST]) == 0
+    capsys.readouterr()
+    seen = {}
+    for label, phrase in (("right", "correct horse battery staple"), ("wrong", "correct horse")):
+        monkeypatch.setenv("FACEANON_PASSPHRASE", phrase)
+        code = main(["deanonymize", "astro_anonymized.png", "-k", "pass.key", "-o", label])
+        out, err = capsys.readouterr()
+        with Image.open(f"{label}/astro_deanonymized.png") as img:
+            shape = (img.size, img.mode, sorted(img.info))
+        seen[label] = (code, _normalise(out, label), _normalise(err, label), shape)
+    assert seen["right"] == seen["wrong"]
+    assert seen["right"][0] == 0 and "1 face" in seen["right"][2]
+    right = np.asarray(Image.open("right/astro_deanonymized.png"))
+    wrong = np.asarray(Image.open("wrong/astro_deanonymized.png"))
+    assert not np.array_equal(right, wrong)
+
+
+def test_sealed_length_matches_faces(face):
+    sealed, _ = _sealed(face, SecretKey.generate())
+    assert len(sealed.sealed[1]) == 8 * PARAMS
