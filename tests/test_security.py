@@ -31,7 +31,9 @@ def face(astronaut):
 
 
 def _sealed(face, key: SecretKey) -> tuple[Metadata, list]:
-    meta = Metadata("keyflip", (FaceRecord(b"n" * 16, face.box),), "closed-form", None, 15, (512, 512))
+    meta = Metadata(
+        "keyflip", (FaceRecord(b"n" * 16, face.box),), "closed-form", None, 15, (512, 512)
+    )
     return meta.seal(key, [face.geometry])
 
 

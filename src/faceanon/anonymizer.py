@@ -12,6 +12,7 @@ from faceanon.backbones.base import Backbone
 from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS, inversion_name, parse_inversion
 from faceanon.errors import ImageError
 from faceanon.keys import SecretKey, new_nonce, sign_vector
+from faceanon.limits import MAX_STEPS
 from faceanon.masks import EllipseMask, Mask
 from faceanon.methods.keyflip import Progress, keyflip_images
 
@@ -30,7 +31,13 @@ class AnonymizedFace:
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise TypeError("expected a list of images; wrap a single image in a list")
     for image in images:
+        if not isinstance(image, np.ndarray):
+            raise TypeError(
+                f"expected numpy uint8 arrays (np.asarray(pil_image)), got {type(image).__name__}"
+            )
         if image.dtype != np.uint8 or image.shape != (size, size, 3):
             raise ImageError(
                 f"expected a {size}x{size} RGB uint8 crop, got shape {image.shape} {image.dtype}"
@@ -59,7 +66,12 @@ class Anonymizer:
         paper_mode: bool = False,
         inversion: str = DEFAULT_INVERSION,
     ) -> None:
-        backbone.schedule.subsequence(steps)  # validates steps
+        if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
+            raise TypeError(f"steps must be a whole number, got {type(steps).__name__} {steps!r}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 1 to {MAX_STEPS}, got {steps}")
+        steps = int(steps)
+        backbone.schedule.subsequence(steps)  # validates steps against the schedule
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
         self.refine = parse_inversion(inversion)
 
@@ -78,6 +90,11 @@ class Anonymizer:
     ) -> list[np.ndarray]:
         """The keyflip map on a batch of crops. It is its own inverse: anonymize and
         deanonymize are both this, with the same key, masks and nonces."""
+        if not isinstance(key, SecretKey):
+            raise TypeError(
+                f"key must be a faceanon SecretKey (SecretKey.from_text, read_key_file), "
+                f"got {type(key).__name__}"
+            )
         if len(nonces) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
         return self.flip(images, self.signs(key, nonces), masks, progress)

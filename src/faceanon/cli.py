@@ -500,9 +500,11 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                     f"{path}: is {width}x{height} but was anonymized at {was} (resized?); "
                     "cannot restore"
                 )
-            geometry = meta.open(key, size) if meta.faces else []
-            if geometry is None:  # a format-2 seal this key does not open: find them anew
-                geometry = [finder(size).at(picture.image, f.box).geometry for f in meta.faces]
+            opened = meta.open(key, size) if meta.faces else []
+            # None: a format-2 seal that this key does not open; find the faces anew, silently.
+            geometry = opened or [
+                finder(size).at(picture.image, f.box).geometry for f in meta.faces
+            ]
             if any(g.alignment.size != size for g in geometry):
                 raise MetadataError(f"{path}: face crops are not {size} px for this backbone")
         return picture, meta, backbone, geometry

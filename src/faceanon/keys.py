@@ -273,7 +273,7 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
 
 def _why(exc: OSError, folder: Path) -> str:
     if isinstance(exc, FileNotFoundError):
-        return f"folder {folder} does not exist"
+        return f"folder {folder} does not exist" if not folder.is_dir() else "cannot create it"
     if isinstance(exc, PermissionError):
         return f"no permission to write in {folder}"
     return exc.strerror or type(exc).__name__

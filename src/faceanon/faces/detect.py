@@ -14,6 +14,7 @@ from faceanon.errors import ModelUnavailableError
 DETECTORS = ("yunet", "hog")
 DEFAULT_DETECTOR = "yunet"
 DETECT_MAX_SIDE = 1600  # photos larger than this are searched on a downscaled copy
+MIN_IMAGE_SIDE = 16  # smaller images cannot hold a face: nothing is searched
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,10 @@ class YuNetDetector:
         _, faces = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
         if faces is None:
             return np.zeros((0, 15), np.float32)
-        faces = np.array(faces, np.float32)
-        faces[:, :14] /= scale
-        return faces
+        rows = np.array(faces, np.float32)
+        rows = rows[np.isfinite(rows).all(axis=1) & (rows[:, 2] > 0) & (rows[:, 3] > 0)]
+        rows[:, :14] /= scale
+        return rows
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         out = [
@@ -157,6 +159,8 @@ def detect_turned(
     upright faces were mostly false positives (fabric, hair), in photos without an upright
     face they were the faces lying down.
     """
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        return []  # too small or too thin to hold a face (and detectors fail on 1-pixel images)
     upright = detector.detect(image) if 0 in turns else []
     found = list(upright)
     for k in turns:

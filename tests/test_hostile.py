@@ -1,0 +1,451 @@
+"""Issue 10: every hostile or careless input gives one clear line, never a traceback, and a bad
+file never stops the others. ``python tests/test_hostile.py`` prints the table of the closing
+note (case, exit code, message)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import random
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from faceanon.cli import main
+from faceanon.container import Metadata
+from faceanon.errors import FaceanonError, OutputExistsError
+from faceanon.io import write_atomic
+from faceanon.keys import PassphraseSpec, SecretKey, read_key_file
+
+FAST = ["--backbone", "closed-form", "--steps", "3", "--inversion", "ddim"]
+Setup = Callable[[Path], list[str]]
+
+
+def _astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _image(path: Path, shape: tuple[int, ...], value: int = 120) -> None:
+    Image.fromarray(np.full(shape, value, np.uint8)).save(path)
+
+
+def _recheck(data: dict) -> None:
+    import hashlib
+
+    header = {k: v for k, v in data.items() if k not in ("sealed", "check")}
+    aad = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        sealed = bytes.fromhex(data["sealed"]["nonce"]) + base64.b64decode(data["sealed"]["data"])
+    except (KeyError, TypeError, ValueError):
+        sealed = b""
+    digest = hashlib.sha256(b"faceanon/check/v3\x00" + aad + sealed).digest()
+    data["check"] = digest[:16].hex()
+
+
+def _with_metadata(
+    work: Path, name: str, edit: Callable[[dict], object], recheck: bool = True
+) -> Path:
+    """A copy of a real anonymized output whose metadata JSON was edited by ``edit``."""
+    source = work / "anon_anonymized.png"
+    if not source.exists():
+        Image.fromarray(_astronaut()).save(work / "anon.png")
+        assert main(["anonymize", str(work / "anon.png"), "-k", str(work / "my.key"), *FAST]) == 0
+    with Image.open(source) as img:
+        data = json.loads(img.text["faceanon"])
+        pixels = img.convert("RGB")
+    replaced = edit(data)
+    if recheck and isinstance(data, dict):
+        _recheck(data)  # an attacker recomputes the unkeyed checksum
+    text = replaced if isinstance(replaced, str) else json.dumps(data)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("faceanon", text)
+    out = work / f"{name}_anonymized.png"
+    pixels.save(out, pnginfo=info)
+    return out
+
+
+def _set(path: list, value: object) -> Callable[[dict], None]:
+    def edit(data: dict) -> None:
+        target = data
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+
+    return edit
+
+
+def _deanon(name: str, edit: Callable[[dict], object], *extra: str, recheck: bool = True) -> Setup:
+    def setup(work: Path) -> list[str]:
+        path = _with_metadata(work, name, edit, recheck)
+        return ["deanonymize", str(path), "-k", str(work / "my.key"), *extra]
+
+    return setup
+
+
+def _key_file(text: str) -> Setup:
+    def setup(work: Path) -> list[str]:
+        _image(work / "k.png", (64, 64, 3))
+        (work / "bad.key").write_text(text)
+        return ["anonymize", str(work / "k.png"), "-k", str(work / "bad.key"), *FAST]
+
+    return setup
+
+
+def _anon(shape: tuple[int, ...], *extra: str) -> Setup:
+    def setup(work: Path) -> list[str]:
+        _image(work / "img.png", shape)
+        return ["anonymize", str(work / "img.png"), "-k", str(work / "my.key"), *FAST, *extra]
+
+    return setup
+
+
+def _deep(data: dict) -> str:
+    return '{"faceanon":' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def _scrypt(log2_n: int, r: int, p: int) -> str:
+    return PassphraseSpec(salt=b"s" * 16, log2_n=log2_n, r=r, p=p).to_text()
+
+
+# (case, setup -> argv, expected exit code, expected message)
+CASES: list[tuple[str, Setup, int, str]] = [
+    ("1x1 image", _anon((1, 1, 3)), 0, "no face found"),
+    ("3x500 image (too thin)", _anon((3, 500, 3)), 0, "no face found"),
+    ("600x2 image (too thin)", _anon((600, 2, 3)), 0, "no face found"),
+    ("1x1 image, dlib HOG", _anon((1, 1, 3), "--detector", "hog"), 0, "no face found"),
+    ("--steps 0", _anon((64, 64, 3), "--steps", "0"), 2, "not a number of steps from 1 to 1000"),
+    ("--steps 10**9", _anon((64, 64, 3), "--steps", "1000000000"), 2, "from 1 to 1000"),
+    ("--threshold -1", _anon((64, 64, 3), "--threshold", "-1"), 2, "between 0 and 1"),
+    ("--threshold 2", _anon((64, 64, 3), "--threshold", "2"), 2, "between 0 and 1"),
+    ("--threshold nan", _anon((64, 64, 3), "--threshold", "nan"), 2, "between 0 and 1"),
+    ("--device banana", _anon((64, 64, 3), "--device", "banana"), 2, "unknown device"),
+    ("--batch-size 0", _anon((64, 64, 3), "--batch-size", "0"), 2, "at least 1"),
+    (
+        "--skip-existing with --overwrite",
+        _anon((64, 64, 3), "--skip-existing", "--overwrite"),
+        2,
+        "contradict",
+    ),
+    (
+        "keygen -o into a missing folder",
+        lambda w: ["keygen", "-o", str(w / "no/k.key")],
+        2,
+        "does not exist",
+    ),
+    ("keygen -o into /proc", lambda w: ["keygen", "-o", "/proc/k.key"], 2, "cannot write key file"),
+    (
+        "keygen -o over an existing key",
+        lambda w: ["keygen", "-o", str(w / "my.key")],
+        2,
+        "already exists",
+    ),
+    ("key file: binary", _key_file("\x00\xff" * 10), 2, "not a faceanon key file|one key line"),
+    ("key file: 1 MB", _key_file("#" * 1_000_000), 2, "too large"),
+    ("key file: mistyped", _key_file("FAK1-AAAA-BBBB"), 2, "wrong length|checksum"),
+    ("passphrase key: scrypt 16 GiB", _key_file(_scrypt(22, 32, 1)), 2, "allows at most 1024 MiB"),
+    ("passphrase key: scrypt p=16", _key_file(_scrypt(14, 8, 16)), 2, "4 passes"),
+    ("passphrase key: N=2^40", _key_file(_scrypt(40, 8, 1)), 2, "out-of-range"),
+    (
+        "metadata: hub model named by the file",
+        _deanon("hub", _set(["backbone"], "evil/model")),
+        1,
+        "which a file cannot choose",
+    ),
+    ("metadata: steps 10**9", _deanon("steps", _set(["steps"], 10**9)), 1, "steps must be"),
+    ("metadata: steps 5.5", _deanon("steps55", _set(["steps"], 5.5)), 1, "steps must be"),
+    (
+        "metadata: 100000 faces",
+        _deanon("faces", _set(["faces"], [{"nonce": None}] * 60_000)),
+        1,
+        "more than the photo can hold",
+    ),
+    (
+        "metadata: NaN box",
+        _deanon("nan", lambda d: d["faces"][0].update(box=[float("nan")] * 4)),
+        1,
+        "damaged",
+    ),
+    (
+        "metadata: box outside the photo",
+        _deanon("outside", _set(["faces", 0, "box"], [1e9, 0, 2e9, 9])),
+        1,
+        "outside the photo",
+    ),
+    (
+        "metadata: 2 MB of JSON",
+        _deanon("big", lambda d: d.update(pad="x" * 2_000_000)),
+        1,
+        "too large",
+    ),
+    ("metadata: nested 100000 deep", _deanon("deep", _deep), 1, "damaged"),
+    ("metadata: not JSON", _deanon("garbage", lambda d: "{not json"), 1, "damaged"),
+    (
+        "metadata: photo size 10**6 x 10**6",
+        _deanon("size", _set(["photo_size"], [10**6, 10**6])),
+        1,
+        "damaged",
+    ),
+    ("metadata: format 99", _deanon("future", _set(["faceanon"], 99)), 1, "upgrade faceanon"),
+    (
+        "metadata: inversion fixed-point:10**6",
+        _deanon("inv", _set(["inversion"], "fixed-point:1000000")),
+        1,
+        "damaged",
+    ),
+    (
+        "metadata: sealed data cut",
+        _deanon("cut", lambda d: d["sealed"].update(data="AAAA")),
+        1,
+        "damaged",
+    ),
+    (
+        "metadata: edited box (checksum)",
+        _deanon("edited", lambda d: d["faces"][0]["box"].__setitem__(0, 1.0), recheck=False),
+        1,
+        "checksum",
+    ),
+]
+
+
+def run_case(setup: Setup, work: Path) -> tuple[int, str]:
+    argv = setup(work)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+    return code, err.getvalue()
+
+
+@pytest.fixture()
+def work(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen", "-o", str(tmp_path / "my.key")]) == 0
+    return tmp_path
+
+
+def _message(err: str) -> str:
+    lines = [line for line in err.splitlines() if re.match(r"(faceanon( \w+)?: )?error", line)]
+    return lines[-1] if lines else err.strip().splitlines()[0]
+
+
+@pytest.mark.parametrize(("case", "setup", "code", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_hostile_input_gives_one_clear_line(work, case, setup, code, expected):
+    got, err = run_case(setup, work)
+    assert "Traceback" not in err and "unexpected" not in err
+    assert got == code, err
+    assert re.search(expected, err), err
+
+
+def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
+    """Unexpected exceptions too: one line with the type, the other files go on."""
+    from faceanon import pipeline
+
+    folder = work / "in"
+    folder.mkdir()
+    astro = _astronaut()
+    for name in ("a", "b", "c"):
+        Image.fromarray(astro).save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    find = pipeline.FaceFinder.find
+
+    def flaky(self, photo):
+        if photo[0, 0, 0] == 7:
+            raise RuntimeError("boom\nsecond line")
+        return find(self, photo)
+
+    astro_b = astro.copy()
+    astro_b[0, 0, 0] = 7
+    Image.fromarray(astro_b).save(folder / "b.png")
+    monkeypatch.setattr(pipeline.FaceFinder, "find", flaky)
+    assert main(["anonymize", "in", "-k", "my.key", "-o", "out", "--method", "blur"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(r"b\.png: unexpected RuntimeError: boom \(--debug shows the traceback\)", err)
+    assert "broken.png: not an image" in err
+    assert sorted(p.name for p in (work / "out").iterdir()) == [
+        "a_anonymized.png",
+        "c_anonymized.png",
+    ]
+    assert "files 4, written 2, faces 2, skipped (no face) 0, failed 2" in err
+    # --debug shows the traceback of the unexpected one.
+    assert main(["anonymize", "in/b.png", "-o", "dbg", "--method", "blur", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_permission_error_is_not_called_corrupt(work, monkeypatch):
+    from faceanon import io as fio
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    _image(work / "p.png", (64, 64, 3))
+    monkeypatch.setattr(fio.Image, "open", denied)
+    with pytest.raises(FaceanonError, match="cannot read \\(permission denied\\)"):
+        fio.read_image(work / "p.png")
+
+
+def test_skip_existing_resumes_a_folder(work, capsys):
+    folder = work / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(_astronaut()).save(folder / f"{name}.png")
+    (work / "out").mkdir()
+    (work / "out" / "a_anonymized.png").write_bytes(b"done before")
+    assert main(["anonymize", "in", "-o", "out", "--method", "blur"]) == 1
+    assert "--skip-existing keeps it" in capsys.readouterr().err
+    (work / "out" / "b_anonymized.png").unlink()  # as if that run had been interrupted
+    assert main(["anonymize", "in", "-o", "out", "--method", "blur", "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "written 1" in err and "already done 1" in err
+    assert (work / "out" / "a_anonymized.png").read_bytes() == b"done before"
+
+
+def _race(args: tuple[Path, int]) -> list[str]:
+    folder, writer = args
+    won = []
+    for i in range(20):
+        try:
+            write_atomic(folder / f"{i}.png", f"writer {writer}".encode(), overwrite=False)
+            won.append(f"{i}")
+        except OutputExistsError:
+            pass
+    return won
+
+
+def test_two_runs_never_overwrite_each_other(tmp_path):
+    """'Never overwrite' is atomic: of two writers racing for 20 names, each name is written
+    exactly once and keeps the content of the writer that created it."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.map(_race, [(tmp_path, 0), (tmp_path, 1)])
+    won = results[0] + results[1]
+    assert sorted(won, key=int) == [str(i) for i in range(20)]  # each exactly once
+    for writer, names in enumerate(results):
+        for name in names:
+            assert (tmp_path / f"{name}.png").read_bytes() == f"writer {writer}".encode()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "out.png", b"data", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_passphrase_refused_and_short_one_warned(work, monkeypatch, capsys):
+    monkeypatch.setenv("FACEANON_PASSPHRASE", "")
+    assert main(["keygen", "--passphrase", "-o", "p.key"]) == 2
+    assert "empty passphrase refused" in capsys.readouterr().err
+    assert not (work / "p.key").exists()
+    monkeypatch.setenv("FACEANON_PASSPHRASE", "hunter2")
+    assert main(["keygen", "--passphrase", "-o", "p.key"]) == 0
+    assert "7-character passphrase can be guessed" in capsys.readouterr().err
+
+
+def _mutations(text: str, rng: random.Random) -> str:
+    kind = rng.randrange(5)
+    if kind == 0:  # flip a character
+        i = rng.randrange(len(text))
+        return text[:i] + chr(rng.randrange(32, 127)) + text[i + 1 :]
+    if kind == 1:  # cut
+        return text[: rng.randrange(len(text))]
+    if kind == 2:  # duplicate a slice
+        i, j = sorted(rng.randrange(len(text)) for _ in range(2))
+        return text[:j] + text[i:j] + text[j:]
+    data = json.loads(text)
+    hostile = [
+        None,
+        -1,
+        0,
+        2**70,
+        1e308,
+        float("inf"),
+        "x" * 300,
+        [],
+        {},
+        [[[]]],
+        True,
+        "fixed-point:9",
+    ]
+    if kind == 3:  # replace a top-level value
+        data[rng.choice(sorted(data))] = rng.choice(hostile)
+    else:  # replace a value inside a face
+        face = data["faces"][0]
+        face[rng.choice([*sorted(face), "turn", "mask"])] = rng.choice(hostile)
+    return json.dumps(data)
+
+
+def test_fuzzed_metadata_and_key_files_give_one_line_errors(work):
+    """Seeded fuzzing of real output metadata and key files: every outcome is a parsed file or
+    one FaceanonError line; nothing else escapes."""
+    rng = random.Random(0)
+    Image.fromarray(_astronaut()).save(work / "a.png")
+    assert main(["anonymize", "a.png", "-k", "my.key", *FAST]) == 0
+    with Image.open(work / "a_anonymized.png") as img:
+        text = img.text["faceanon"]
+    key = SecretKey.from_text((work / "my.key").read_text().splitlines()[-1])
+    outcomes = {"parsed": 0, "refused": 0}
+    for _ in range(400):
+        try:
+            meta = Metadata.from_json(_mutations(text, rng))
+            if meta.sealed is not None and meta.photo_size is not None:
+                meta.open(key, 256)
+            outcomes["parsed"] += 1
+        except FaceanonError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 300  # the checksum and bounds refuse almost every mutation
+    key_text = (work / "my.key").read_text()
+    pass_text = "# c\n" + _scrypt(12, 8, 1) + "\n"
+    for i in range(300):
+        source = key_text if i % 2 else pass_text
+        i_cut = rng.randrange(len(source))
+        mutated = source[:i_cut] + chr(rng.randrange(0, 256)) + source[i_cut + 1 :]
+        path = work / "fuzz.key"
+        path.write_bytes(mutated.encode("latin-1"))
+        try:
+            read_key_file(path, lambda: "a passphrase")
+        except FaceanonError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)
+
+
+def test_base64_of_sealed_data_is_strict(work):
+    """Non-base64 characters in the sealed data are refused, not silently dropped."""
+    path = _with_metadata(
+        work, "b64", lambda d: d["sealed"].update(data="!!" + d["sealed"]["data"][2:])
+    )
+    with Image.open(path) as img, pytest.raises(FaceanonError, match="damaged"):
+        Metadata.from_json(img.text["faceanon"])
+    assert base64.b64decode("AAAA", validate=True) == b"\x00\x00\x00"
+
+
+if __name__ == "__main__":  # the table of the closing note
+    import tempfile
+
+    print("| case | exit | message |\n|---|---|---|")
+    for case, setup, _, _ in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            work_dir = Path(tmp)
+            os.chdir(work_dir)
+            with contextlib.redirect_stderr(io.StringIO()):
+                main(["keygen", "-o", str(work_dir / "my.key")])
+            code, err = run_case(setup, work_dir)
+            message = _message(err).replace(str(work_dir) + "/", "").replace("|", "\\|")
+            print(f"| {case} | {code} | `{message[:160]}` |")
+    sys.exit(0)
