@@ -1,4 +1,4 @@
-"""Fit the Gaussian prior of the sealed face geometry (faceanon/seal.py) on real face crops.
+"""Fit the Gaussian prior of the sealed face polygon (faceanon/seal.py) on real face crops.
 
     python scripts/fit_geometry_prior.py ../shared/data/faces64 \
         -o src/faceanon/data/geometry_prior.json
@@ -6,7 +6,7 @@
 Each crop (64x64, from ``faces64``: UTKFace and CelebA, non-commercial research use) is
 enlarged to 256 px, framed with reflected borders so the face does not fill the image, rolled
 by a random angle (normal, 12 degrees: the crops are eye-levelled, photos are not), and run
-through faceanon's own face finder; the 36 geometry numbers of the face nearest the centre are
+through faceanon's own face finder; the 32 polygon radii of the face nearest the centre are
 collected. The output holds only their mean and covariance factor (no image, no face).
 """
 
@@ -58,7 +58,7 @@ def params_of(finder: FaceFinder, crop: np.ndarray, rng: np.random.Generator) ->
         return float(np.hypot((x0 + x1) / 2 - centre[0], (y0 + y1) / 2 - centre[1]))
 
     face = min(faces, key=distance)
-    return to_params(face.geometry, face.box)
+    return to_params(face.geometry.mask)
 
 
 def main() -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     cov += np.eye(PARAMS) * 1e-6 * np.trace(cov) / PARAMS  # ridge: keep it positive definite
     chol = np.linalg.cholesky(cov)
     out = {
-        "what": "Gaussian prior of faceanon's sealed face geometry (faceanon/seal.py)",
+        "what": "Gaussian prior of the radii of faceanon's sealed face polygon (faceanon/seal.py)",
         "fitted_on": f"{len(rows)} of {args.count} faces64 crops (seed {args.seed}), "
         f"roll N(0, {ROLL_DEGREES} deg)",
         "licence": "derived from UTKFace and CelebA: non-commercial research use only",
@@ -92,8 +92,8 @@ def main() -> None:
     }
     args.output.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"{len(rows)} faces -> {args.output}")
-    print("mean", np.round(mean[:4], 3), "std", np.round(data.std(axis=0)[:4], 3))
-    print("radii mean", np.round(mean[4:], 3))
+    print("radii mean", np.round(mean, 3))
+    print("radii std", np.round(data.std(axis=0), 3))
 
 
 if __name__ == "__main__":

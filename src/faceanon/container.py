@@ -2,15 +2,16 @@
 nothing else.
 
 In the clear: format version, method, backbone + revision, steps, inversion, the photo's size,
-and per face its nonce, detection box and quarter turn (where the face is and which way up: both
-visible in the image anyway). Hidden under the key (``faceanon.seal``): per face the alignment
-and the face polygon, in an encoding that every key opens into some plausible geometry, so the
-file cannot tell a right key from a wrong one. An unkeyed checksum over everything catches
-accidental damage without involving the key.
+the crop size, and per face its nonce, detection box and alignment (where the face is and how
+it was cut: the anonymized face keeps the pose, so this is visible in the image anyway). Hidden
+under the key (``faceanon.seal``): per face the polygon of the changed region (the face's own
+outline), in an encoding that every key opens into some plausible polygon, so the file cannot
+tell a right key from a wrong one. An unkeyed checksum over everything catches accidental
+damage without involving the key.
 
-Format 2 (faceanon 0.1 photos) sealed the geometry with ChaCha20-Poly1305; its tag confirms a
-candidate key. Such files are still read: with a key that does not open the seal, the faces are
-found anew, silently, like a wrong key on format 3.
+Format 2 (faceanon 0.1 photos) sealed alignment and polygon with ChaCha20-Poly1305, whose tag
+confirms a candidate key. Such files are still read: with a key that does not open the seal,
+the faces are found anew, silently, like a wrong key on format 3.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class FaceRecord:
     nonce: bytes | None  # None: paper mode, or a method without a key
     box: Box | None = None  # photos: where the face was found
     mask: EllipseMask | None = None  # aligned crops: the mask used
-    turn: int = 0  # photos, format 3: the face's quarter turn (public, see faceanon.seal)
+    align: tuple[float, float, float, float] | None = None  # photos, format 3: a, b, tx, ty
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +73,11 @@ class Geometry:
 def _aead_key(key: SecretKey) -> bytes:
     message = b"faceanon/geometry/v1\x00" + key.material
     return hashlib.shake_256(message).digest(32)
+
+
+def _alignment(align: tuple[float, float, float, float], size: int) -> Alignment:
+    a, b, tx, ty = align
+    return Alignment(np.array([[a, b, tx], [-b, a, ty]], dtype=np.float64), size)
 
 
 def round_box(box: Sequence[float]) -> Box:
@@ -90,6 +96,7 @@ class Metadata:
     photo_size: tuple[int, int] | None = None  # (width, height); None: an aligned crop
     sealed: tuple[bytes, bytes] | None = None  # (seal nonce, sealed geometry of every face)
     inversion: str | None = None  # keyflip: "ddim" or "fixed-point:K"; absent in 0.1 files
+    crop: int | None = None  # format 3 photos with a key: the aligned crop's side
     version: int = FORMAT_VERSION
 
     @property
@@ -102,8 +109,8 @@ class Metadata:
             face: dict[str, Any] = {"nonce": None if f.nonce is None else f.nonce.hex()}
             if f.box is not None:
                 face["box"] = list(round_box(f.box))
-                if self.version >= 3:
-                    face["turn"] = f.turn
+            if f.align is not None:
+                face["align"] = list(f.align)
             if f.mask is not None:
                 face["mask"] = f.mask.to_json()
             faces.append(face)
@@ -118,6 +125,8 @@ class Metadata:
         }
         if self.inversion is not None:
             header["inversion"] = self.inversion
+        if self.crop is not None:
+            header["crop"] = self.crop
         return header
 
     def _aad(self) -> bytes:
@@ -140,30 +149,36 @@ class Metadata:
         return json.dumps(data, separators=(",", ":"))
 
     def seal(self, key: SecretKey, geometry: Sequence[Geometry]) -> tuple[Metadata, list[Geometry]]:
-        """A copy carrying ``geometry`` (one per face, in the order of ``faces``) hidden under
-        ``key``, and the geometry as any later open with this key returns it: anonymize with
-        that one (it differs from ``geometry`` only by the encoding's rounding)."""
+        """A copy carrying ``geometry`` (one per face, in the order of ``faces``): alignments in
+        the clear, polygons hidden under ``key``; and the geometry as any later open with this
+        key returns it. Anonymize with that one (its polygon is the 32-ray resampling)."""
         from faceanon.seal import seal_face
 
         if len(geometry) != len(self.faces):
             raise ValueError("one geometry per face")
         nonce = secrets.token_bytes(SEAL_NONCE_BYTES)
+        sizes = {g.alignment.size for g in geometry}
+        if len(sizes) != 1:
+            raise ValueError("all faces of a photo are cut at one crop size")
         blobs, faces, decoded = [], [], []
         for i, (record, g) in enumerate(zip(self.faces, geometry, strict=True)):
-            if record.box is None:
-                raise ValueError("sealed faces need their detection box")
-            box = round_box(record.box)
-            blob, turn, opened = seal_face(key, nonce, i, g, box)
+            m = g.alignment.matrix
+            if not np.allclose(m[1, :2], [-m[0, 1], m[0, 0]], rtol=0, atol=1e-12 * abs(m).max()):
+                raise ValueError("face alignments must be similarity transforms")
+            align = (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 2]))
+            blob, mask = seal_face(key, nonce, i, g.mask)
             blobs.append(blob)
-            faces.append(replace(record, box=box, turn=turn))
-            decoded.append(opened)
-        sealed = replace(self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)))
+            faces.append(replace(record, align=align))
+            decoded.append(Geometry(_alignment(align, g.alignment.size), mask))
+        sealed = replace(
+            self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)), crop=sizes.pop()
+        )
         return sealed, decoded
 
     def open(self, key: SecretKey, size: int) -> list[Geometry] | None:
-        """The hidden geometry under ``key`` (``size``: the crop side). Any key opens a format-3
-        file (a wrong one into other plausible geometry); None: a format-2 seal that this key
-        does not open."""
+        """Each face's geometry under ``key`` (``size``: the crop side for format-2 files). Any
+        key opens a format-3 file (a wrong one into other plausible polygons); None: a format-2
+        seal that this key does not open."""
         if self.sealed is None:
             raise MetadataError("the metadata carries no face geometry")
         if self.version == 2:
@@ -171,11 +186,14 @@ class Metadata:
         from faceanon.seal import PARAMS, open_face
 
         nonce, blob = self.sealed
-        step = 8 * PARAMS
+        crop, step = self.crop or size, 8 * PARAMS
         return [
-            open_face(key, nonce, i, blob[i * step : (i + 1) * step], f.box, f.turn, size)
+            Geometry(
+                _alignment(f.align, crop),
+                open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop),
+            )
             for i, f in enumerate(self.faces)
-            if f.box is not None
+            if f.align is not None
         ]
 
     def _open_aead(self, key: SecretKey) -> list[Geometry] | None:
@@ -282,6 +300,13 @@ def _box(value: Any, size: tuple[int, int] | None) -> Box:
     return (x0, y0, x1, y1)
 
 
+def _align(value: Any, size: tuple[int, int] | None) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4 or size is None:
+        raise ValueError("a face alignment is not 4 numbers of a photo")
+    a, b, tx, ty = (_number(v, "a face alignment") for v in value)
+    return (a, b, tx, ty)
+
+
 def _ellipse(value: Any) -> EllipseMask:
     if not isinstance(value, dict):
         raise ValueError("the crop mask is not an object")
@@ -332,8 +357,8 @@ def _parse(data: Any) -> Metadata:
         nonce = None if f.get("nonce") is None else _hex(f["nonce"], "a face nonce", NONCE_BYTES)
         box = None if "box" not in f else _box(f["box"], size)
         mask = None if "mask" not in f else _ellipse(f["mask"])
-        turn = _integer(f.get("turn", 0), "a face turn", 0, 3)
-        faces.append(FaceRecord(nonce, box, mask, turn))
+        align = None if "align" not in f else _align(f["align"], size)
+        faces.append(FaceRecord(nonce, box, mask, align))
     steps = data["steps"]
     inversion = data.get("inversion")
     sealed_data = data.get("sealed")
@@ -357,6 +382,7 @@ def _parse(data: Any) -> Metadata:
         photo_size=size,
         sealed=sealed,
         inversion=None if inversion is None else inversion_name(parse_inversion(str(inversion))),
+        crop=None if "crop" not in data else _integer(data["crop"], "crop size", 8, 4096),
         version=version,
     )
     if meta.method in REVERSIBLE:
@@ -375,6 +401,20 @@ def _check_reversible(meta: Metadata) -> None:
         return
     if any(f.box is None for f in meta.faces):
         raise ValueError("a face has no box")
+    if meta.version >= 3 and meta.faces:
+        if meta.crop is None or any(f.align is None for f in meta.faces):
+            raise ValueError("a face has no alignment")
+        assert meta.photo_size is not None
+        width, height = meta.photo_size
+        for f in meta.faces:
+            assert f.align is not None
+            # The crop: at least 1 px and at most 4 photo sides wide, centred near the photo.
+            side = meta.crop / max(math.hypot(f.align[0], f.align[1]), 1e-300)
+            if not 1 <= side <= 4 * max(width, height):
+                raise ValueError("a face alignment has an impossible scale")
+            centre = _alignment(f.align, meta.crop).to_photo(np.full((1, 2), meta.crop / 2))[0]
+            if not (-width <= centre[0] <= 2 * width and -height <= centre[1] <= 2 * height):
+                raise ValueError("a face alignment lies outside the photo")
     if meta.faces and meta.sealed is None:
         raise ValueError("no face geometry")
     sealed = meta.sealed

@@ -1,29 +1,26 @@
-"""The per-face geometry, hidden under the key without a key oracle (metadata format 3).
+"""The face polygon, hidden under the key without a key oracle (metadata format 3).
 
-What must stay private: how each face was cut from the photo (the alignment: centre, side and
-roll of the crop) and which part of the crop was changed (the face polygon). Both follow the
-person's face proportions. What must not happen: that a candidate key can be checked against a
-file. An authenticated cipher (format 2) fails loudly on a wrong key, so one anonymized photo
-let anyone test passphrase guesses offline at the cost of one scrypt each.
+What must not happen: that a candidate key can be checked against a file. An authenticated
+cipher (format 2) fails loudly on a wrong key, so one anonymized photo let anyone test
+passphrase guesses offline at the cost of one scrypt each. And whatever the key hides must not
+be checkable against what the image shows: the crop's alignment (centre, side, roll) follows
+the face's pose, which the anonymized face keeps, so a hidden alignment could be checked by
+finding the landmarks of the anonymized face. The alignment therefore travels in the clear
+(container.py) and only the face polygon (the jaw line and raised brows in the aligned crop:
+the face's own outline) is hidden, in an encoding that *every* key opens into a plausible
+polygon (the idea of honey encryption, Juels and Ristenpart 2014):
 
-Format 3 therefore uses an encoding in which *every* key opens *every* file into a geometry of
-the kind real faces have (the idea of honey encryption, Juels and Ristenpart 2014):
-
-1. per face, 36 numbers ``x``: the crop centre relative to the (public) detection box, in the
-   face's own frame, in box units (2); the log of the crop side over the box side (1); the roll
-   relative to the nearest quarter turn (1, the quarter turn itself is public: it is visible);
-   the face polygon as 32 radii from the crop centre, in crop sides (32);
+1. the polygon as 32 radii from the crop centre, in crop sides;
 2. whitened with a Gaussian prior fitted on real faces, ``w = A^-1 (x - mean)``, so that the
    coordinates of ``w`` are independent standard normals for real faces;
 3. each ``w_j`` mapped to a 64-bit integer through the normal distribution function (uniform
    for real faces) and added modulo 2^64 to a SHAKE-256 keystream of (key, seal nonce, face).
 
-Opening with any key reverses the three steps. With the right key the geometry comes back (the
-anonymization itself uses the decoded geometry, so the restore is exact); with a wrong key the
-integers are uniform, so the geometry is a random draw from the prior: another plausible face
-cut, and nothing the program does differs. What remains for an attacker is statistical: how
-far the prior is from the faces of a given photo collection (measured in
-``benchmarks/geometry_oracle.py``).
+Opening with any key reverses the three steps. With the right key the polygon comes back (the
+anonymization itself uses the decoded polygon, so the restore is exact); with a wrong key the
+integers are uniform, so the polygon is a random draw from the prior. What remains for an
+attacker is statistical: how far the prior is from the faces of a given photo collection
+(measured by ``benchmarks/geometry_oracle.py``).
 """
 
 from __future__ import annotations
@@ -40,15 +37,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceanon.faces.align import Alignment
-from faceanon.masks import LandmarkMask
+from faceanon.masks import LandmarkMask, Mask
 
 if TYPE_CHECKING:
-    from faceanon.container import Box, Geometry
     from faceanon.keys import SecretKey
 
 RAYS = 32
-PARAMS = 4 + RAYS
+PARAMS = RAYS
 W_LIMIT = 9.0  # whitened values are clipped here: a prior draw never exceeds it
 _TWO64 = 1 << 64
 _NORMAL = NormalDist()
@@ -57,7 +52,7 @@ PRIOR_FILE = "geometry_prior.json"
 
 @dataclass(frozen=True, eq=False)
 class GeometryPrior:
-    """A Gaussian over the 36 geometry numbers: mean and lower-triangular Cholesky factor."""
+    """A Gaussian over the 32 polygon radii: mean and lower-triangular Cholesky factor."""
 
     mean: np.ndarray  # (PARAMS,)
     chol: np.ndarray  # (PARAMS, PARAMS)
@@ -85,13 +80,7 @@ def default_prior() -> GeometryPrior:
     return GeometryPrior(mean, chol)
 
 
-# --- geometry <-> 36 numbers ----------------------------------------------------------------
-
-
-def _box_frame(box: Box) -> tuple[np.ndarray, float]:
-    x0, y0, x1, y1 = box
-    side = math.sqrt(max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6))
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), side
+# --- polygon <-> 32 radii --------------------------------------------------------------
 
 
 def _ray_directions() -> np.ndarray:
@@ -113,61 +102,24 @@ def polar_radii(polygon: np.ndarray, centre: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = cross(start[None, :, :], edge[None, :, :]) / denom
         u = cross(start[None, :, :], rays[:, None, :]) / denom
-    hit = (np.abs(denom) > 1e-12) & (u >= 0) & (u <= 1) & (t >= 0)
+    hit = (np.abs(denom) > 1e-12) & (u >= -1e-9) & (u <= 1 + 1e-9) & (t >= 0)
     return np.asarray(np.where(hit, t, 0.0).max(axis=1))
 
 
-def quarter_turn(geometry: Geometry) -> int:
-    """The public part of the roll: the nearest quarter turn of the face's eye axis."""
-    a, b = geometry.alignment.matrix[0, :2]
-    return round(math.atan2(b, a) / (math.pi / 2)) % 4
+def to_params(mask: LandmarkMask) -> np.ndarray:
+    """The 32 radii of a face polygon, from the crop centre, in crop sides."""
+    centre = np.array([mask.size / 2, mask.size / 2])
+    return polar_radii(mask.polygon, centre) / mask.size
 
 
-def to_params(geometry: Geometry, box: Box) -> np.ndarray:
-    """The 36 numbers of a face's geometry (see the module docstring)."""
-    alignment, mask = geometry.alignment, geometry.mask
-    if not isinstance(mask, LandmarkMask):
-        raise ValueError("only polygon masks are sealed")
-    size = alignment.size
-    a, b = alignment.matrix[0, :2]
-    roll = math.atan2(b, a)
-    turn = quarter_turn(geometry)
-    delta = (roll - turn * math.pi / 2 + math.pi) % (2 * math.pi) - math.pi
-    side = size / math.hypot(a, b)
-    centre = alignment.to_photo(np.array([[size / 2, size / 2]]))[0]
-    box_centre, box_side = _box_frame(box)
-    along, down = (
-        np.array([math.cos(roll), math.sin(roll)]),
-        np.array([-math.sin(roll), math.cos(roll)]),
-    )
-    offset = (centre - box_centre) / box_side
-    radii = polar_radii(mask.polygon, np.array([size / 2, size / 2])) / size
-    head = [offset @ along, offset @ down, math.log(side / box_side), delta]
-    return np.concatenate([np.array(head), radii])
-
-
-def from_params(x: np.ndarray, box: Box, turn: int, size: int) -> Geometry:
-    """The geometry that 36 numbers describe (the inverse of :func:`to_params`)."""
-    from faceanon.container import Geometry
-
-    box_centre, box_side = _box_frame(box)
-    roll = turn * math.pi / 2 + float(x[3])
-    along, down = (
-        np.array([math.cos(roll), math.sin(roll)]),
-        np.array([-math.sin(roll), math.cos(roll)]),
-    )
-    centre = box_centre + box_side * (x[0] * along + x[1] * down)
-    scale = size / (box_side * math.exp(float(x[2])))
-    cos, sin = scale * along
-    linear = np.array([[cos, sin], [-sin, cos]])
-    offset = np.array([size / 2, size / 2]) - linear @ centre
-    alignment = Alignment(np.hstack([linear, offset[:, None]]), size)
-    radii = np.maximum(x[4:], 0.0) * size
+def from_params(x: np.ndarray, size: int) -> LandmarkMask:
+    """The polygon that 32 radii describe (the inverse of :func:`to_params`)."""
+    radii = np.maximum(x, 0.0) * size
     polygon = np.array([size / 2, size / 2]) + radii[:, None] * _ray_directions()
-    return Geometry(alignment, LandmarkMask(polygon, size))
+    return LandmarkMask(polygon, size)
 
 
-# --- 36 numbers <-> 64-bit integers, and the keystream ------------------------------------
+# --- radii <-> 64-bit integers, and the keystream ------------------------------------------
 
 
 def to_uniform(w: float) -> int:
@@ -196,25 +148,19 @@ def _keystream(key: SecretKey, nonce: bytes, face: int) -> list[int]:
 
 
 def seal_face(
-    key: SecretKey,
-    nonce: bytes,
-    face: int,
-    geometry: Geometry,
-    box: Box,
-    prior: GeometryPrior | None = None,
-) -> tuple[bytes, int, Geometry]:
-    """(ciphertext, public quarter turn, the geometry as it will decode). Anonymize with the
-    decoded geometry: it differs from ``geometry`` only by the encoding's rounding."""
+    key: SecretKey, nonce: bytes, face: int, mask: Mask, prior: GeometryPrior | None = None
+) -> tuple[bytes, LandmarkMask]:
+    """(ciphertext, the polygon as it will decode). Anonymize with the decoded polygon: it
+    differs from ``mask`` only by the 32-ray resampling and the encoding's rounding."""
+    if not isinstance(mask, LandmarkMask):
+        raise ValueError("only polygon masks are sealed")
     prior = prior or default_prior()
-    turn = quarter_turn(geometry)
-    w = prior.whiten(to_params(geometry, box))
+    w = prior.whiten(to_params(mask))
     ints = [to_uniform(float(v)) for v in w]
     stream = _keystream(key, nonce, face)
-    blob = struct.pack(
-        f">{PARAMS}Q", *((i + k) % _TWO64 for i, k in zip(ints, stream, strict=True))
-    )
-    decoded = open_face(key, nonce, face, blob, box, turn, geometry.alignment.size, prior)
-    return blob, turn, decoded
+    sealed = ((i + k) % _TWO64 for i, k in zip(ints, stream, strict=True))
+    blob = struct.pack(f">{PARAMS}Q", *sealed)
+    return blob, open_face(key, nonce, face, blob, mask.size, prior)
 
 
 def open_face(
@@ -222,18 +168,14 @@ def open_face(
     nonce: bytes,
     face: int,
     blob: bytes,
-    box: Box,
-    turn: int,
     size: int,
     prior: GeometryPrior | None = None,
-) -> Geometry:
-    """The geometry under ``key``: the original with the right key, a prior draw otherwise."""
+) -> LandmarkMask:
+    """The polygon under ``key``: the original with the right key, a prior draw otherwise."""
     prior = prior or default_prior()
     if len(blob) != 8 * PARAMS:
-        raise ValueError(f"sealed face geometry must be {8 * PARAMS} bytes")
+        raise ValueError(f"sealed face polygon must be {8 * PARAMS} bytes")
     stream = _keystream(key, nonce, face)
-    ints = [
-        (c - k) % _TWO64 for c, k in zip(struct.unpack(f">{PARAMS}Q", blob), stream, strict=True)
-    ]
-    w = np.array([from_uniform(i) for i in ints])
-    return from_params(prior.color(w), box, turn, size)
+    cipher = struct.unpack(f">{PARAMS}Q", blob)
+    ints = [(c - k) % _TWO64 for c, k in zip(cipher, stream, strict=True)]
+    return from_params(prior.color(np.array([from_uniform(i) for i in ints])), size)
