@@ -14,7 +14,8 @@ from faceanon.errors import ImageError
 from faceanon.keys import SecretKey, new_nonce, sign_vector
 from faceanon.limits import MAX_STEPS
 from faceanon.masks import EllipseMask, Mask
-from faceanon.methods.keyflip import Progress, keyflip_images
+from faceanon.methods.keyflip import Change, Progress, keyflip_images
+from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class AnonymizedFace:
     revision: str | None
     steps: int
     inversion: str
+    transform: str = "flip"
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -65,7 +67,11 @@ class Anonymizer:
         steps: int = DEFAULT_STEPS,
         paper_mode: bool = False,
         inversion: str = DEFAULT_INVERSION,
+        transform: str = DEFAULT_TRANSFORM,
     ) -> None:
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+        self.transform = transform
         if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
             raise TypeError(f"steps must be a whole number, got {type(steps).__name__} {steps!r}")
         if not 1 <= steps <= MAX_STEPS:
@@ -87,17 +93,46 @@ class Anonymizer:
         masks: Sequence[Mask],
         nonces: Sequence[bytes | None],
         progress: Progress | None = None,
+        undo: bool = False,
     ) -> list[np.ndarray]:
-        """The keyflip map on a batch of crops. It is its own inverse: anonymize and
-        deanonymize are both this, with the same key, masks and nonces."""
+        """The keyed map on a batch of crops; ``undo`` for its inverse (deanonymize). With the
+        ``flip`` transform both directions are the same map."""
         if not isinstance(key, SecretKey):
             raise TypeError(
                 f"key must be a faceanon SecretKey (SecretKey.from_text, read_key_file), "
                 f"got {type(key).__name__}"
             )
-        if len(nonces) != len(images):
+        if len(nonces) != len(images) or len(masks) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
-        return self.flip(images, self.signs(key, nonces), masks, progress)
+        if self.transform == "flip":
+            return self.flip(images, self.signs(key, nonces), masks, progress)
+        return self.flip(images, self.mixing(key, nonces, masks, undo), masks, progress)
+
+    def mixing(
+        self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
+    ) -> Change:
+        """The ``mix`` transform of z_T (or its inverse) for these faces."""
+        from faceanon.transforms import mixing_plan
+
+        c, h, w = self.backbone.latent_shape
+        grids = [torch.from_numpy(m.grid(h, w)) for m in masks]
+        plans = [
+            mixing_plan(key, n, 0, c * int(g.sum())) if g.any() else None
+            for n, g in zip(nonces, grids, strict=True)
+        ]
+
+        def change(z: torch.Tensor) -> torch.Tensor:
+            out = z.clone()
+            for i, (grid, plan) in enumerate(zip(grids, plans, strict=True)):
+                if plan is None:
+                    continue
+                inside = z[i][:, grid.to(z.device)]  # (c, cells)
+                mixed = plan.apply(inside.double().cpu().numpy().ravel(), inverse=undo)
+                values = torch.from_numpy(mixed).to(device=z.device, dtype=z.dtype)
+                out[i][:, grid.to(z.device)] = values.reshape(inside.shape)
+            return out
+
+        return change
 
     def signs(self, key: SecretKey, nonces: Sequence[bytes | None]) -> torch.Tensor:
         """The sign vectors r, (B, c, h, w) in {-1, +1}, for a key and each nonce."""
@@ -107,12 +142,13 @@ class Anonymizer:
     def flip(
         self,
         images: Sequence[np.ndarray],
-        signs: torch.Tensor,
+        signs: torch.Tensor | Change,
         masks: Sequence[Mask],
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
-        """The keyflip map with given sign vectors (the evaluation's attack supplies its own)."""
-        if not len(images) == len(masks) == len(signs):
+        """The map with a given change of z_T: sign vectors (the evaluation's attack supplies
+        its own) or a callable."""
+        if len(images) != len(masks) or (not callable(signs) and len(signs) != len(images)):
             raise ValueError("images, masks and signs must have the same length")
         _, h, w = self.backbone.latent_shape
         grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
@@ -143,6 +179,7 @@ class Anonymizer:
                 self.backbone.revision,
                 self.steps,
                 self.inversion,
+                self.transform,
             )
             for image, nonce, mask in zip(images, nonces, masks, strict=True)
         ]
@@ -164,7 +201,7 @@ class Anonymizer:
         nonces: Sequence[bytes | None],
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
-        return self.apply(images, key, masks, nonces, progress)
+        return self.apply(images, key, masks, nonces, progress, undo=True)
 
     def deanonymize(
         self,
@@ -178,4 +215,4 @@ class Anonymizer:
 
         A wrong key cannot be detected: it gives another face.
         """
-        return self.apply([image], key, [mask], [nonce], progress)[0]
+        return self.apply([image], key, [mask], [nonce], progress, undo=True)[0]

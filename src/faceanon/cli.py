@@ -342,7 +342,9 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
         key = _load_key(args.key)
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
-        anonymizer = Anonymizer(backbone, args.steps, args.paper_mode, args.inversion)
+        anonymizer = Anonymizer(
+            backbone, args.steps, args.paper_mode, args.inversion, args.transform
+        )
         size, grid = backbone.image_size, backbone.latent_shape[1:]
         transform = keyflip(anonymizer, key, args.batch_size, progress)
     else:
@@ -387,6 +389,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             args.steps,
             photo_size=None if args.aligned else (width, height),
             inversion=anonymizer.inversion,
+            transform=anonymizer.transform,
         )
         if not args.aligned and faces:
             meta, geometry = meta.seal(key, geometry)
@@ -512,14 +515,16 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     def work(batch: list[tuple[Any, Metadata, Backbone, list[Any]]]) -> list[_Result]:
         # Files may differ in backbone, steps and inversion: one run for each combination.
         results: list[_Result | None] = [None] * len(batch)
-        groups: dict[tuple[int, int, str], list[int]] = {}
+        groups: dict[tuple[int, int, str, str], list[int]] = {}
         for i, (_, meta, backbone, _) in enumerate(batch):
             inversion = args.inversion or meta.inversion or DEFAULT_INVERSION
-            groups.setdefault((id(backbone), int(meta.steps or 0), inversion), []).append(i)
-        for (_, steps, inversion), indices in groups.items():
+            change = meta.transform or args.transform  # files without it: the paper's flip
+            group = (id(backbone), int(meta.steps or 0), inversion, change)
+            groups.setdefault(group, []).append(i)
+        for (_, steps, inversion, change), indices in groups.items():
             backbone = batch[indices[0]][2]
-            anonymizer = Anonymizer(backbone, steps, inversion=inversion)
-            transform = keyflip(anonymizer, key, args.batch_size, progress)
+            anonymizer = Anonymizer(backbone, steps, inversion=inversion, transform=change)
+            transform = keyflip(anonymizer, key, args.batch_size, progress, undo=True)
             images = transform_photos(
                 [batch[i][0].image for i in indices],
                 [batch[i][3] for i in indices],
@@ -577,8 +582,22 @@ def _inversion(text: str) -> str:
 
 
 def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
-    """--steps and --inversion; for deanonymize they default to what the file records."""
+    """--steps, --inversion and --transform; deanonymize uses what the file records."""
     from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
+    from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
+
+    p.add_argument(
+        "--transform",
+        choices=TRANSFORMS,
+        default="flip" if undo else DEFAULT_TRANSFORM,
+        help="what the key does to the face's noise: flip (the paper's sign flip) or mix "
+        "(keyed orthogonal mixing, hides the noise magnitudes)"
+        + (
+            "; files record theirs, this is for files without metadata (default flip)"
+            if undo
+            else f" (default {DEFAULT_TRANSFORM})"
+        ),
+    )
 
     when = " when the file records none (paper mode without metadata)" if undo else ""
     p.add_argument(

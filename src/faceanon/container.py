@@ -39,6 +39,7 @@ from faceanon.limits import (
     MIN_FACE_AREA,
 )
 from faceanon.masks import EllipseMask, LandmarkMask, Mask
+from faceanon.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
     from faceanon.keys import SecretKey
@@ -97,6 +98,7 @@ class Metadata:
     sealed: tuple[bytes, bytes] | None = None  # (seal nonce, sealed geometry of every face)
     inversion: str | None = None  # keyflip: "ddim" or "fixed-point:K"; absent in 0.1 files
     crop: int | None = None  # format 3 photos with a key: the aligned crop's side
+    transform: str | None = None  # keyflip: "flip" or "mix"; absent: flip (0.1 files)
     version: int = FORMAT_VERSION
 
     @property
@@ -127,6 +129,8 @@ class Metadata:
             header["inversion"] = self.inversion
         if self.crop is not None:
             header["crop"] = self.crop
+        if self.transform is not None:
+            header["transform"] = self.transform
         return header
 
     def _aad(self) -> bytes:
@@ -275,6 +279,12 @@ def _text(value: Any, what: str, limit: int = 200) -> str:
     return value
 
 
+def _choice(value: Any, what: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}")
+    return str(value)
+
+
 def _hex(value: Any, what: str, length: int) -> bytes:
     if not isinstance(value, str) or len(value) != 2 * length:
         raise ValueError(f"{what} must be {length} bytes in hex")
@@ -361,6 +371,7 @@ def _parse(data: Any) -> Metadata:
         faces.append(FaceRecord(nonce, box, mask, align))
     steps = data["steps"]
     inversion = data.get("inversion")
+    transform = data.get("transform")
     sealed_data = data.get("sealed")
     sealed = None
     if sealed_data is not None:
@@ -383,6 +394,7 @@ def _parse(data: Any) -> Metadata:
         sealed=sealed,
         inversion=None if inversion is None else inversion_name(parse_inversion(str(inversion))),
         crop=None if "crop" not in data else _integer(data["crop"], "crop size", 8, 4096),
+        transform=None if transform is None else _choice(transform, "transform", TRANSFORMS),
         version=version,
     )
     if meta.method in REVERSIBLE:

@@ -149,9 +149,14 @@ def classic(method: Callable[[Sequence[np.ndarray]], list[np.ndarray]]) -> CropT
 
 
 def keyflip(
-    anonymizer: Anonymizer, key: SecretKey, batch_size: int, progress: Progress | None = None
+    anonymizer: Anonymizer,
+    key: SecretKey,
+    batch_size: int,
+    progress: Progress | None = None,
+    undo: bool = False,
 ) -> CropTransform:
-    """The reversible method as a crop transform, ``batch_size`` crops per network call."""
+    """The reversible method (``undo``: its inverse) as a crop transform, ``batch_size`` crops
+    per network call."""
 
     def run(
         crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
@@ -159,7 +164,7 @@ def keyflip(
         out: list[np.ndarray] = []
         for i in range(0, len(crops), batch_size):
             part = slice(i, i + batch_size)
-            out += anonymizer.apply(crops[part], key, masks[part], nonces[part], progress)
+            out += anonymizer.apply(crops[part], key, masks[part], nonces[part], progress, undo)
         return out
 
     return run

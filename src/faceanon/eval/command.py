@@ -23,10 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--protocol",
-        choices=("verification", "similarity"),
+        choices=("verification", "similarity", "linkage"),
         default="verification",
-        help="verification: LFW-style pairs (--pairs); similarity: every face in --images",
+        help="verification: LFW-style pairs (--pairs); similarity: every face in --images; "
+        "linkage: find each anonymized face's source among N candidates (keyless attack)",
     )
+    p.add_argument(
+        "--gallery",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="linkage: candidate originals per probe (default 100 1000)",
+    )
+    p.add_argument("--probes", type=int, default=200, help="linkage: anonymized probes")
     p.add_argument("--images", type=Path, required=True, help="image folder")
     p.add_argument("--pairs", type=Path, help="LFW pairs.txt, or TSV image_a image_b same")
     p.add_argument(
@@ -88,7 +97,7 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
     def keyflip(paper_mode: bool) -> KeyflipMethod:
         assert backbone is not None
-        anonymizer = Anonymizer(backbone, args.steps, paper_mode, args.inversion)
+        anonymizer = Anonymizer(backbone, args.steps, paper_mode, args.inversion, args.transform)
         return KeyflipMethod(anonymizer, key, args.seed, args.batch_size)
 
     methods: list[Any] = []
@@ -150,6 +159,8 @@ def evaluate(args: argparse.Namespace) -> int:
         )
     if not args.images.is_dir():
         raise FaceanonError(f"{args.images}: not a folder of images")
+    if args.protocol == "linkage":
+        return _linkage(args)
     if (args.protocol == "verification") != (args.pairs is not None):
         raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
     if args.limit is not None and args.limit < 1:
@@ -206,6 +217,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "revision": backbone.revision,
             "steps": args.steps,
             "inversion": args.inversion,
+            "transform": args.transform,
             "paper_mode": args.paper_mode,
         },
         "recognizers": {r.name: r.version for r in recognizers},
@@ -218,4 +230,63 @@ def evaluate(args: argparse.Namespace) -> int:
     }
     written = report.write(results, config, probes, args.output)
     print(f"evaluate: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _linkage(args: argparse.Namespace) -> int:
+    """``--protocol linkage``: the keyless linkage attack on keyflip (eval/linkage.py)."""
+    import json
+
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.cli import _folder_images, _load_backbone
+    from faceanon.eval import linkage
+    from faceanon.io import write_atomic
+    from faceanon.keys import SecretKey
+    from faceanon.pipeline import FaceFinder
+
+    if not args.images.is_dir():
+        raise FaceanonError(f"{args.images}: not a folder of images")
+    if min(args.gallery) < 2 or args.probes < 1:
+        raise FaceanonError("--gallery sizes must be at least 2 and --probes at least 1")
+    from faceanon.eval.protocols import sample
+
+    paths = sample(_folder_images(args.images, ""), args.limit, args.seed)
+    backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+    finder = FaceFinder(args.detector, None, backbone.image_size, sideways=not args.upright_only)
+    progress = _Progress()
+    started = time.monotonic()
+    faces = linkage.collect_faces(paths, finder, progress)
+    if len(faces) < max(args.gallery):
+        raise FaceanonError(
+            f"{args.images}: {len(faces)} faces found, a gallery of {max(args.gallery)} needs "
+            "that many (lower --gallery or raise --limit)"
+        )
+    key = SecretKey(hashlib.sha256(f"faceanon-eval-key {args.seed}".encode()).digest()[:16])
+    anonymizer = Anonymizer(backbone, args.steps, args.paper_mode, args.inversion, args.transform)
+    table = linkage.linkage_attack(
+        anonymizer, key, faces, args.probes, args.gallery, args.seed, args.batch_size, progress
+    )
+    results = {args.transform: table}
+    config = {
+        "protocol": "linkage",
+        "images": str(args.images),
+        "faces": len(faces),
+        "limit": args.limit,
+        "seed": args.seed,
+        "backbone": {
+            "name": backbone.name,
+            "revision": backbone.revision,
+            "steps": args.steps,
+            "inversion": args.inversion,
+            "transform": args.transform,
+            "paper_mode": args.paper_mode,
+        },
+        "seconds": round(time.monotonic() - started, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out = args.output
+    write_atomic(out / "results.json", json.dumps({"config": config, "results": results}, indent=1))
+    write_atomic(out / "report.md", "# Linkage attack\n\n" + linkage.markdown(results))
+    print(linkage.markdown(results), end="")
+    print(f"evaluate: wrote {out / 'results.json'}, {out / 'report.md'}", file=sys.stderr)
     return 0

@@ -259,10 +259,10 @@ class KeyflipMethod:
             return [None] * count
         return image_nonces(self.seed, name, count)
 
-    def transform(self, key: SecretKey) -> Any:
+    def transform(self, key: SecretKey, undo: bool = False) -> Any:
         from faceanon.pipeline import keyflip
 
-        return keyflip(self.anonymizer, key, self.batch_size)
+        return keyflip(self.anonymizer, key, self.batch_size, undo=undo)
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
@@ -271,11 +271,11 @@ class KeyflipMethod:
         anonymized = _paste(photo, faces, self.transform(self.key), nonces, self.grid)
         out = {"keyflip: anonymized": anonymized}
         out["keyflip: de-anonymized"] = _paste(
-            anonymized, faces, self.transform(self.key), nonces, self.grid
+            anonymized, faces, self.transform(self.key, undo=True), nonces, self.grid
         )
         for label, key in self.wrong.items():
             out[f"keyflip: {label}"] = _paste(
-                anonymized, faces, self.transform(key), nonces, self.grid
+                anonymized, faces, self.transform(key, undo=True), nonces, self.grid
             )
         return out
 

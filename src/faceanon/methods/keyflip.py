@@ -16,21 +16,24 @@ from faceanon.diffusion.loops import invert, sample
 from faceanon.engine import network_calls
 
 Progress = Callable[[int, int], None]
+Change = Callable[[torch.Tensor], torch.Tensor]  # z_T -> the key's change of it (whole tensor)
 
 
 def keyflip_latent(
     backbone: Backbone,
     z0: torch.Tensor,
-    signs: torch.Tensor,
+    signs: torch.Tensor | Change,
     mask: torch.Tensor,
     steps: int,
     progress: Progress | None = None,
     refine: int = 0,
 ) -> torch.Tensor:
-    """The method in latent space: z0 (B, c, h, w) -> z0' with the signs flipped inside ``mask``.
+    """The method in latent space: z0 (B, c, h, w) -> z0' with z_T changed inside ``mask``.
 
-    ``signs`` is (B, c, h, w) in {-1, +1}; ``mask`` is bool, (B, 1, h, w). Outside the mask the
-    result equals ``z0`` exactly. ``refine``: fixed-point iterations per inversion step.
+    ``signs`` is the paper's flip, (B, c, h, w) in {-1, +1}, or any change of z_T (a callable,
+    e.g. the keyed mixing of :mod:`faceanon.transforms`); ``mask`` is bool, (B, 1, h, w).
+    Outside the mask the result equals ``z0`` exactly. ``refine``: fixed-point iterations per
+    inversion step.
     ``progress(done, total)`` counts network calls (:func:`faceanon.engine.network_calls`).
     """
     levels = backbone.schedule.levels(steps)
@@ -44,17 +47,20 @@ def keyflip_latent(
             progress(done, total)
 
     with torch.inference_mode():
-        signs = signs.to(device=z0.device, dtype=z0.dtype)
         mask = mask.to(z0.device)
         trajectory = invert(backbone.eps, z0, levels, tick, refine)  # eq. 3 (6)
-        z_t = torch.where(mask, signs * trajectory[-1], trajectory[-1])  # eq. 4 (6)
+        if callable(signs):
+            changed = signs(trajectory[-1])
+        else:
+            changed = signs.to(device=z0.device, dtype=z0.dtype) * trajectory[-1]
+        z_t = torch.where(mask, changed, trajectory[-1])  # eq. 4 (6)
         return sample(backbone.eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
 
 
 def keyflip_images(
     backbone: Backbone,
     images: torch.Tensor,
-    signs: torch.Tensor,
+    signs: torch.Tensor | Change,
     mask: torch.Tensor,
     steps: int,
     progress: Progress | None = None,
