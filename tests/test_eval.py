@@ -300,7 +300,9 @@ def test_keyflip_wrong_keys_and_key_reuse_attack(tmp_path, closed_form):
     key = SecretKey(bytes(range(16)))
 
     def method(paper: bool) -> KeyflipMethod:
-        return KeyflipMethod(Anonymizer(closed_form, 20, paper_mode=paper), key, seed=0)
+        # The paper's transform: the attack estimates its sign vector.
+        anonymizer = Anonymizer(closed_form, 20, paper_mode=paper, transform="flip")
+        return KeyflipMethod(anonymizer, key, seed=0)
 
     attack = KeyReuseAttack(method(True), method(False))
     results, probes = protocols.run(
@@ -335,6 +337,7 @@ def test_keyflip_wrong_keys_and_key_reuse_attack(tmp_path, closed_form):
 
 def test_evaluate_cli_writes_the_report(tmp_path, capsys):
     from faceanon.cli import main
+    from faceanon.transforms import DEFAULT_TRANSFORM
 
     _dataset(tmp_path / "images")
     pairs = tmp_path / "pairs.tsv"
@@ -355,6 +358,7 @@ def test_evaluate_cli_writes_the_report(tmp_path, capsys):
         "revision": saved["config"]["backbone"]["revision"],
         "steps": 5,
         "inversion": "fixed-point:1",
+        "transform": DEFAULT_TRANSFORM,
         "paper_mode": False,
     }
     assert "face_recognition_sface_2021dec_int8bq.onnx@" in saved["config"]["recognizers"]["sface"]
@@ -369,3 +373,27 @@ def test_evaluate_cli_writes_the_report(tmp_path, capsys):
     assert not (tmp_path / "other").exists()
     assert main(["evaluate", "--images", str(tmp_path / "images"), "-o", str(out)]) == 2
     assert main([*argv[:8], "--method", "blur:x", "-o", str(out)]) == 2
+
+
+def test_linkage_attack_finds_flipped_sources_not_mixed_ones(tmp_path):
+    """The keyless linkage attack: with the paper's flip the |z_T| pattern finds every source;
+    with the keyed mixing the coordinate-wise correlation no longer does."""
+    from faceanon.cli import main
+
+    _dataset(tmp_path / "images")
+    tables = {}
+    for transform in ("flip", "mix"):
+        out = tmp_path / transform
+        argv = ["evaluate", "--protocol", "linkage", "--images", str(tmp_path / "images")]
+        argv += ["--gallery", "4", "8", "--probes", "8", "--backbone", "closed-form"]
+        argv += ["--steps", "5", "--transform", transform, "-o", str(out)]
+        assert main(argv) == 0
+        tables[transform] = json.loads((out / "results.json").read_text())["results"][transform]
+        assert "| magnitude correlation | N=8 |" in (out / "report.md").read_text()
+    assert tables["flip"]["magnitude correlation"]["N=8"]["top1"] == 1.0
+    assert tables["mix"]["magnitude correlation"]["N=8"]["top1"] <= 0.5
+    assert tables["flip"]["norm"]["N=8"]["chance1"] == 1 / 8
+    # A gallery larger than the faces found is one clear error.
+    argv = ["evaluate", "--protocol", "linkage", "--images", str(tmp_path / "images")]
+    argv += ["--gallery", "50", "--backbone", "closed-form", "-o", str(tmp_path / "x")]
+    assert main(argv) == 2

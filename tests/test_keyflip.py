@@ -128,7 +128,10 @@ def test_progress_is_reported(closed_form):
 
 
 def test_api_round_trip_on_real_face(closed_form, face):
-    anonymizer = Anonymizer(closed_form, steps=100)
+    # flip: the closed-form model's samples leave the image range (~4% of the masked latents
+    # for mixed noise), so with mix the uint8 image clips them and the restore stops at ~31 dB;
+    # in latent space both transforms restore equally (tests/test_transforms.py).
+    anonymizer = Anonymizer(closed_form, steps=100, transform="flip")
     result = anonymizer.anonymize(face, KEY)
     assert result.image.shape == face.shape and result.image.dtype == np.uint8
     assert result.nonce is not None and len(result.nonce) == 16

@@ -343,7 +343,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         key = _load_key(args.key)
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
         anonymizer = Anonymizer(
-            backbone, args.steps, args.paper_mode, args.inversion, args.transform
+            backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
         )
         size, grid = backbone.image_size, backbone.latent_shape[1:]
         transform = keyflip(anonymizer, key, args.batch_size, progress)
@@ -470,9 +470,19 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         backbone = args.backbone or DEFAULT_BACKBONE
         if args.aligned:
             record = FaceRecord(None, mask=EllipseMask())
-            return Metadata("keyflip", (record,), backbone, None, args.steps)
+            return Metadata(
+                "keyflip", (record,), backbone, None, args.steps, transform=resolve_transform(args)
+            )
         height, width = picture.image.shape[:2]
-        return Metadata("keyflip", (), backbone, None, args.steps, (width, height))
+        return Metadata(
+            "keyflip",
+            (),
+            backbone,
+            None,
+            args.steps,
+            (width, height),
+            transform=resolve_transform(args),
+        )
 
     def prepare(path: Path) -> tuple[Any, Metadata, Backbone, list[Any]]:
         picture = _read(path, None)
@@ -518,7 +528,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         groups: dict[tuple[int, int, str, str], list[int]] = {}
         for i, (_, meta, backbone, _) in enumerate(batch):
             inversion = args.inversion or meta.inversion or DEFAULT_INVERSION
-            change = meta.transform or args.transform  # files without it: the paper's flip
+            change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
             group = (id(backbone), int(meta.steps or 0), inversion, change)
             groups.setdefault(group, []).append(i)
         for (_, steps, inversion, change), indices in groups.items():
@@ -581,6 +591,16 @@ def _inversion(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def resolve_transform(args: argparse.Namespace) -> str:
+    """--transform as given; else the paper's flip in paper mode (its stripped-metadata undo
+    re-finds the mask, and only the flip tolerates a mask a few cells off), else the default."""
+    from faceanon.transforms import DEFAULT_TRANSFORM
+
+    if args.transform is not None:
+        return str(args.transform)
+    return "flip" if args.paper_mode else DEFAULT_TRANSFORM
+
+
 def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     """--steps, --inversion and --transform; deanonymize uses what the file records."""
     from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
@@ -589,14 +609,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None
     p.add_argument(
         "--transform",
         choices=TRANSFORMS,
-        default="flip" if undo else DEFAULT_TRANSFORM,
-        help="what the key does to the face's noise: flip (the paper's sign flip) or mix "
-        "(keyed orthogonal mixing, hides the noise magnitudes)"
-        + (
-            "; files record theirs, this is for files without metadata (default flip)"
-            if undo
-            else f" (default {DEFAULT_TRANSFORM})"
-        ),
+        help="what the key does to the face's noise: mix (keyed orthogonal mixing, hides the "
+        f"noise magnitudes) or flip (the paper's sign flip); default {DEFAULT_TRANSFORM}, or "
+        "flip with --paper-mode" + ("; a file's own is always used" if undo else ""),
     )
 
     when = " when the file records none (paper mode without metadata)" if undo else ""

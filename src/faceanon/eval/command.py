@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.cli import _load_backbone
+    from faceanon.cli import _load_backbone, resolve_transform
     from faceanon.eval.protocols import ClassicMethod, KeyflipMethod, KeyReuseAttack
     from faceanon.keys import SecretKey
     from faceanon.methods.classic import Blur, Pixelate, Solid
@@ -97,7 +97,9 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
     def keyflip(paper_mode: bool) -> KeyflipMethod:
         assert backbone is not None
-        anonymizer = Anonymizer(backbone, args.steps, paper_mode, args.inversion, args.transform)
+        anonymizer = Anonymizer(
+            backbone, args.steps, paper_mode, args.inversion, resolve_transform(args)
+        )
         return KeyflipMethod(anonymizer, key, args.seed, args.batch_size)
 
     methods: list[Any] = []
@@ -148,6 +150,7 @@ class _Progress:
 
 def evaluate(args: argparse.Namespace) -> int:
     from faceanon import __version__
+    from faceanon.cli import resolve_transform
     from faceanon.eval import protocols, report
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
     from faceanon.pipeline import FaceFinder
@@ -217,7 +220,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "revision": backbone.revision,
             "steps": args.steps,
             "inversion": args.inversion,
-            "transform": args.transform,
+            "transform": resolve_transform(args),
             "paper_mode": args.paper_mode,
         },
         "recognizers": {r.name: r.version for r in recognizers},
@@ -238,7 +241,7 @@ def _linkage(args: argparse.Namespace) -> int:
     import json
 
     from faceanon.anonymizer import Anonymizer
-    from faceanon.cli import _folder_images, _load_backbone
+    from faceanon.cli import _folder_images, _load_backbone, resolve_transform
     from faceanon.eval import linkage
     from faceanon.io import write_atomic
     from faceanon.keys import SecretKey
@@ -262,11 +265,13 @@ def _linkage(args: argparse.Namespace) -> int:
             "that many (lower --gallery or raise --limit)"
         )
     key = SecretKey(hashlib.sha256(f"faceanon-eval-key {args.seed}".encode()).digest()[:16])
-    anonymizer = Anonymizer(backbone, args.steps, args.paper_mode, args.inversion, args.transform)
+    anonymizer = Anonymizer(
+        backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
+    )
     table = linkage.linkage_attack(
         anonymizer, key, faces, args.probes, args.gallery, args.seed, args.batch_size, progress
     )
-    results = {args.transform: table}
+    results = {anonymizer.transform: table}
     config = {
         "protocol": "linkage",
         "images": str(args.images),
@@ -278,7 +283,7 @@ def _linkage(args: argparse.Namespace) -> int:
             "revision": backbone.revision,
             "steps": args.steps,
             "inversion": args.inversion,
-            "transform": args.transform,
+            "transform": resolve_transform(args),
             "paper_mode": args.paper_mode,
         },
         "seconds": round(time.monotonic() - started, 1),

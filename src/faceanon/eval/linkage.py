@@ -5,9 +5,9 @@ inverted latents of real images are not white noise, so the attacker inverts the
 face and every candidate original (the model is public) and ranks the candidates by a statistic
 of the masked noise. Two statistics:
 
-- ``|z| correlation``: Pearson correlation of |z_T| inside the mask, coordinate by coordinate
+- ``magnitude correlation``: Pearson correlation of |z_T| inside the mask, coordinate by coordinate
   (the issue's attack; defeated by anything that moves magnitudes);
-- ``sorted |z|``: minus the distance between the sorted masked magnitudes (invariant to any
+- ``sorted magnitudes``: minus the distance between the sorted masked magnitudes (invariant to any
   keyed permutation of the coordinates; defeated only by mixing them);
 - ``norm``: minus the difference of the masked noise's norms (what an orthogonal mixing keeps).
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from faceanon.masks import Mask
     from faceanon.pipeline import FaceFinder
 
-STATISTICS = ("|z| correlation", "sorted |z|", "norm")
+STATISTICS = ("magnitude correlation", "sorted magnitudes", "norm")
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +58,7 @@ def _scores(
     g = np.abs(gallery[:, :, inside]).reshape(len(gallery), -1)
     if statistic == "norm":
         return np.asarray(-np.abs(np.linalg.norm(g, axis=1) - np.linalg.norm(p)))
-    if statistic == "sorted |z|":
+    if statistic == "sorted magnitudes":
         return np.asarray(-np.linalg.norm(np.sort(g, axis=1) - np.sort(p), axis=1))
     p = (p - p.mean()) / (p.std() + 1e-12)
     g = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, keepdims=True) + 1e-12)

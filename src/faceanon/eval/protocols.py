@@ -297,7 +297,9 @@ def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch
 class KeyReuseAttack:
     """METHOD §8: the first image with a face is the attacker's known pair; for every later
     image the attacker's estimate of r is applied to its anonymized face, in paper mode and with
-    per-image nonces. ``agreement`` records how much of the true r inside each mask it got."""
+    per-image nonces. ``agreement`` records how much of the true r inside each mask it got
+    (flip only: the ``mix`` transform has no sign vector to estimate, the attack still applies
+    its estimate as a sign flip, the paper's attacker's move)."""
 
     label = "attack"
 
@@ -334,10 +336,12 @@ class KeyReuseAttack:
                 self.known = name
                 continue
             signs = self.estimate[mode].expand(len(faces), -1, -1, -1)
-            true = anon.signs(method.key, nonces)
-            for f, s in zip(faces, true, strict=True):
-                inside = torch.from_numpy(f.geometry.mask.grid(h, w)).expand_as(s)
-                self.agreement[mode].append(float((s[inside] == signs[0][inside]).float().mean()))
+            if anon.transform == "flip":  # the estimate's target exists only for the flip
+                true = anon.signs(method.key, nonces)
+                for f, s in zip(faces, true, strict=True):
+                    inside = torch.from_numpy(f.geometry.mask.grid(h, w)).expand_as(s)
+                    agree = float((s[inside] == signs[0][inside]).float().mean())
+                    self.agreement[mode].append(agree)
 
             def attack(
                 crops: list[np.ndarray],
