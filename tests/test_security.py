@@ -131,3 +131,72 @@ def test_right_and_wrong_passphrase_cannot_be_told_apart(tmp_path, monkeypatch, 
 def test_sealed_length_matches_faces(face):
     sealed, _ = _sealed(face, SecretKey.generate())
     assert len(sealed.sealed[1]) == 8 * PARAMS
+
+
+def _format2_file(path, photo, face, key: SecretKey, nonce: bytes) -> None:
+    """A photo as faceanon 0.1 wrote it: format 2, geometry sealed with ChaCha20-Poly1305."""
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from PIL import PngImagePlugin
+
+    from faceanon.container import _aead_key
+
+    header = {
+        "faceanon": 2,
+        "method": "keyflip",
+        "backbone": "closed-form",
+        "revision": None,
+        "steps": 20,
+        "photo_size": [photo.shape[1], photo.shape[0]],
+        "faces": [{"nonce": nonce.hex(), "box": [round(v, 2) for v in face.box]}],
+    }
+    geometry = face.geometry
+    plain = json.dumps(
+        [
+            {
+                "alignment": geometry.alignment.matrix.ravel().tolist(),
+                "size": geometry.alignment.size,
+                "polygon": np.round(geometry.mask.polygon, 4).tolist(),
+            }
+        ],
+        separators=(",", ":"),
+    ).encode()
+    aad = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    seal_nonce = b"s" * 12
+    blob = ChaCha20Poly1305(_aead_key(key)).encrypt(seal_nonce, plain, aad)
+    header["sealed"] = {"nonce": seal_nonce.hex(), "data": base64.b64encode(blob).decode()}
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("faceanon", json.dumps(header))
+    Image.fromarray(photo).save(path, pnginfo=info)
+
+
+def test_faceanon_01_files_still_restore(tmp_path, monkeypatch, capsys, astronaut, face):
+    """Format 2 (0.1): the right key opens the sealed geometry and restores; a wrong key is
+    not announced (the faces are found anew, like any wrong key)."""
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.closed_form import GaussianBackbone
+    from faceanon.pipeline import keyflip, transform_photos
+
+    monkeypatch.chdir(tmp_path)
+    key = SecretKey.generate()
+    (tmp_path / "k.key").write_text(key.to_text() + "\n")
+    nonce = b"z" * 16
+    anonymizer = Anonymizer(GaussianBackbone(), 20, inversion="ddim", transform="flip")
+    [anon] = transform_photos(
+        [astronaut], [[face.geometry]], [[nonce]], keyflip(anonymizer, key, 1), (64, 64)
+    )
+    _format2_file("old_anonymized.png", anon, face, key, nonce)
+    other = SecretKey.generate()
+    (tmp_path / "o.key").write_text(other.to_text() + "\n")
+    base = ["deanonymize", "old_anonymized.png", "--inversion", "ddim"]
+    assert main([*base, "-k", "k.key", "-o", "right"]) == 0
+    assert main([*base, "-k", "o.key", "-o", "wrong"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    from conftest import psnr
+
+    region = np.abs(anon.astype(int) - astronaut).sum(axis=2) > 0
+    right = np.asarray(Image.open("right/old_deanonymized.png"))
+    wrong = np.asarray(Image.open("wrong/old_deanonymized.png"))
+    assert psnr(right, astronaut, region) > psnr(anon, astronaut, region) + 8
+    assert psnr(wrong, astronaut, region) < psnr(right, astronaut, region) - 6

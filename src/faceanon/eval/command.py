@@ -9,9 +9,12 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceanon.errors import FaceanonError
+
+if TYPE_CHECKING:
+    from faceanon.keys import SecretKey
 
 BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
 KEYFLIP_METHODS = ("keyflip", "key-reuse")
@@ -83,7 +86,6 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     from faceanon.anonymizer import Anonymizer
     from faceanon.cli import _load_backbone, resolve_transform
     from faceanon.eval.protocols import ClassicMethod, KeyflipMethod, KeyReuseAttack
-    from faceanon.keys import SecretKey
     from faceanon.methods.classic import Blur, Pixelate, Solid
 
     specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
@@ -93,7 +95,7 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
     size = 256 if backbone is None else backbone.image_size
     # The evaluation's key comes from the seed, so a run can be repeated exactly.
-    key = SecretKey(hashlib.sha256(f"faceanon-eval-key {args.seed}".encode()).digest()[:16])
+    key = _eval_key(args.seed)
 
     def keyflip(paper_mode: bool) -> KeyflipMethod:
         assert backbone is not None
@@ -150,7 +152,6 @@ class _Progress:
 
 def evaluate(args: argparse.Namespace) -> int:
     from faceanon import __version__
-    from faceanon.cli import resolve_transform
     from faceanon.eval import protocols, report
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
     from faceanon.pipeline import FaceFinder
@@ -213,16 +214,7 @@ def evaluate(args: argparse.Namespace) -> int:
         "limit": args.limit,
         "seed": args.seed,
         "methods": [m.label for m in methods],
-        "backbone": None
-        if backbone is None
-        else {
-            "name": backbone.name,
-            "revision": backbone.revision,
-            "steps": args.steps,
-            "inversion": args.inversion,
-            "transform": resolve_transform(args),
-            "paper_mode": args.paper_mode,
-        },
+        "backbone": None if backbone is None else _backbone_config(args, backbone),
         "recognizers": {r.name: r.version for r in recognizers},
         "detector": args.detector,
         "sideways": not args.upright_only,
@@ -236,6 +228,26 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_key(seed: int) -> SecretKey:
+    """The evaluation's key comes from the seed, so a run can be repeated exactly."""
+    from faceanon.keys import SecretKey
+
+    return SecretKey(hashlib.sha256(f"faceanon-eval-key {seed}".encode()).digest()[:16])
+
+
+def _backbone_config(args: argparse.Namespace, backbone: Any) -> dict[str, Any]:
+    from faceanon.cli import resolve_transform
+
+    return {
+        "name": backbone.name,
+        "revision": backbone.revision,
+        "steps": args.steps,
+        "inversion": args.inversion,
+        "transform": resolve_transform(args),
+        "paper_mode": args.paper_mode,
+    }
+
+
 def _linkage(args: argparse.Namespace) -> int:
     """``--protocol linkage``: the keyless linkage attack on keyflip (eval/linkage.py)."""
     import json
@@ -244,7 +256,6 @@ def _linkage(args: argparse.Namespace) -> int:
     from faceanon.cli import _folder_images, _load_backbone, resolve_transform
     from faceanon.eval import linkage
     from faceanon.io import write_atomic
-    from faceanon.keys import SecretKey
     from faceanon.pipeline import FaceFinder
 
     if not args.images.is_dir():
@@ -264,7 +275,7 @@ def _linkage(args: argparse.Namespace) -> int:
             f"{args.images}: {len(faces)} faces found, a gallery of {max(args.gallery)} needs "
             "that many (lower --gallery or raise --limit)"
         )
-    key = SecretKey(hashlib.sha256(f"faceanon-eval-key {args.seed}".encode()).digest()[:16])
+    key = _eval_key(args.seed)
     anonymizer = Anonymizer(
         backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
     )
@@ -278,14 +289,7 @@ def _linkage(args: argparse.Namespace) -> int:
         "faces": len(faces),
         "limit": args.limit,
         "seed": args.seed,
-        "backbone": {
-            "name": backbone.name,
-            "revision": backbone.revision,
-            "steps": args.steps,
-            "inversion": args.inversion,
-            "transform": resolve_transform(args),
-            "paper_mode": args.paper_mode,
-        },
+        "backbone": _backbone_config(args, backbone),
         "seconds": round(time.monotonic() - started, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
