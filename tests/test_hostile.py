@@ -280,6 +280,23 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
         "c_anonymized.png",
     ]
     assert "files 4, written 2, faces 2, skipped (no face) 0, failed 2" in err
+    # In a batch of several files, one that breaks the batch's work does not take the others
+    # down with it: the batch is retried file by file.
+    monkeypatch.setattr(pipeline.FaceFinder, "find", find)
+    transform = pipeline.transform_photos
+
+    def fragile(photos, *rest):
+        if any(p[0, 0, 0] == 7 for p in photos):
+            raise RuntimeError("bad batch")
+        return transform(photos, *rest)
+
+    monkeypatch.setattr(pipeline, "transform_photos", fragile)
+    out = str(work / "batched")
+    assert main(["anonymize", "in", "-o", out, "--method", "blur", "--batch-size", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "b.png: unexpected RuntimeError: bad batch" in err
+    assert "files 4, written 2, faces 2, skipped (no face) 0, failed 2" in err
+    monkeypatch.setattr(pipeline.FaceFinder, "find", flaky)
     # --debug shows the traceback of the unexpected one.
     assert main(["anonymize", "in/b.png", "-o", "dbg", "--method", "blur", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err

@@ -202,9 +202,14 @@ def _process(
         try:
             results = work([item for _, _, item in pending])
         except Exception as exc:
-            for src, _, _ in pending:
-                fail(src, exc)
+            batch = list(pending)
             pending.clear()
+            if len(batch) == 1:
+                fail(batch[0][0], exc)
+                return
+            for entry in batch:  # one file spoiled the batch: each on its own
+                pending.append(entry)
+                flush()
             return
         finally:
             progress.end()
