@@ -1,12 +1,12 @@
 """Can the hidden face polygon tell a right key from a wrong one? (issue 10, faceanon/seal.py)
 
-Format 3 hides each face's polygon in an encoding that every key opens: a wrong key gives a
-draw from the shipped prior, the right key gives the real polygon. An attacker testing
-passphrase guesses against one anonymized photo can still rank the guesses by how much more
-"real" than "prior-like" their polygons look. This measures that attack at its best
-parametric form: the attacker fits a Gaussian to real polygons of their own (half of the photo
-set) and scores a candidate by the log-likelihood ratio log p_real(x) - log p_prior(x), summed
-over the faces of the photo.
+Format 3 hides each face's polygon as 12 numbers that every key opens: a wrong key gives a
+draw from the shipped prior (12 independent standard normals), the right key the real face's
+numbers. An attacker testing passphrase guesses against one anonymized photo can still rank the
+guesses by how much more "real" than "prior-like" their numbers look. This measures that attack
+at its best parametric form: the attacker fits a Gaussian to the numbers of real faces of their
+own (half of the photo set) and scores a candidate by the log-likelihood ratio
+log p_real(w) - log p_prior(w), summed over the faces of the photo.
 
     python benchmarks/geometry_oracle.py ../shared/data/celeba-wild --limit 700
 
@@ -24,10 +24,11 @@ import numpy as np
 from faceanon.errors import FaceanonError
 from faceanon.io import read_image
 from faceanon.pipeline import FaceFinder
-from faceanon.seal import GeometryPrior, default_prior, from_params, to_params
+from faceanon.seal import PARAMS, W_LIMIT, GeometryPrior, default_prior, to_params
 
 
-def real_polygons(folder: Path, limit: int, seed: int) -> np.ndarray:
+def real_numbers(folder: Path, limit: int, seed: int, prior: GeometryPrior) -> np.ndarray:
+    """The 12 hidden numbers of every face found, as the right key opens them."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     rng = np.random.default_rng(seed)
     paths = [paths[i] for i in sorted(rng.choice(len(paths), min(limit, len(paths)), False))]
@@ -38,8 +39,7 @@ def real_polygons(folder: Path, limit: int, seed: int) -> np.ndarray:
             faces = finder.find(read_image(path).image)
         except FaceanonError:
             continue
-        # As anonymize stores them: the 32-ray polygon (the encoding's rounding is ~1e-12).
-        rows += [to_params(from_params(to_params(f.geometry.mask), 256)) for f in faces]
+        rows += [prior.whiten(to_params(f.geometry.mask)) for f in faces]
     return np.array(rows)
 
 
@@ -62,24 +62,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    real = real_polygons(args.images, args.limit, args.seed)
+    prior: GeometryPrior = default_prior()
+    real = real_numbers(args.images, args.limit, args.seed, prior)
     rng.shuffle(real)
     train, test = real[: len(real) // 2], real[len(real) // 2 :]
-    prior: GeometryPrior = default_prior()
-    # The attacker's model of real polygons: a Gaussian fitted on their own half.
-    cov = np.cov(train, rowvar=False) + np.eye(train.shape[1]) * 1e-6 * np.trace(
-        np.cov(train, rowvar=False)
-    )
+    # The attacker's model of real faces: a Gaussian fitted on their own half.
+    cov = np.cov(train, rowvar=False) + np.eye(train.shape[1]) * 1e-9
     attacker = (train.mean(axis=0), np.linalg.cholesky(cov))
+    standard = (np.zeros(PARAMS), np.eye(PARAMS))
 
-    def score(x: np.ndarray) -> np.ndarray:
-        real_ll = gaussian_logpdf(x, *attacker)
-        prior_ll = gaussian_logpdf(x, prior.mean, prior.chol)
-        return real_ll - prior_ll
+    def score(w: np.ndarray) -> np.ndarray:
+        return gaussian_logpdf(w, *attacker) - gaussian_logpdf(w, *standard)
 
-    wrong = np.array([prior.sample(rng) for _ in range(20_000)])
+    wrong = np.clip(rng.standard_normal((20_000, PARAMS)), -W_LIMIT, W_LIMIT)
     right_scores, wrong_scores = score(test), score(wrong)
-    print(f"faces: {len(real)} real polygons ({len(train)} attacker's model, {len(test)} tested)")
+    print(
+        f"faces: {len(real)} real faces ({len(train)} for the attacker's model, {len(test)} tested)"
+    )
     print(f"single face: AUC right vs wrong key = {auc(right_scores, wrong_scores):.3f}")
     print("| faces in the photo | true key ranked first (of 1000) | median rank of the true key |")
     print("|---|---|---|")

@@ -77,23 +77,26 @@ def main() -> None:
     ]
     data = np.array(rows)
     mean = data.mean(axis=0)
-    cov = np.cov(data, rowvar=False)
-    cov += np.eye(PARAMS) * 1e-6 * np.trace(cov) / PARAMS  # ridge: keep it positive definite
-    chol = np.linalg.cholesky(cov)
+    values, vectors = np.linalg.eigh(np.cov(data, rowvar=False))
+    order = values.argsort()[::-1][:PARAMS]
+    basis = vectors[:, order] * np.sqrt(values[order])  # components scaled by their sd
+    kept = values[order].sum() / values.sum()
     out = {
-        "what": "Gaussian prior of the radii of faceanon's sealed face polygon (faceanon/seal.py)",
+        "what": "Gaussian prior of the radii of faceanon's sealed face polygon (faceanon/seal.py):"
+        f" mean and the {PARAMS} principal components scaled by their standard deviations",
         "fitted_on": f"{len(rows)} of {args.count} faces64 crops (seed {args.seed}), "
         f"roll N(0, {ROLL_DEGREES} deg)",
+        "variance_kept": round(float(kept), 5),
         "licence": "derived from UTKFace and CelebA: non-commercial research use only",
         "rebuild": "python scripts/fit_geometry_prior.py ../shared/data/faces64 "
         "-o src/faceanon/data/geometry_prior.json",
         "mean": [round(float(v), 8) for v in mean],
-        "cholesky": [[round(float(v), 8) for v in row] for row in chol],
+        "basis": [[round(float(v), 8) for v in row] for row in basis],
     }
     args.output.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"{len(rows)} faces -> {args.output}")
     print("radii mean", np.round(mean, 3))
-    print("radii std", np.round(data.std(axis=0), 3))
+    print(f"variance kept by {PARAMS} components: {kept:.4f}")
 
 
 if __name__ == "__main__":

@@ -466,3 +466,29 @@ if __name__ == "__main__":  # the table of the closing note
             message = _message(err).replace(str(work_dir) + "/", "").replace("|", "\\|")
             print(f"| {case} | {code} | `{message[:160]}` |")
     sys.exit(0)
+
+
+def test_api_refuses_wrong_types_clearly(closed_form, face):
+    from faceanon.anonymizer import Anonymizer
+
+    for steps, error in ((5.5, TypeError), (True, TypeError), ("10", TypeError), (0, ValueError)):
+        with pytest.raises(error, match="steps"):
+            Anonymizer(closed_form, steps=steps)
+    with pytest.raises(ValueError, match="transform"):
+        Anonymizer(closed_form, transform="rot13")
+    anonymizer = Anonymizer(closed_form, steps=np.int64(2))
+    key = SecretKey.generate()
+    with pytest.raises(TypeError, match=r"np\.asarray\(pil_image\)"):
+        anonymizer.anonymize(Image.fromarray(face), key)
+    with pytest.raises(TypeError, match="numpy uint8 arrays"):
+        anonymizer.anonymize(None, key)
+    for bad_key in (key.to_text(), None, key.material):
+        with pytest.raises(TypeError, match="SecretKey"):
+            anonymizer.anonymize(face, bad_key)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this torch build has CUDA")
+def test_cuda_on_a_cpu_only_torch_is_one_line(work, capsys):
+    _image(work / "c.png", (64, 64, 3))
+    assert main(["anonymize", "c.png", "-k", "my.key", *FAST, "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA GPU available to this torch build" in capsys.readouterr().err
