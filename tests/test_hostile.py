@@ -492,3 +492,17 @@ def test_cuda_on_a_cpu_only_torch_is_one_line(work, capsys):
     _image(work / "c.png", (64, 64, 3))
     assert main(["anonymize", "c.png", "-k", "my.key", *FAST, "--device", "cuda"]) == 2
     assert "--device cuda: no CUDA GPU available to this torch build" in capsys.readouterr().err
+
+
+def test_never_overwrite_also_without_hard_links(tmp_path, monkeypatch):
+    """Where hard links fail (FAT, exFAT, some shares) the name is reserved exclusively."""
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    write_atomic(tmp_path / "a.png", b"first", overwrite=False)
+    with pytest.raises(OutputExistsError):
+        write_atomic(tmp_path / "a.png", b"second", overwrite=False)
+    assert (tmp_path / "a.png").read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -142,7 +142,7 @@ def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> No
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
+            publish_exclusive(tmp, path)
         _sync_folder(path.parent)
     except FileExistsError:
         raise OutputExistsError(
@@ -152,6 +152,20 @@ def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> No
         raise ImageError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def publish_exclusive(tmp: str, path: Path) -> None:
+    """Give the finished file ``tmp`` the name ``path`` only if no file has it: FileExistsError
+    otherwise, also when another process took the name a moment ago. ``link`` does it in one
+    step; where hard links are not supported (FAT, exFAT, some network shares) the name is
+    reserved by an exclusive create, then replaced."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(tmp, path)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -249,8 +249,8 @@ _MAX_KEY_FILE = 4096
 def write_key_file(path: Path, text: str, comment: str) -> None:
     """Create ``path`` holding ``text``, readable only by the owner; never overwrites.
 
-    Written to a temporary file in the same folder, flushed to disk, then linked to its name
-    (``link`` fails if the name exists, even when another process created it a moment ago).
+    Written to a temporary file in the same folder, flushed to disk, then given its name only
+    if no file has it (:func:`faceanon.io.publish_exclusive`).
     """
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faceanon-key-")
@@ -262,7 +262,9 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
-        os.link(tmp, path)
+        from faceanon.io import publish_exclusive
+
+        publish_exclusive(tmp, path)
     except FileExistsError:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
     except OSError as exc:

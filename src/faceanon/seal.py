@@ -125,7 +125,7 @@ def from_params(x: np.ndarray, size: int) -> LandmarkMask:
     return LandmarkMask(polygon, size)
 
 
-# --- radii <-> 64-bit integers, and the keystream ------------------------------------------
+# --- components <-> 64-bit integers, and the keystream -------------------------------------
 
 
 def to_uniform(w: float) -> int:
@@ -157,7 +157,8 @@ def seal_face(
     key: SecretKey, nonce: bytes, face: int, mask: Mask, prior: GeometryPrior | None = None
 ) -> tuple[bytes, LandmarkMask]:
     """(ciphertext, the polygon as it will decode). Anonymize with the decoded polygon: it
-    differs from ``mask`` only by the 32-ray resampling and the encoding's rounding."""
+    differs from ``mask`` by the 32-ray resampling and the 12-component projection (a pixel
+    or two at 256 px) and the encoding's rounding."""
     if not isinstance(mask, LandmarkMask):
         raise ValueError("only polygon masks are sealed")
     prior = prior or default_prior()
