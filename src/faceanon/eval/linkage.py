@@ -12,7 +12,9 @@ of the masked noise. Two statistics:
 - ``norm``: minus the difference of the masked noise's norms (what an orthogonal mixing keeps).
 
 The attacker's best case: the true mask of the probe (format 3 hides the polygon) and a
-gallery that contains the exact source photo. Top-1 / top-5 accuracy against chance (1/N, 5/N).
+gallery that contains the exact source photo. Probes are the anonymized aligned crops, what the
+attacker cuts from a published photo with its public alignment. Top-1 / top-5 accuracy against
+chance (1/N, 5/N); ties count against the attacker.
 """
 
 from __future__ import annotations
