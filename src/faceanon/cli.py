@@ -298,7 +298,13 @@ def _finder(args: argparse.Namespace, size: int) -> Any:
     from faceanon.pipeline import FaceFinder
 
     try:
-        return FaceFinder(args.detector, args.threshold, size, sideways=not args.upright_only)
+        return FaceFinder(
+            args.detector,
+            args.threshold,
+            size,
+            sideways=not args.upright_only,
+            recall=args.recall,
+        )
     except ValueError as exc:
         raise FaceanonError(str(exc)) from None
 
@@ -667,6 +673,13 @@ def _add_common(
     p.add_argument("--threshold", type=_threshold, help="detector confidence, 0-1 (yunet 0.75)")
     p.add_argument(
         "--upright-only", action="store_true", help="do not also search faces lying sideways"
+    )
+    p.add_argument(
+        "--recall",
+        choices=("default", "high"),
+        default="default",
+        help="high: also search the photo framed by its mirror image (faces cut by the border) "
+        "and enlarged 2x (faces under ~24 px); about 7x the detection time",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

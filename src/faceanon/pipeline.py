@@ -90,6 +90,10 @@ def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> LandmarkMask | No
 class FaceFinder:
     """Detector + 68 landmarks -> per face: box, FFHQ alignment, mask polygon.
 
+    ``recall``: ``default``, or ``high`` to also search the photo framed by its mirror image
+    (faces cut by the border) and enlarged 2x (faces under ~24 px), about 7x the detection
+    time (benchmarks/recall.py; ``pad`` and ``upscale`` give one of the two).
+
     ``segmenter`` is the hook for a face-parsing model (none ships: no weights are
     available offline): a callable taking the aligned (size, size, 3) uint8 crop and
     returning a boolean (size, size) array, True on the pixels to anonymize (e.g. BiSeNet's
@@ -104,11 +108,12 @@ class FaceFinder:
         size: int = 256,
         sideways: bool = True,
         segmenter: Segmenter | None = None,
+        recall: str = "default",
     ):
-        from faceanon.faces.detect import make_detector
+        from faceanon.faces.detect import make_detector, with_recall
         from faceanon.faces.landmarks import Dlib68
 
-        self.detector = make_detector(detector, threshold)
+        self.detector = with_recall(make_detector(detector, threshold), recall)
         self.landmarks = Dlib68()
         self.size, self.sideways, self.segmenter = size, sideways, segmenter
 

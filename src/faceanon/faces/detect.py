@@ -177,6 +177,77 @@ def detect_turned(
     return kept
 
 
+RECALL = ("default", "pad", "upscale", "high")
+
+
+def _merge(found: list[Detection]) -> list[Detection]:
+    """Overlapping boxes (IoU > 0.3) merged, keeping the most confident."""
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: -d.score):
+        if all(_iou(d.box, k.box) <= 0.3 for k in kept):
+            kept.append(d)
+    return kept
+
+
+class RecallDetector:
+    """A detector run on more views of a photo, for faces it misses on the photo as is.
+
+    ``pad``: the photo framed by its own mirror image (a fifth of its longer side), so a face
+    cut by the border is made whole by its reflection; boxes are clipped back to the photo and
+    those centred out in the frame (a face's mirror image) are dropped.
+    ``upscale``: also a copy enlarged 2x (when it stays under the detector's size limit), for
+    faces under ~20 px. Views are merged like turned detections.
+    """
+
+    def __init__(self, base: Detector, pad: bool, upscale: bool) -> None:
+        self.base, self.pad, self.upscale = base, pad, upscale
+        self.name = base.name
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        import cv2
+
+        height, width = image.shape[:2]
+        found = list(self.base.detect(image))
+        if self.pad:
+            border = max(height, width) // 5
+            framed = cv2.copyMakeBorder(
+                image, border, border, border, border, cv2.BORDER_REFLECT_101
+            )
+            for d in self.base.detect(framed):
+                x0, y0, x1, y1 = (v - border for v in d.box)
+                # A face mirrored into the border has its centre out there: not a face.
+                cx, cy, slack = (x0 + x1) / 2, (y0 + y1) / 2, 0.1 * (x1 - x0)
+                if not (-slack <= cx <= width + slack and -slack <= cy <= height + slack):
+                    continue
+                x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+                if x1 - x0 > 2 and y1 - y0 > 2:
+                    found.append(Detection((x0, y0, x1, y1), d.score, d.turns))
+        if self.upscale and 2 * max(height, width) <= DETECT_MAX_SIDE:
+            big = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+            for d in self.base.detect(big):
+                box = (d.box[0] / 2, d.box[1] / 2, d.box[2] / 2, d.box[3] / 2)
+                found.append(Detection(box, d.score, d.turns))
+        return _merge(found)
+
+
+def detect_boxes(
+    image: np.ndarray, detector: str = DEFAULT_DETECTOR, recall: str = "default"
+) -> list[tuple[float, float, float, float]]:
+    """The boxes faceanon covers in a photo (upright and quarter-turned search) with a
+    ``recall`` setting: default, pad, upscale or high (both)."""
+    wrapped = with_recall(make_detector(detector), recall)
+    return [d.box for d in detect_turned(wrapped, image, (0, 1, 3))]
+
+
+def with_recall(base: Detector, recall: str) -> Detector:
+    """``base`` as is (default), or run on more views: pad, upscale, or high (both)."""
+    if recall not in RECALL:
+        raise ValueError(f"recall must be one of {', '.join(RECALL)}")
+    if recall == "default":
+        return base
+    return RecallDetector(base, recall in ("pad", "high"), recall in ("upscale", "high"))
+
+
 def make_detector(name: str = DEFAULT_DETECTOR, threshold: float | None = None) -> Detector:
     """A detector by name; ``threshold`` None keeps that detector's default."""
     kinds: dict[str, type[YuNetDetector] | type[HogDetector]] = {
