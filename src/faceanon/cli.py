@@ -679,7 +679,7 @@ def _add_common(
         choices=("default", "high"),
         default="default",
         help="high: also search the photo framed by its mirror image (faces cut by the border) "
-        "and enlarged 2x (faces under ~24 px); about 7x the detection time",
+        "and enlarged 2x (faces under ~24 px); 5-7x the detection time",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

@@ -91,7 +91,7 @@ class FaceFinder:
     """Detector + 68 landmarks -> per face: box, FFHQ alignment, mask polygon.
 
     ``recall``: ``default``, or ``high`` to also search the photo framed by its mirror image
-    (faces cut by the border) and enlarged 2x (faces under ~24 px), about 7x the detection
+    (faces cut by the border) and enlarged 2x (faces under ~24 px), 5-7x the detection
     time (benchmarks/recall.py; ``pad`` and ``upscale`` give one of the two).
 
     ``segmenter`` is the hook for a face-parsing model (none ships: no weights are
