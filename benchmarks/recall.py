@@ -9,6 +9,8 @@ The backgrounds alone give the false positives of photos without faces.
 
     python benchmarks/recall.py                      # the default detection of faceanon
     python benchmarks/recall.py --config pad upscale # configurations to compare
+    python benchmarks/recall.py --config high --photos ../shared/data/celeba-wild --limit 250 \
+        --sheet extra.png                            # real photos: what "high" adds, to judge
 
 Prints one table per configuration: recall per category, false positives per photo, and the
 detection time per photo as a ratio to the default configuration's, timed in the same run.
@@ -21,6 +23,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,11 +160,52 @@ def detector_config(name: str) -> Callable[[np.ndarray], list[Box]]:
     return lambda photo: detect_boxes(photo, recall=name)
 
 
+def extra_on_photos(folder: Path, limit: int, config: str, sheet: Path) -> None:
+    """Real photos have no ground truth here: count the faces each configuration finds and
+    save a contact sheet of the boxes ``config`` adds, to be judged by eye."""
+    from faceanon.faces.detect import detect_boxes
+    from faceanon.io import read_image
+
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    rng = np.random.default_rng(0)
+    paths = [paths[i] for i in sorted(rng.choice(len(paths), min(limit, len(paths)), False))]
+    counts, seconds, tiles = [0, 0], [0.0, 0.0], []
+    for path in paths:
+        image = read_image(path).image
+        found = []
+        for i, recall in enumerate(("default", config)):
+            started = time.perf_counter()
+            found.append(detect_boxes(image, recall=recall))
+            seconds[i] += time.perf_counter() - started
+            counts[i] += len(found[i])
+        for box in found[1]:
+            if not any(_iou(box, b) > 0.3 for b in found[0]):
+                x0, y0, x1, y1 = (int(v) for v in box)
+                m = int(0.3 * (x1 - x0))
+                crop = image[max(0, y0 - m) : y1 + m, max(0, x0 - m) : x1 + m]
+                tiles.append(cv2.resize(crop, (96, 96)))
+                print(f"{path.name}: added {[round(v) for v in box]}")
+    print(
+        f"{len(paths)} photos: faces default {counts[0]}, {config} {counts[1]}, added "
+        f"{len(tiles)}; time {config}/default {seconds[1] / seconds[0]:.2f}x"
+    )
+    if tiles:
+        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % 8)
+        rows = [np.hstack(tiles[i : i + 8]) for i in range(0, len(tiles), 8)]
+        Image.fromarray(np.vstack(rows)).save(sheet)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=["default"])
     parser.add_argument("--only", help="only the categories containing this text")
+    parser.add_argument("--photos", type=Path, help="real photos instead (no ground truth)")
+    parser.add_argument("--limit", type=int, default=250)
+    parser.add_argument("--sheet", type=Path, default=Path("extra.png"))
     args = parser.parse_args()
+    if args.photos is not None:
+        extra_on_photos(args.photos, args.limit, args.config[-1], args.sheet)
+        return
     all_cases = [c for c in cases() if args.only is None or args.only in c.category]
     configs = list(dict.fromkeys(["default", *args.config]))
     timing: dict[str, float] = {}
