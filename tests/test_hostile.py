@@ -506,3 +506,25 @@ def test_never_overwrite_also_without_hard_links(tmp_path, monkeypatch):
         write_atomic(tmp_path / "a.png", b"second", overwrite=False)
     assert (tmp_path / "a.png").read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_report_lists_every_input_with_its_boxes(work, capsys):
+    folder = work / "in"
+    folder.mkdir()
+    Image.fromarray(_astronaut()).save(folder / "a.png")
+    _image(folder / "empty.png", (100, 100, 3))
+    (folder / "bad.png").write_bytes(b"not an image")
+    argv = ["anonymize", "in", "-o", "out", "--method", "blur", "--report", "r.json"]
+    assert main(argv) == 1
+    report = json.loads((work / "r.json").read_text())
+    files = {Path(f["input"]).name: f for f in report["files"]}
+    assert files["a.png"]["status"] == "written" and len(files["a.png"]["faces"]) == 1
+    x0, y0, x1, y1 = files["a.png"]["faces"][0]
+    assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 200  # the astronaut's face
+    assert files["empty.png"]["status"] == "no face"
+    assert files["bad.png"]["status"] == "failed" and "not an image" in files["bad.png"]["error"]
+    assert report["counts"]["written"] == 1
+    # An existing report is not replaced without --overwrite, and nothing is processed.
+    assert main([*argv[:3], "out2", *argv[4:]]) == 2
+    assert "r.json: already exists" in capsys.readouterr().err
+    assert not (work / "out2").exists()

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +161,7 @@ class _Result:
     metadata: str | None
     faces: int
     source: Any  # the input's Picture: its EXIF and ICC profile, kept with --keep-metadata
+    boxes: list[Any] = field(default_factory=list)  # each face's box, for --report
 
 
 def _process(
@@ -176,7 +177,14 @@ def _process(
     from faceanon.io import write_image
 
     jobs = _jobs(args.inputs, args.output, tag)
+    if args.report is not None and args.report.exists() and not args.overwrite:
+        raise FaceanonError(f"{args.report}: already exists (--overwrite replaces it)")
     started = time.monotonic()
+    report: dict[Path, dict[str, Any]] = {}
+
+    def note(src: Path, status: str, dst: Path | None = None, **more: Any) -> None:
+        report[src] = {"input": str(src), "status": status, "output": dst and str(dst), **more}
+
     counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0, "existing": 0}
     claimed: dict[Path, Path] = {}
     pending: list[tuple[Path, Path, Any]] = []
@@ -195,6 +203,7 @@ def _process(
                 message += " (--debug shows the traceback)"
         _say(f"error: {message}")
         counts["failed"] += 1
+        note(src, "failed", error=message)
 
     def flush() -> None:
         if not pending:
@@ -217,6 +226,7 @@ def _process(
             if result.faces == 0 and not args.write_faceless:
                 _say(f"{src}: no face found; nothing written (--write-faceless copies it)")
                 counts["skipped"] += 1
+                note(src, "no face", faces=[])
                 continue
             keep = args.keep_metadata
             try:
@@ -232,6 +242,7 @@ def _process(
                 if args.skip_existing:  # another run wrote it meanwhile
                     _say(f"{dst}: written meanwhile by another run; kept")
                     counts["existing"] += 1
+                    note(src, "already done", dst)
                 else:
                     fail(src, exc)
                 continue
@@ -240,6 +251,8 @@ def _process(
                 continue
             counts["written"] += 1
             counts["faces"] += result.faces
+            boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
+            note(src, "written", dst, faces=boxes)
             plural = "" if result.faces == 1 else "s"
             _say(f"{src} -> {dst} ({result.faces} face{plural})")
         pending.clear()
@@ -254,6 +267,7 @@ def _process(
         if dst.exists() and not args.overwrite:
             if args.skip_existing:
                 counts["existing"] += 1
+                note(src, "already done", dst)
                 continue
             fail(
                 src,
@@ -276,6 +290,19 @@ def _process(
         + (f"already done {counts['existing']}, " if args.skip_existing else "")
         + f"{time.monotonic() - started:.1f} s"
     )
+    if args.report is not None:
+        import json
+
+        from faceanon.io import write_atomic
+
+        entries = [report[src] for src, _ in jobs if src in report]
+        text = json.dumps({"command": tag, "counts": counts, "files": entries}, indent=1)
+        try:
+            write_atomic(args.report, text + "\n", overwrite=args.overwrite)
+        except FaceanonError as exc:
+            _say(f"error: {exc}")
+            return EXIT_SOME_FAILED
+        _say(f"report: {args.report}")
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -423,7 +450,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             grid,
         )
         return [
-            _Result(image, text, len(faces), picture)
+            _Result(image, text, len(faces), picture, [f.box for f in faces])
             for image, (picture, faces), (text, _) in zip(images, batch, described, strict=True)
         ]
 
@@ -554,7 +581,8 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 backbone.latent_shape[1:],
             )
             for i, image in zip(indices, images, strict=True):
-                results[i] = _Result(image, None, len(batch[i][3]), batch[i][0])
+                boxes = [f.box for f in batch[i][1].faces]
+                results[i] = _Result(image, None, len(batch[i][3]), batch[i][0], boxes)
         return [r for r in results if r is not None]
 
     return _process(args, "deanonymized", prepare, work, progress)
@@ -691,6 +719,12 @@ def _add_common(
         help="leave inputs whose output exists (resume an interrupted folder run)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="write a JSON file: per input its status, output and the boxes of the faces "
+        "covered (review what was found before publishing)",
+    )
     p.add_argument(
         "--keep-metadata", action="store_true", help="keep EXIF (GPS too!) and ICC profile"
     )
