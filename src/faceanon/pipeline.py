@@ -90,9 +90,10 @@ def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> LandmarkMask | No
 class FaceFinder:
     """Detector + 68 landmarks -> per face: box, FFHQ alignment, mask polygon.
 
-    ``recall``: ``default``, or ``high`` to also search the photo framed by its mirror image
-    (faces cut by the border) and enlarged 2x (faces under ~24 px), 5-7x the detection
-    time (benchmarks/recall.py; ``pad`` and ``upscale`` give one of the two).
+    ``recall``: ``high`` (default) also searches the photo framed by its mirror image (faces
+    cut by the border) and enlarged 2x (faces under ~24 px), 5-7x the detection time of
+    ``standard`` (the photo as is); ``pad`` and ``upscale`` give one of the two
+    (benchmarks/recall.py, docs/benchmarks.md "Detection recall").
 
     ``segmenter`` is the hook for a face-parsing model (none ships: no weights are
     available offline): a callable taking the aligned (size, size, 3) uint8 crop and
@@ -108,7 +109,7 @@ class FaceFinder:
         size: int = 256,
         sideways: bool = True,
         segmenter: Segmenter | None = None,
-        recall: str = "default",
+        recall: str = "high",  # faceanon.faces.detect.DEFAULT_RECALL
     ):
         from faceanon.faces.detect import make_detector, with_recall
         from faceanon.faces.landmarks import Dlib68

@@ -177,7 +177,8 @@ def detect_turned(
     return kept
 
 
-RECALL = ("default", "pad", "upscale", "high")
+RECALL = ("standard", "pad", "upscale", "high")
+DEFAULT_RECALL = "high"
 
 
 def _merge(found: list[Detection]) -> list[Detection]:
@@ -231,19 +232,19 @@ class RecallDetector:
 
 
 def detect_boxes(
-    image: np.ndarray, detector: str = DEFAULT_DETECTOR, recall: str = "default"
+    image: np.ndarray, detector: str = DEFAULT_DETECTOR, recall: str = DEFAULT_RECALL
 ) -> list[tuple[float, float, float, float]]:
     """The boxes faceanon covers in a photo (upright and quarter-turned search) with a
-    ``recall`` setting: default, pad, upscale or high (both)."""
+    ``recall`` setting: standard (the photo as is), pad, upscale or high (both)."""
     wrapped = with_recall(make_detector(detector), recall)
     return [d.box for d in detect_turned(wrapped, image, (0, 1, 3))]
 
 
 def with_recall(base: Detector, recall: str) -> Detector:
-    """``base`` as is (default), or run on more views: pad, upscale, or high (both)."""
+    """``base`` as is (standard), or run on more views: pad, upscale, or high (both)."""
     if recall not in RECALL:
         raise ValueError(f"recall must be one of {', '.join(RECALL)}")
-    if recall == "default":
+    if recall == "standard":
         return base
     return RecallDetector(base, recall in ("pad", "high"), recall in ("upscale", "high"))
 
