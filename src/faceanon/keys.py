@@ -25,7 +25,7 @@ import secrets
 import struct
 import tempfile
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,8 +201,20 @@ def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_BYTES)
 
 
-def _field(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
+def keyed_stream(domain: bytes, key: SecretKey, fields: Sequence[bytes], length: int) -> bytes:
+    """``length`` bytes of SHAKE-256 over (domain, key, *fields), each field as a 4-byte
+    big-endian length then its bytes: the one derivation behind sign vectors, the mixing plan
+    and the sealed polygon's keystream."""
+    message = b"".join(struct.pack(">I", len(f)) + f for f in (domain, key.material, *fields))
+    return hashlib.shake_256(message).digest(length)
+
+
+def nonce_fields(nonce: bytes | None, face_index: int) -> tuple[bytes, bytes]:
+    """The (mode, face index) fields: ``b"paper"`` and 0 in paper mode (one pattern per key),
+    else ``b"nonce" + nonce`` and the face index."""
+    if nonce is None:
+        return b"paper", struct.pack(">I", 0)
+    return b"nonce" + nonce, struct.pack(">I", face_index)
 
 
 def sign_vector(
@@ -224,19 +236,8 @@ def sign_vector(
     if nonce is not None and len(nonce) == 0:
         raise ValueError("an empty nonce is not allowed; use nonce=None for paper mode")
     count = int(np.prod(shape))
-    mode = b"paper" if nonce is None else b"nonce" + nonce
-    index = 0 if nonce is None else face_index
-    message = b"".join(
-        _field(x)
-        for x in (
-            b"faceanon/sign-vector/v1",
-            key.material,
-            mode,
-            struct.pack(">I", index),
-            ",".join(str(s) for s in shape).encode("ascii"),
-        )
-    )
-    stream = hashlib.shake_256(message).digest((count + 7) // 8)
+    fields = (*nonce_fields(nonce, face_index), ",".join(str(s) for s in shape).encode("ascii"))
+    stream = keyed_stream(b"faceanon/sign-vector/v1", key, fields, (count + 7) // 8)
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8), bitorder="big")[:count]
     return (bits.astype(np.int8) * 2 - 1).reshape(shape)
 

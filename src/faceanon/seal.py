@@ -27,7 +27,6 @@ collection (measured by ``benchmarks/geometry_oracle.py``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -147,9 +146,10 @@ def from_uniform(u: int) -> float:
 
 
 def _keystream(key: SecretKey, nonce: bytes, face: int) -> list[int]:
-    fields = (b"faceanon/geometry/v3", key.material, nonce, struct.pack(">I", face))
-    message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
-    stream = hashlib.shake_256(message).digest(8 * PARAMS)
+    from faceanon.keys import keyed_stream
+
+    fields = (nonce, struct.pack(">I", face))
+    stream = keyed_stream(b"faceanon/geometry/v3", key, fields, 8 * PARAMS)
     return list(struct.unpack(f">{PARAMS}Q", stream))
 
 

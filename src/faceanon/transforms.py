@@ -19,13 +19,12 @@ index, and the shape or count), like :func:`faceanon.keys.sign_vector`.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from faceanon.keys import SecretKey
+from faceanon.keys import SecretKey, keyed_stream, nonce_fields
 
 TRANSFORMS = ("flip", "mix")
 DEFAULT_TRANSFORM = "mix"  # chosen from the linkage attack, docs/evaluation.md
@@ -69,19 +68,9 @@ def mixing_plan(key: SecretKey, nonce: bytes | None, face_index: int, count: int
     """The plan for one face: depends on key, nonce (None: paper mode), face and count."""
     if count < 1:
         raise ValueError("nothing to mix")
-    mode = b"paper" if nonce is None else b"nonce" + nonce
-    index = 0 if nonce is None else face_index
-    fields = (
-        b"faceanon/mix/v1",
-        key.material,
-        mode,
-        struct.pack(">I", index),
-        struct.pack(">Q", count),
-    )
-    message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
-    half = count // 2
-    per_round = 8 * count + 4 * half
-    stream = hashlib.shake_256(message).digest(MIX_ROUNDS * per_round)
+    fields = (*nonce_fields(nonce, face_index), struct.pack(">Q", count))
+    per_round = 8 * count + 4 * (count // 2)
+    stream = keyed_stream(b"faceanon/mix/v1", key, fields, MIX_ROUNDS * per_round)
     permutations, angles = [], []
     for r in range(MIX_ROUNDS):
         chunk = stream[r * per_round : (r + 1) * per_round]
