@@ -28,6 +28,12 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception nobody foresaw."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}"
+
+
 def _ask_passphrase(confirm: bool = False) -> Callable[[], str]:
     def ask() -> str:
         if PASSPHRASE_ENV in os.environ:
@@ -195,8 +201,7 @@ def _process(
             message = str(exc)
             message = message if message.startswith(str(src)) else f"{src}: {message}"
         else:  # a bug, or a case nobody foresaw: still one line, the traceback on request
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            message = f"{src}: unexpected {type(exc).__name__}: {first}"
+            message = f"{src}: unexpected {_first_line(exc)}"
             if args.debug:
                 traceback.print_exception(exc, file=sys.stderr)
             else:
@@ -606,8 +611,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _steps(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to 1000")
+    from faceanon.limits import MAX_STEPS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to {MAX_STEPS}")
     return int(text)
 
 
@@ -798,8 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback with --debug
         if getattr(args, "debug", False):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        _say(f"faceanon: error: unexpected {type(exc).__name__}: {first} (--debug shows more)")
+        _say(f"faceanon: error: unexpected {_first_line(exc)} (--debug shows more)")
         return EXIT_USAGE
     return code
 

@@ -168,10 +168,7 @@ def detect_turned(
             turned = np.ascontiguousarray(np.rot90(image, k))
             for d in detector.detect(turned):
                 found.append(Detection(turn_box(d.box, -k, turned.shape), d.score, k % 4))
-    kept: list[Detection] = []
-    for d in sorted(found, key=lambda d: -d.score):
-        if all(_iou(d.box, k.box) <= 0.3 for k in kept):
-            kept.append(d)
+    kept = _merge(found)
     if upright:
         kept = [d for d in kept if not d.turns or any(_iou(d.box, u.box) > 0.3 for u in upright)]
     return kept
