@@ -126,10 +126,11 @@ class Anonymizer:
             for i, (grid, plan) in enumerate(zip(grids, plans, strict=True)):
                 if plan is None:
                     continue
-                inside = z[i][:, grid.to(z.device)]  # (c, cells)
+                cells = grid.to(z.device)
+                inside = z[i][:, cells]  # (c, cells)
                 mixed = plan.apply(inside.double().cpu().numpy().ravel(), inverse=undo)
                 values = torch.from_numpy(mixed).to(device=z.device, dtype=z.dtype)
-                out[i][:, grid.to(z.device)] = values.reshape(inside.shape)
+                out[i][:, cells] = values.reshape(inside.shape)
             return out
 
         return change
