@@ -610,6 +610,28 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fit_prior(args: argparse.Namespace) -> int:
+    """Align the crops, fit the face-prior model, write it (faceanon.fit_prior)."""
+    from faceanon.fit_prior import align_dataset, build_prior, recipe
+    from faceanon.io import write_atomic
+
+    if not args.data_dir.is_dir():
+        raise FaceanonError(f"{args.data_dir}: not a folder")
+    _say(f"aligning the crops of {args.data_dir} ({args.workers} worker(s))")
+    aligned = align_dataset(args.data_dir, args.max_padding, args.workers, args.limit)
+    _say(f"fitting d={args.components}, K={args.mixture}, seed {args.seed}")
+    prior, report = build_prior(
+        aligned, args.components, args.mixture, args.seed, args.iterations, args.heldout
+    )
+    for line in report.lines():
+        _say(line)
+    note = recipe(args, report)
+    write_atomic(args.output, prior.to_bytes(note), overwrite=args.overwrite)
+    size = args.output.stat().st_size / 2**20
+    _say(f"model written to {args.output} ({size:.2f} MiB); use it with --model-dir {args.output}")
+    return EXIT_OK
+
+
 def _steps(text: str) -> int:
     from faceanon.limits import MAX_STEPS
 
@@ -780,6 +802,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(run=evaluate)
+
+    p = sub.add_parser(
+        "fit-prior", help="fit the embedded face model (face-prior) on a folder of face crops"
+    )
+    p.add_argument("data_dir", type=Path, help="folder of face crops or zip shards of them")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file (.npz)")
+    p.add_argument("--components", type=int, default=256, help="PCA components d")
+    p.add_argument("--mixture", type=int, default=16, help="mixture components K")
+    p.add_argument("--iterations", type=int, default=40, help="EM iterations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout", type=float, default=0.05, help="share held out for the report")
+    p.add_argument(
+        "--max-padding", type=float, default=0.5, help="drop crops more padded than this"
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes aligning the crops")
+    p.add_argument("--limit", type=int, help="only the first N crops (name order)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.set_defaults(run=cmd_fit_prior)
 
     p = sub.add_parser("models", help="list the backbones and where they are cached")
     p.set_defaults(run=cmd_models)

@@ -28,11 +28,21 @@ class ModelEntry:
     revision: str | None = None
 
 
-DEFAULT_BACKBONE = "ldm-celebahq-256"
+# The embedded model: works offline, anywhere, in seconds on a CPU (README "Models" says why it
+# is the default); the photo-real ldm-celebahq-256 is one flag away.
+DEFAULT_BACKBONE = "face-prior"
 
 MODELS: dict[str, ModelEntry] = {
     entry.name: entry
     for entry in (
+        ModelEntry(
+            "face-prior",
+            "embedded face model, exact noise predictor of a Gaussian mixture fitted on aligned"
+            " face crops (64 px faces, blurry but face-like): offline, CPU (~1 s a face), small"
+            " faces, tests",
+            "derived from UTKFace and CelebA: non-commercial research use only"
+            " (faceanon/data/README.txt)",
+        ),
         ModelEntry(
             "ldm-celebahq-256",
             "CompVis latent diffusion on CelebA-HQ 256 (UNet 274 M + VQ-f4), the paper's model",
@@ -175,10 +185,18 @@ def load_backbone(
     cached like the registered ones), or from a local diffusers folder (``model_dir``)."""
     from faceanon.backbones.diffusers_backbone import load_folder
 
+    if model_dir is not None and Path(model_dir).suffix == ".npz":
+        from faceanon.backbones.face_prior import load_face_prior
+
+        return load_face_prior(Path(model_dir), device=device)  # a file of `faceanon fit-prior`
     if model_dir is not None:
         # A local copy: its revision is unknown, so none is claimed.
         return load_folder(Path(model_dir), name=name, device=device)
     entry = MODELS.get(name) or _hub_entry(name)
+    if name == "face-prior":
+        from faceanon.backbones.face_prior import load_face_prior
+
+        return load_face_prior(device=device)
     if name == "closed-form":
         from faceanon.backbones.closed_form import GaussianBackbone
 
