@@ -265,10 +265,13 @@ def test_verification_with_classic_methods(tmp_path):
         limit=2,
     )
     assert again["originals_from_cache"] == 8
-    # --limit: probes for 2 genuine pairs; thresholds and accuracy still from every pair.
+    # --limit: probes for 2 genuine pairs; every row (clean too) over those same 2 pairs;
+    # thresholds and accuracy still from every pair.
     limited = again["verification"]["recognizers"]["tint"]
     assert again["probes"] == 2 and limited["conditions"]["blur 0.02"]["genuine_pairs"] == 2
-    assert limited["conditions"]["clean"]["genuine_pairs"] == 4
+    assert limited["conditions"]["clean"]["genuine_pairs"] == 2
+    assert again["verification"]["genuine_pairs_evaluated"] == 2
+    assert limited["clean_accuracy"] == 1.0
     # A damaged cache is recomputed, a missing image is named before any work.
     for cache in (tmp_path / "cache").iterdir():
         cache.write_bytes(b"not a cache")
@@ -397,3 +400,34 @@ def test_linkage_attack_finds_flipped_sources_not_mixed_ones(tmp_path):
     argv = ["evaluate", "--protocol", "linkage", "--images", str(tmp_path / "images")]
     argv += ["--gallery", "50", "--backbone", "closed-form", "-o", str(tmp_path / "x")]
     assert main(argv) == 2
+
+
+def test_impostors_from_every_cross_identity_pair():
+    from faceanon.eval.protocols import Pair, impostor_scores, lfw_identities
+
+    names = [f"p{i}/p{i}_{j:04d}.jpg" for i in range(3) for j in range(3)]
+    identities = lfw_identities([Pair(names[0], names[1], True, 0)] + [
+        Pair(a, b, False, 0) for a, b in zip(names, names[1:], strict=False)
+    ])
+    assert identities[names[4]] == "p1"
+    rng = np.random.default_rng(0)
+    embeddings = {n: rng.normal(size=8) for n in names}
+    scores = impostor_scores(names, identities, embeddings)
+    # 9 images of 3 identities: 36 pairs, 9 of them same-identity.
+    assert len(scores) == 27
+    expected = sorted(
+        float(metrics.cosine(embeddings[a], embeddings[b]))
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if a.split("/")[0] != b.split("/")[0]
+    )
+    assert np.allclose(sorted(scores), expected, atol=1e-6)
+
+
+def test_bootstrap_interval_brackets_the_tar():
+    from faceanon.eval.protocols import bootstrap_interval
+
+    genuine = np.r_[np.ones(30), np.zeros(70)]  # TAR 30% at threshold 0.5
+    lo, hi = bootstrap_interval(genuine, 0.5)
+    assert lo < 0.3 < hi and 0.18 < lo and hi < 0.42  # binomial sd ~4.6 points
+    assert bootstrap_interval(np.ones(50), 0.5) == (1.0, 1.0)

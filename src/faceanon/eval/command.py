@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceanon.backbones.registry import DEFAULT_BACKBONE
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
+    from faceanon.eval.protocols import Pair
     from faceanon.keys import SecretKey
 
 BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
@@ -42,6 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=Path, required=True, help="image folder")
     p.add_argument("--pairs", type=Path, help="LFW pairs.txt, or TSV image_a image_b same")
     p.add_argument(
+        "--identities",
+        help="TSV 'image identity': thresholds from every cross-identity pair of the images "
+        "(default: LFW's folder names, or identities.tsv beside the pairs file; 'none': the "
+        "pairs file's impostor pairs only)",
+    )
+    p.add_argument(
         "--method",
         nargs="+",
         default=["keyflip"],
@@ -55,7 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=RECOGNIZERS,
         help="default: dlib sface, and arcface when faceanon[arcface] is installed",
     )
-    p.add_argument("--backbone", default="ldm-celebahq-256", help="registered model name")
+    p.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, help=f"registered model name ({DEFAULT_BACKBONE})"
+    )
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
     add_engine_arguments(p)
     p.add_argument("--paper-mode", action="store_true", help="keyflip without per-image nonces")
@@ -171,8 +181,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise FaceanonError("--limit must be at least 1")
     # The dataset first: a bad pairs file is reported before any model is loaded.
     pairs = images = None
+    identities = None
     if args.pairs is not None:
         pairs = protocols.load_pairs(args.pairs)
+        identities = _identities(args, pairs)
     else:
         from faceanon.cli import _folder_images
 
@@ -204,6 +216,7 @@ def evaluate(args: argparse.Namespace) -> int:
         _Progress(),
         args.limit if args.pairs is not None else None,
         args.seed,
+        identities,
     )
     import torch
 
@@ -226,6 +239,20 @@ def evaluate(args: argparse.Namespace) -> int:
     written = report.write(results, config, probes, args.output)
     print(f"evaluate: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _identities(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, str] | None:
+    """--identities FILE, 'none', or found: identities.tsv beside the pairs file, LFW folders."""
+    from faceanon.eval import protocols
+
+    if args.identities == "none":
+        return None
+    if args.identities is not None:
+        return protocols.load_identities(Path(args.identities))
+    beside = args.pairs.parent / "identities.tsv"
+    if beside.is_file():
+        return protocols.load_identities(beside)
+    return protocols.lfw_identities(pairs) or None
 
 
 def _eval_key(seed: int) -> SecretKey:

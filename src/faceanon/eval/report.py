@@ -29,6 +29,13 @@ def _num(value: float, digits: int = 3) -> str:
     return "inf" if math.isinf(value) else f"{value:.{digits}f}"
 
 
+def _tar(row: dict[str, Any], far: float) -> str:
+    """TAR % with its bootstrap interval when there is one."""
+    ci = row.get(f"tar@{far:g}_ci")
+    value = _pct(row[f"tar@{far:g}"])
+    return f"{value} [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else value
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -57,11 +64,15 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
             "",
             f"{verification['usable_pairs']} of {verification['pairs']} pairs usable "
             f"({verification['genuine_pairs']} genuine, {verification['impostor_pairs']} "
-            "impostor). Thresholds from the clean impostor pairs; TAR (%) with the second image "
-            "of each genuine pair "
-            "replaced by the condition (lower is more private for anonymization, higher is "
-            "better for de-anonymization). Clean accuracy: 10-fold, threshold chosen on the "
-            "other 9 folds.",
+            f"impostor). Every TAR row below uses the same "
+            f"{verification.get('genuine_pairs_evaluated', '?')} genuine pairs (those whose "
+            "probe was processed), the clean row included. Thresholds from the clean impostor "
+            f"scores of {verification.get('impostors_from', 'the pairs file')}; TAR (%) with "
+            "the second image of each genuine pair replaced by the condition (lower is more "
+            "private for anonymization, higher is better for de-anonymization), with a 95% "
+            f"bootstrap interval over those pairs ({verification.get('bootstrap', '?')} "
+            "resamples, threshold fixed). Clean accuracy: 10-fold on the file's pairs, "
+            "threshold chosen on the other 9 folds.",
             "",
         ]
         rows = []
@@ -71,14 +82,19 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
                 [
                     name,
                     f"{_pct(r['clean_accuracy'])} ± {_pct(r['clean_accuracy_std'])}",
+                    str(r.get("impostors", "?")),
                     *(
-                        f"{_num(r['thresholds'][f'{far:g}'])} / {_pct(clean[f'tar@{far:g}'])}"
+                        f"{_num(r['thresholds'][f'{far:g}'])} / "
+                        f"{r.get('false_accepts_allowed', {}).get(f'{far:g}', '?')} / "
+                        f"{_pct(clean[f'tar@{far:g}'])}"
                         for far in FARS
                     ),
                 ]
             )
-        header = ["recognizer", "clean accuracy %"]
-        header += [f"threshold / TAR % at FAR {100 * far:g}%" for far in FARS]
+        header = ["recognizer", "clean accuracy %", "impostors"]
+        header += [
+            f"threshold / impostors above it / TAR % at FAR {100 * far:g}%" for far in FARS
+        ]
         lines += _table(header, rows)
         conditions = list(next(iter(verification["recognizers"].values()))["conditions"])
         header = ["condition"] + [f"{n} TAR@{100 * far:g}%" for n in recognizers for far in FARS]
@@ -87,7 +103,7 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
             row = [cond]
             for n in recognizers:
                 c = verification["recognizers"][n]["conditions"][cond]
-                row += [_pct(c[f"tar@{far:g}"]) for far in FARS]
+                row += [_tar(c, far) for far in FARS]
             rows.append(row)
         lines += _table(header, rows)
     lines += [
