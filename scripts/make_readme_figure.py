@@ -58,14 +58,19 @@ def main() -> None:
         mask = np.zeros(photo.shape[:2], np.uint8)
         cv2.fillPoly(mask, [polygon], 1)
         region |= mask.astype(bool)
-    panels = [("original", photo), ("anonymized", anon), ("de-anonymized", back), ("wrong key", bad)]
+    panels = [
+        ("original", photo),
+        ("anonymized", anon),
+        ("de-anonymized", back),
+        ("wrong key", bad),
+    ]
     for name, image in panels[1:]:
         print(f"{name}: PSNR in the face {face_psnr(image, photo, region):.1f} dB")
     # Top row: the photos; bottom row: the face, enlarged.
     x0, y0, x1, y1 = faces[0].box
     side = 1.6 * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    box = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    box = tuple(round(v) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
     w = 256
     sheet = Image.new("RGB", (4 * w, 2 * w + 24), "white")
     draw = ImageDraw.Draw(sheet)

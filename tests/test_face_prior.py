@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_components_are_orthonormal_and_mirror_symmetric(prior: FacePrior) -> No
 
 def test_symmetric_pca_equals_plain_pca_of_the_data_and_its_mirror() -> None:
     x = synthetic_latents(40, seed=3).reshape(40, -1).astype(np.float64)
-    mean, half, parity, variances, residual = pca_symmetric(x, 5)
+    _, _, _, variances, residual = pca_symmetric(x, 5)
     both = np.concatenate([x, mirror(x)])
     centred = both - both.mean(axis=0)
     top = np.sort(np.linalg.svd(centred, compute_uv=False) ** 2 / len(both))[::-1]
@@ -117,7 +118,7 @@ def test_em_raises_the_likelihood() -> None:
 
     z = np.random.default_rng(0).normal(size=(300, 2)) + np.repeat([[0, 0], [4, 4]], 150, axis=0)
     history = fit_gmm(z, 2, seed=0, iters=10)[3]
-    assert all(b >= a - 1e-9 for a, b in zip(history, history[1:], strict=False))
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(history))
 
 
 def test_file_round_trip_and_bad_files(prior: FacePrior, tmp_path) -> None:  # type: ignore[no-untyped-def]

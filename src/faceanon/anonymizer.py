@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from faceanon.backbones.base import Backbone
-from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS, inversion_name, parse_inversion
+from faceanon.engine import engine_defaults, inversion_name, parse_inversion
 from faceanon.errors import ImageError
 from faceanon.keys import SecretKey, new_nonce, sign_vector
 from faceanon.limits import MAX_STEPS
@@ -59,16 +59,20 @@ class Anonymizer:
     ``paper_mode=True`` reproduces the paper: one sign vector per key for every image. It is
     vulnerable to a known-pair attack (METHOD §8); the default draws a random nonce per image.
     ``inversion``: ``ddim`` or ``fixed-point[:K]`` (see :func:`faceanon.diffusion.invert`).
+    ``steps`` and ``inversion`` default to the backbone's (:func:`faceanon.engine.engine_defaults`).
     """
 
     def __init__(
         self,
         backbone: Backbone,
-        steps: int = DEFAULT_STEPS,
+        steps: int | None = None,
         paper_mode: bool = False,
-        inversion: str = DEFAULT_INVERSION,
+        inversion: str | None = None,
         transform: str = DEFAULT_TRANSFORM,
     ) -> None:
+        default_steps, default_inversion = engine_defaults(backbone.name)
+        steps = default_steps if steps is None else steps
+        inversion = default_inversion if inversion is None else inversion
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
         self.transform = transform

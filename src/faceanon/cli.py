@@ -80,6 +80,17 @@ def _device(name: str) -> str:
     return name
 
 
+def _describe(backbone: Backbone) -> str:
+    """What anonymizes the faces, in one line (the user must know which model it was)."""
+    rev = f"@{backbone.revision[:12]}" if backbone.revision else ""
+    if backbone.name == "face-prior":
+        return (
+            f"face-prior{rev} (embedded, offline: face-like but blurry 64-px faces;"
+            " --backbone ldm-celebahq-256 for photo-real faces)"
+        )
+    return f"{backbone.name}{rev}"
+
+
 def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
     from faceanon.backbones.registry import load_backbone
 
@@ -385,6 +396,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
         key = _load_key(args.key)
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+        _say(f"model: {_describe(backbone)}")
         anonymizer = Anonymizer(
             backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
         )
@@ -429,7 +441,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             records,
             backbone.name,
             backbone.revision,
-            args.steps,
+            anonymizer.steps,
             photo_size=None if args.aligned else (width, height),
             inversion=anonymizer.inversion,
             transform=anonymizer.transform,
@@ -468,7 +480,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.registry import DEFAULT_BACKBONE
     from faceanon.container import REVERSIBLE, FaceRecord, Metadata
-    from faceanon.engine import DEFAULT_INVERSION
+    from faceanon.engine import engine_defaults
     from faceanon.errors import MetadataError
     from faceanon.masks import EllipseMask
     from faceanon.pipeline import crop_geometry, keyflip, transform_photos
@@ -511,10 +523,11 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
                 " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
             )
         backbone = args.backbone or DEFAULT_BACKBONE
+        steps = args.steps or engine_defaults(backbone)[0]
         if args.aligned:
             record = FaceRecord(None, mask=EllipseMask())
             return Metadata(
-                "keyflip", (record,), backbone, None, args.steps, transform=resolve_transform(args)
+                "keyflip", (record,), backbone, None, steps, transform=resolve_transform(args)
             )
         height, width = picture.image.shape[:2]
         return Metadata(
@@ -522,7 +535,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
             (),
             backbone,
             None,
-            args.steps,
+            steps,
             (width, height),
             transform=resolve_transform(args),
         )
@@ -570,7 +583,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         results: list[_Result | None] = [None] * len(batch)
         groups: dict[tuple[int, int, str, str], list[int]] = {}
         for i, (_, meta, backbone, _) in enumerate(batch):
-            inversion = args.inversion or meta.inversion or DEFAULT_INVERSION
+            inversion = args.inversion or meta.inversion or engine_defaults(backbone.name)[1]
             change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
             group = (id(backbone), int(meta.steps or 0), inversion, change)
             groups.setdefault(group, []).append(i)
@@ -671,7 +684,7 @@ def resolve_transform(args: argparse.Namespace) -> str:
 
 def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     """--steps, --inversion and --transform; deanonymize uses what the file records."""
-    from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
+    from faceanon.engine import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
     from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
     p.add_argument(
@@ -683,21 +696,20 @@ def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None
     )
 
     when = " when the file records none (paper mode without metadata)" if undo else ""
+    backbones = ", ".join(f"{n} {s} {i}" for n, (s, i) in BACKBONE_DEFAULTS.items())
     p.add_argument(
         "--steps",
         type=_steps,
-        default=DEFAULT_STEPS,
-        help=f"DDIM steps T{when} (default {DEFAULT_STEPS})",
+        help=f"DDIM steps T{when} (default {DEFAULT_STEPS}; {backbones})",
     )
     p.add_argument(
         "--inversion",
         type=_inversion,
-        default=None if undo else DEFAULT_INVERSION,
         help="ddim, or fixed-point[:K] (K network calls per inversion step, nearly exact "
         + (
             "inversion); default: as recorded in the file"
             if undo
-            else f"inversion); default {DEFAULT_INVERSION}"
+            else f"inversion); default {DEFAULT_INVERSION} ({backbones})"
         ),
     )
 

@@ -290,7 +290,7 @@ class FitReport:
 
 def split(count: int, heldout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(count)
-    cut = int(round(count * heldout))
+    cut = round(count * heldout)
     return np.sort(order[cut:]), np.sort(order[:cut])
 
 
@@ -301,14 +301,25 @@ def build_prior(
     seed: int = 0,
     iters: int = 40,
     heldout: float = 0.05,
+    pca: FacePrior | None = None,
 ) -> tuple[FacePrior, FitReport]:
-    """Fit on the kept crops minus a seeded held-out share; report the held-out likelihood."""
+    """Fit on the kept crops minus a seeded held-out share; report the held-out likelihood.
+    ``pca``: a model (mixture or not) already fitted on the same split with >= d components,
+    whose PCA is reused."""
     train, test = split(len(aligned.latents), heldout, seed)
     if len(train) < 2:
         raise ValueError(f"only {len(train)} usable crops: too few to fit a face model")
     x = aligned.latents[train].reshape(len(train), -1).astype(np.float64)
-    mean, half, parity, variances, residual = pca_symmetric(x, d)
-    prior = FacePrior.from_parts(mean, half, parity, variances, residual)
+    if pca is None or pca.components < d:
+        mean, half, parity, variances, residual = pca_symmetric(x, d)
+        prior = FacePrior.from_parts(mean, half, parity, variances, residual)
+    else:  # the top d of a larger PCA of the same data are its PCA with d components
+        total = pca.residual * (DIM - pca.components) + pca.variances.sum()
+        kept = pca.variances[:d]
+        mean, variances = pca.mean, kept
+        prior = FacePrior.from_parts(
+            mean, pca.half[:d], pca.parity[:d], kept, (total - kept.sum()) / (DIM - d)
+        )
     both = np.concatenate([x, mirror(x)])
     del x
     coeffs = prior.project(both - mean) / np.sqrt(variances)  # whitened

@@ -82,7 +82,14 @@ class FacePrior:
     ) -> FacePrior:
         d = len(half)
         return cls(
-            mean, half, parity, variances, residual, np.ones(0), np.zeros((0, d)), np.zeros((0, d, d))
+            mean,
+            half,
+            parity,
+            variances,
+            residual,
+            np.ones(0),
+            np.zeros((0, d)),
+            np.zeros((0, d, d)),
         )
 
     def with_mixture(self, weights: np.ndarray, means: np.ndarray, chols: np.ndarray) -> FacePrior:
@@ -112,7 +119,9 @@ class FacePrior:
         mix = _logsumexp(gmm_log_densities(z, self.weights, self.means, self.chols))
         mix -= 0.5 * np.log(self.variances).sum()  # whitening's Jacobian
         rest = DIM - self.components
-        return np.asarray(mix - 0.5 * (rest * np.log(2 * np.pi * self.residual) + r2 / self.residual))
+        return np.asarray(
+            mix - 0.5 * (rest * np.log(2 * np.pi * self.residual) + r2 / self.residual)
+        )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -248,6 +257,8 @@ class FacePriorBackbone:
         self._v = put(vectors)  # (K, d, d), columns are eigenvectors
         self._l = put(np.maximum(values, 1e-8))  # (K, d)
         self._m = put(prior.means * std)  # (K, d)
+        self._s = put(covs)  # (K, d, d) component covariances of the PCA coefficients
+        self._grams: dict[bytes, torch.Tensor] = {}
         self._logpi = put(np.log(prior.weights / prior.weights.sum()))
         self._s2 = float(prior.residual)
 
@@ -264,13 +275,70 @@ class FacePriorBackbone:
     def _terms(
         self, latents: torch.Tensor, a: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        r = latents.reshape(len(latents), -1).to(self.device, torch.float64) - math.sqrt(a) * self._mu
+        r = (
+            latents.reshape(len(latents), -1).to(self.device, torch.float64)
+            - math.sqrt(a) * self._mu
+        )
         y = r @ self._u  # (B, d)
         diff = y[:, None, :] - math.sqrt(a) * self._m[None]  # (B, K, d)
         proj = torch.einsum("bkd,kde->bke", diff, self._v)
         var = a * self._l + (1.0 - a)  # (K, d)
         logw = self._logpi - 0.5 * (torch.log(var).sum(dim=1) + (proj**2 / var).sum(dim=2))
         return torch.softmax(logw, dim=1), proj / var, r, y
+
+    def masked_eps(self, latents: torch.Tensor, timestep: int, mask: torch.Tensor) -> torch.Tensor:
+        """The noise prediction keyflip uses: inside ``mask`` (bool, (B, 1, h, w)) the model's
+        E[n | z_t]; outside, E[n_out | z_t,out] under the model's marginal of the outside, which
+        does not look at the inside. So the outside's trajectory depends on the outside alone:
+        the same when inverting the original and the anonymized face, and re-injection puts
+        back what the sampling step computed. This is what makes the anonymization exactly
+        invertible with a model whose components span the whole crop (METHOD §7)."""
+        inside = mask.to(latents.device).expand_as(latents)
+        full = self.eps(latents, timestep)
+        outside = torch.stack(
+            [
+                self._outside_eps(z, timestep, ~m.reshape(-1))
+                for z, m in zip(latents, inside, strict=True)
+            ]
+        ).reshape(latents.shape)
+        return torch.where(inside, full, outside.to(full.dtype))
+
+    def _outside_eps(self, z: torch.Tensor, timestep: int, outside: torch.Tensor) -> torch.Tensor:
+        """E[n_o | z_o] for one latent, as a (D,) vector (zero inside).
+
+        Per component z_o ~ N(sqrt(a)(mu_o + U_o m_k), U_o M_k U_o^T + beta I) with
+        M_k = a (S_k - s2 I) and beta = a s2 + 1 - a; Woodbury with A_k = beta I + G M_k:
+        C_k^{-1} v = (v - U_o M_k A_k^{-1} U_o^T v) / beta, log det C_k = log det A_k + const.
+        """
+        a = float(self.schedule.alphas_cumprod[timestep])
+        outside = outside.to(self.device)
+        key = _gram_key(outside)
+        if key not in self._grams:
+            if len(self._grams) > 64:
+                self._grams.clear()
+            u_o = self._u[outside]
+            self._grams[key] = u_o.T @ u_o
+        g = self._grams[key]
+        u_o = self._u[outside]
+        d = g.shape[0]
+        beta = a * self._s2 + 1.0 - a
+        w = z.reshape(-1).to(self.device, torch.float64)[outside] - math.sqrt(a) * self._mu[outside]
+        p = u_o.T @ w  # (d,)
+        eye = torch.eye(d, dtype=torch.float64, device=self.device)
+        m = a * (self._s - self._s2 * eye)  # (K, d, d)
+        big_a = beta * eye + g @ m
+        gm = self._m @ g  # (K, d): G m_k (G symmetric)
+        s_k = p[None] - math.sqrt(a) * gm  # U_o^T v_k
+        q = torch.linalg.solve(big_a, s_k[..., None])[..., 0]  # (K, d)
+        mq = torch.einsum("kij,kj->ki", m, q)  # M_k q_k
+        norm2 = (w @ w) - 2 * math.sqrt(a) * (self._m @ p) + a * (gm * self._m).sum(dim=1)
+        quad = (norm2 - (s_k * mq).sum(dim=1)) / beta
+        logw = self._logpi - 0.5 * (torch.linalg.slogdet(big_a)[1] + quad)
+        weights = torch.softmax(logw, dim=0)
+        mixed = (weights[:, None] * (math.sqrt(a) * self._m + mq)).sum(dim=0)
+        out = torch.zeros(DIM, dtype=torch.float64, device=self.device)
+        out[outside] = math.sqrt(1.0 - a) / beta * (w - u_o @ mixed)
+        return out
 
     def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
         a = float(self.schedule.alphas_cumprod[timestep])
@@ -279,6 +347,10 @@ class FacePriorBackbone:
         beta = 1.0 / (a * self._s2 + 1.0 - a)
         out = math.sqrt(1.0 - a) * (beta * (r - y @ self._u.T) + inside @ self._u.T)
         return out.reshape(latents.shape).to(latents.dtype)
+
+
+def _gram_key(outside: torch.Tensor) -> bytes:
+    return bytes(np.packbits(outside.cpu().numpy()))
 
 
 def load_face_prior(
@@ -300,9 +372,11 @@ def sample_latents(prior: FacePrior, count: int, seed: int = 0) -> np.ndarray:
     """``count`` latents (count, 3, 64, 64) drawn from the model itself."""
     rng = np.random.default_rng(seed)
     k = rng.choice(len(prior.weights), size=count, p=prior.weights / prior.weights.sum())
-    white = prior.means[k] + np.einsum("nij,nj->ni", prior.chols[k], rng.standard_normal((count, prior.components)))
+    white = prior.means[k] + np.einsum(
+        "nij,nj->ni", prior.chols[k], rng.standard_normal((count, prior.components))
+    )
     u = prior.basis()
     noise = rng.standard_normal((count, DIM))
     residual = math.sqrt(prior.residual) * (noise - (noise @ u) @ u.T)
     x = prior.mean + (white * np.sqrt(prior.variances)) @ u.T + residual
-    return x.reshape(count, 3, GRID, GRID)
+    return np.asarray(x.reshape(count, 3, GRID, GRID))

@@ -264,12 +264,13 @@ def _eval_key(seed: int) -> SecretKey:
 
 def _backbone_config(args: argparse.Namespace, backbone: Any) -> dict[str, Any]:
     from faceanon.cli import resolve_transform
+    from faceanon.engine import engine_defaults
 
     return {
         "name": backbone.name,
         "revision": backbone.revision,
-        "steps": args.steps,
-        "inversion": args.inversion,
+        "steps": args.steps or engine_defaults(backbone.name)[0],
+        "inversion": args.inversion or engine_defaults(backbone.name)[1],
         "transform": resolve_transform(args),
         "paper_mode": args.paper_mode,
     }

@@ -92,9 +92,7 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
                 ]
             )
         header = ["recognizer", "clean accuracy %", "impostors"]
-        header += [
-            f"threshold / impostors above it / TAR % at FAR {100 * far:g}%" for far in FARS
-        ]
+        header += [f"threshold / impostors above it / TAR % at FAR {100 * far:g}%" for far in FARS]
         lines += _table(header, rows)
         conditions = list(next(iter(verification["recognizers"].values()))["conditions"])
         header = ["condition"] + [f"{n} TAR@{100 * far:g}%" for n in recognizers for far in FARS]

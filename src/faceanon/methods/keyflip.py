@@ -48,13 +48,20 @@ def keyflip_latent(
 
     with torch.inference_mode():
         mask = mask.to(z0.device)
-        trajectory = invert(backbone.eps, z0, levels, tick, refine)  # eq. 3 (6)
+        masked = getattr(backbone, "masked_eps", None)
+
+        def eps(z: torch.Tensor, t: int) -> torch.Tensor:
+            if masked is not None:  # a model that predicts the outside from the outside alone
+                return masked(z, t, mask)  # type: ignore[no-any-return]
+            return backbone.eps(z, t)
+
+        trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
         if callable(signs):
             changed = signs(trajectory[-1])
         else:
             changed = signs.to(device=z0.device, dtype=z0.dtype) * trajectory[-1]
         z_t = torch.where(mask, changed, trajectory[-1])  # eq. 4 (6)
-        return sample(backbone.eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
+        return sample(eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
 
 
 def keyflip_images(
