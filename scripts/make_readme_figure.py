@@ -47,7 +47,8 @@ def main() -> None:
     grid = backbone.latent_shape[1:]
 
     def run(image: np.ndarray, k: SecretKey, undo: bool) -> np.ndarray:
-        return transform_photos([image], geometry, nonces, keyflip(anonymizer, k, 4, undo), grid)[0]
+        change = keyflip(anonymizer, k, 4, undo=undo)
+        return transform_photos([image], geometry, nonces, change, grid)[0]
 
     anon = run(photo, key, False)
     back = run(anon, key, True)

@@ -13,11 +13,11 @@ Data recipe (seeded, deterministic):
 3. The fraction of the aligned crop that lies outside the source crop (filled by reflection)
    is measured; crops more than ``max_padding`` padded are dropped.
 4. Each kept crop and its mirror image are the training set (faces are roughly symmetric:
-   the mirror doubles the data and makes every principal component symmetric or antisymmetric,
-   so only half of each is stored).
-5. PCA (d components, symmetric and antisymmetric halves exactly), isotropic residual
-   variance, then a K-component full-covariance Gaussian mixture on the whitened PCA
-   coefficients by EM (k-means++ start, seeded).
+   the mirror doubles the data).
+5. In each channel's 2-D DCT: PCA of the 32 x 32 low frequencies (d components), isotropic
+   residual variance among them, one variance per high frequency, then a K-component
+   full-covariance Gaussian mixture on the whitened PCA coefficients by EM (k-means++ start,
+   seeded).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceanon.backbones.face_prior import DIM, GRID, FacePrior, mirror
+from faceanon.backbones.face_prior import DIM, GRID, HIGH, LOW, FacePrior, dct2, mirror
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CROP_SIZE = 256  # the pipeline's aligned crop (latent grid x 4)
@@ -159,50 +159,33 @@ def align_dataset(
 # The model fit
 
 
-def _half(x: np.ndarray) -> np.ndarray:
-    """The left half (columns 0..31) of flattened (N, 3*64*64) latents, flattened."""
-    return x.reshape(len(x), 3, GRID, GRID)[..., : GRID // 2].reshape(len(x), -1)
+def pca_low(x: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """PCA of the low DCT frequencies of the data and its mirror image.
 
-
-def pca_symmetric(
-    x: np.ndarray, d: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """PCA of the data and its mirror image, exactly.
-
-    Returns the mean (D,), the left halves (d, D/2) and parities (d,) of the components
-    (+1 symmetric, -1 antisymmetric; the whole unit vector is ``[h, ±mirror(h)] / sqrt 2``),
-    their variances (d,), and the residual variance per dimension outside them.
+    Returns the mean (D,), the components (d, |L|) as orthonormal rows, their variances (d,),
+    the residual variance per coordinate of L outside them, and the variances of the high
+    frequencies (|H|,).
     """
-    n, dim = x.shape
+    n = len(x)
     mean = 0.5 * (x.mean(axis=0) + mirror(x.mean(axis=0, keepdims=True))[0])
-    centred = x - mean
-    flipped = mirror(centred)
-    halves, parities, variances = [], [], []
-    total = 0.0
-    for parity in (1.0, -1.0):
-        # The (anti)symmetric part's left half, scaled so that its norm is the whole part's.
-        part = _half(0.5 * (centred + parity * flipped)) * np.sqrt(2.0)
-        # Augmented data (x and its mirror) have the same (anti)symmetric part up to sign.
-        total += float((part**2).sum()) / n
-        if n < part.shape[1]:  # fewer samples than dimensions: eigenvectors of the Gram matrix
-            values, vectors = np.linalg.eigh(part @ part.T / n)
-            keep = values > 1e-12 * values.max()
-            values, vectors = values[keep], part.T @ vectors[:, keep]
-            vectors /= np.linalg.norm(vectors, axis=0)
-        else:
-            values, vectors = np.linalg.eigh(part.T @ part / n)
-        halves.append(vectors.T[::-1])
-        variances.append(values[::-1])
-        parities.append(np.full(len(values), parity))
-    all_var = np.concatenate(variances)
-    order = np.argsort(-all_var, kind="stable")[:d]
-    half = np.concatenate(halves)[order]
-    # Fix each component's sign: its largest-magnitude entry positive (deterministic output).
-    signs = np.sign(half[np.arange(d), np.abs(half).argmax(axis=1)])
-    half = half * signs[:, None]
-    kept = all_var[order]
-    residual = max(total - float(kept.sum()), 1e-12) / (dim - d)
-    return mean, half, np.concatenate(parities)[order], kept, residual
+    cov = np.zeros((len(LOW), len(LOW)))
+    high = np.zeros(len(HIGH))
+    for i in range(0, n, 2048):  # blocks: the whole set in DCT form would be 3 GB
+        part = x[i : i + 2048] - mean
+        coeffs = np.concatenate([dct2(part), dct2(mirror(part))])
+        low = coeffs[:, LOW]
+        cov += low.T @ low
+        high += (coeffs[:, HIGH] ** 2).sum(axis=0)
+    cov /= 2 * n
+    high /= 2 * n
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(-values, kind="stable")[:d]
+    basis = vectors[:, order].T
+    # Each component's sign: its largest-magnitude entry positive (deterministic output).
+    basis *= np.sign(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)])[:, None]
+    kept = values[order]
+    residual = max(float(np.trace(cov) - kept.sum()), 1e-12) / (len(LOW) - d)
+    return mean, basis, kept, residual, np.maximum(high, 1e-12)
 
 
 def _kmeans_pp(z: np.ndarray, k: int, rng: np.random.Generator, iters: int) -> np.ndarray:
@@ -311,19 +294,19 @@ def build_prior(
         raise ValueError(f"only {len(train)} usable crops: too few to fit a face model")
     x = aligned.latents[train].reshape(len(train), -1).astype(np.float64)
     if pca is None or pca.components < d:
-        mean, half, parity, variances, residual = pca_symmetric(x, d)
-        prior = FacePrior.from_parts(mean, half, parity, variances, residual)
+        prior = FacePrior.from_parts(*pca_low(x, d))
     else:  # the top d of a larger PCA of the same data are its PCA with d components
-        total = pca.residual * (DIM - pca.components) + pca.variances.sum()
+        total = pca.residual * (len(LOW) - pca.components) + pca.variances.sum()
         kept = pca.variances[:d]
-        mean, variances = pca.mean, kept
         prior = FacePrior.from_parts(
-            mean, pca.half[:d], pca.parity[:d], kept, (total - kept.sum()) / (DIM - d)
+            pca.mean, pca.basis[:d], kept, (total - kept.sum()) / (len(LOW) - d), pca.high
         )
-    both = np.concatenate([x, mirror(x)])
-    del x
-    coeffs = prior.project(both - mean) / np.sqrt(variances)  # whitened
-    del both
+    mean, variances = prior.mean, prior.variances
+    blocks = [x[i : i + 2048] - mean for i in range(0, len(x), 2048)]
+    coeffs = np.concatenate(
+        [prior.project(b) for b in blocks] + [prior.project(mirror(b)) for b in blocks]
+    ) / np.sqrt(variances)  # whitened, the crops then their mirror images
+    del x, blocks
     weights, means, chols, history = fit_gmm(coeffs, k, seed, iters)
     prior = prior.with_mixture(weights, means, chols)
     ll = float(prior.log_likelihood(aligned.latents[test]).mean()) / DIM if len(test) else np.nan

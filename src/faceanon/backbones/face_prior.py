@@ -1,17 +1,23 @@
 """``face-prior``: the embedded face model, a diffusion backbone whose noise predictor is exact.
 
-The data model, in the 3 x 64 x 64 latent space of 256-px aligned crops (the latent is the
-crop's 4x4 area mean, so the model is a drop-in for the 256-px pipeline):
+The data model lives in the 3 x 64 x 64 latent space of 256-px aligned crops (the latent is the
+crop's 4x4 area mean, so the model is a drop-in for the 256-px pipeline), written in the
+orthonormal 2-D DCT of each channel, split into the low frequencies L (32 x 32 per channel,
+3,072 coordinates) and the rest H (9,216):
 
-    x = mu + U c + r,    c ~ sum_k pi_k N(m_k, S_k),    r ~ N(0, s2 (I - U U^T))
+    x = mu + B_L (U c + r_L) + B_H h,   c ~ sum_k pi_k N(m_k, S_k),
+    r_L ~ N(0, s2 (I - U U^T)),   h ~ N(0, diag(lambda))
 
-with U the d principal components of aligned face crops (symmetric or antisymmetric under the
-mirror, stored as half images), a K-component full-covariance Gaussian mixture on the PCA
-coefficients and an isotropic residual. For z_t = sqrt(a) x + sqrt(1 - a) n, write
-y = U^T (z_t - sqrt(a) mu) and q = (I - U U^T)(z_t - sqrt(a) mu). With S_k = V_k diag(l_k) V_k^T,
+with U the d principal components of the low frequencies (fitted on the crops and their mirror
+images), a K-component full-covariance Gaussian mixture on the PCA coefficients, an isotropic
+residual inside L and independent high frequencies with their own variances (a white residual
+over all frequencies would draw faces covered in pixel noise). The DCT being orthonormal, the
+diffusion noise stays white in it, and for z_t = sqrt(a) x + sqrt(1 - a) n with
+y = U^T (z_t - sqrt(a) mu)_L and S_k = V_k diag(l_k) V_k^T:
 
-    E[n | z_t] = U sum_k w_k(y) V_k diag(sqrt(1-a) / (a l_k + 1 - a)) V_k^T (y - sqrt(a) m_k)
-                 + sqrt(1-a) / (a s2 + 1 - a) q,
+    E[n | z_t]_L = U sum_k w_k(y) V_k diag(sqrt(1-a) / (a l_k + 1 - a)) V_k^T (y - sqrt(a) m_k)
+                   + sqrt(1-a) / (a s2 + 1 - a) (I - U U^T)(z_t - sqrt(a) mu)_L,
+    E[n | z_t]_H = sqrt(1-a) / (a lambda + 1 - a) (z_t - sqrt(a) mu)_H,
 
     w_k(y) ∝ pi_k N(y; sqrt(a) m_k, V_k diag(a l_k + 1 - a) V_k^T)
 
@@ -40,8 +46,34 @@ from faceanon.errors import ModelUnavailableError
 GRID = 64  # latent side
 FACTOR = 4  # crop side / latent side
 DIM = 3 * GRID * GRID
-HALF = DIM // 2
+LOW_SIDE = 32  # low frequencies: DCT indices (u, v) < 32 in each channel
 FORMAT = 1
+
+
+def _dct_matrix(n: int = GRID) -> np.ndarray:
+    """Orthonormal DCT-II: coefficients = C @ signal."""
+    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    c = np.sqrt(2.0 / n) * np.cos(np.pi * (i + 0.5) * k / n)
+    c[0] /= np.sqrt(2.0)
+    return c
+
+
+DCT = _dct_matrix()
+_LOW = np.zeros((3, GRID, GRID), bool)
+_LOW[:, :LOW_SIDE, :LOW_SIDE] = True
+LOW = np.flatnonzero(_LOW)  # indices of L in the flattened (3, 64, 64) DCT coefficients
+HIGH = np.flatnonzero(~_LOW)
+
+
+def dct2(x: np.ndarray) -> np.ndarray:
+    """Flattened (N, 3*64*64) latents -> flattened DCT coefficients (per channel, 2-D)."""
+    grid = x.reshape(len(x), 3, GRID, GRID)
+    return np.asarray((DCT @ grid @ DCT.T).reshape(len(x), DIM))
+
+
+def idct2(c: np.ndarray) -> np.ndarray:
+    grid = c.reshape(len(c), 3, GRID, GRID)
+    return np.asarray((DCT.T @ grid @ DCT).reshape(len(c), DIM))
 
 
 def mirror(x: np.ndarray) -> np.ndarray:
@@ -49,24 +81,17 @@ def mirror(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), 3, GRID, GRID)[..., ::-1].reshape(len(x), -1))
 
 
-def _whole(half: np.ndarray, parity: np.ndarray) -> np.ndarray:
-    """(d, D) unit components from their left halves and parities."""
-    d = len(half)
-    h = half.reshape(d, 3, GRID, GRID // 2)
-    right = parity[:, None, None, None] * h[..., ::-1]
-    return np.concatenate([h, right], axis=3).reshape(d, DIM) / math.sqrt(2.0)
-
-
 @dataclass(frozen=True, eq=False)
 class FacePrior:
-    """The model's numbers (numpy, float64). ``weights``/``means``/``chols`` are the mixture in
-    whitened PCA coefficients (coefficient / sqrt(variance)); empty before the mixture is fit."""
+    """The model's numbers (numpy, float64). ``basis`` holds the components as low-frequency
+    DCT coefficients; ``weights``/``means``/``chols`` are the mixture in whitened PCA
+    coefficients (coefficient / sqrt(variance)), empty before the mixture is fit."""
 
-    mean: np.ndarray  # (D,)
-    half: np.ndarray  # (d, D/2)
-    parity: np.ndarray  # (d,) +1 / -1
+    mean: np.ndarray  # (D,) pixels
+    basis: np.ndarray  # (d, |L|) orthonormal rows
     variances: np.ndarray  # (d,)
-    residual: float
+    residual: float  # s2, per coordinate of L outside the components
+    high: np.ndarray  # (|H|,) variances of the high frequencies
     weights: np.ndarray  # (K,)
     means: np.ndarray  # (K, d)
     chols: np.ndarray  # (K, d, d) lower triangular
@@ -75,53 +100,52 @@ class FacePrior:
     def from_parts(
         cls,
         mean: np.ndarray,
-        half: np.ndarray,
-        parity: np.ndarray,
+        basis: np.ndarray,
         variances: np.ndarray,
         residual: float,
+        high: np.ndarray,
     ) -> FacePrior:
-        d = len(half)
-        return cls(
-            mean,
-            half,
-            parity,
-            variances,
-            residual,
-            np.ones(0),
-            np.zeros((0, d)),
-            np.zeros((0, d, d)),
-        )
+        d = len(basis)
+        empty = (np.ones(0), np.zeros((0, d)), np.zeros((0, d, d)))
+        return cls(mean, basis, variances, residual, high, *empty)
 
     def with_mixture(self, weights: np.ndarray, means: np.ndarray, chols: np.ndarray) -> FacePrior:
         return replace(self, weights=weights, means=means, chols=chols)
 
     @property
     def components(self) -> int:
-        return len(self.half)
+        return len(self.basis)
 
-    def basis(self) -> np.ndarray:
-        """(D, d) orthonormal columns."""
-        return _whole(self.half, self.parity).T
+    def pixel_basis(self) -> np.ndarray:
+        """(D, d) orthonormal columns: the components as latents."""
+        full = np.zeros((self.components, DIM))
+        full[:, LOW] = self.basis
+        return idct2(full).T
 
     def project(self, centred: np.ndarray) -> np.ndarray:
         """PCA coefficients (N, d) of centred flattened latents (N, D)."""
-        return np.asarray(centred @ self.basis())
+        return np.asarray(dct2(centred)[:, LOW] @ self.basis.T)
+
+    def mean_residual(self) -> float:
+        """Average variance per coordinate outside the components (L residual and H)."""
+        rest = (len(LOW) - self.components) * self.residual + float(self.high.sum())
+        return rest / (DIM - self.components)
 
     def log_likelihood(self, latents: np.ndarray) -> np.ndarray:
         """log p(x) per latent (N, 3, 64, 64), in nats."""
         from faceanon.fit_prior import _logsumexp, gmm_log_densities
 
-        x = latents.reshape(len(latents), -1).astype(np.float64) - self.mean
-        u = self.basis()
-        c = x @ u
-        r2 = ((x - c @ u.T) ** 2).sum(axis=1)
+        x = dct2(latents.reshape(len(latents), -1).astype(np.float64) - self.mean)
+        low, high = x[:, LOW], x[:, HIGH]
+        c = low @ self.basis.T
+        r2 = ((low - c @ self.basis) ** 2).sum(axis=1)
         z = c / np.sqrt(self.variances)
         mix = _logsumexp(gmm_log_densities(z, self.weights, self.means, self.chols))
         mix -= 0.5 * np.log(self.variances).sum()  # whitening's Jacobian
-        rest = DIM - self.components
-        return np.asarray(
-            mix - 0.5 * (rest * np.log(2 * np.pi * self.residual) + r2 / self.residual)
-        )
+        rest = len(LOW) - self.components
+        residual = -0.5 * (rest * np.log(2 * np.pi * self.residual) + r2 / self.residual)
+        h = -0.5 * (np.log(2 * np.pi * self.high).sum() + (high**2 / self.high).sum(axis=1))
+        return np.asarray(mix + residual + h)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -130,17 +154,16 @@ class FacePrior:
         Same model, same bytes (zip entries carry a fixed date)."""
         import io
 
-        d = self.components
-        rows, cols = np.tril_indices(d)
+        rows, cols = np.tril_indices(self.components)
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
             format=np.array(FORMAT),
             mean=self.mean.astype(np.float32),
-            half=self.half.astype(np.float16),
-            parity=self.parity.astype(np.int8),
+            basis=self.basis.astype(np.float16),
             variances=self.variances.astype(np.float32),
             residual=np.array(self.residual, np.float64),
+            high=self.high.astype(np.float32),
             weights=self.weights.astype(np.float64),
             means=self.means.astype(np.float32),
             chols=self.chols[:, rows, cols].astype(np.float16),
@@ -150,27 +173,28 @@ class FacePrior:
 
     @classmethod
     def load(cls, path: Path) -> FacePrior:
-        """Read and check a model file; one clear line if it is not one."""
+        """Read and check a model file; one clear line if it is not one. The float16 basis is
+        made orthonormal again (QR, deterministic)."""
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
         except (OSError, ValueError, EOFError) as exc:
             raise ModelUnavailableError(f"{path}: not a face-prior model file ({exc})") from None
-        need = ("format", "mean", "half", "parity", "variances", "residual", "weights", "means")
+        need = ("format", "mean", "basis", "variances", "residual", "high", "weights", "means")
         missing = [n for n in (*need, "chols") if n not in arrays]
         if missing:
             raise ModelUnavailableError(f"{path}: not a face-prior model file (no {missing[0]})")
-        if int(arrays["format"]) != FORMAT:
+        if arrays["format"].shape != () or int(arrays["format"]) != FORMAT:
             raise ModelUnavailableError(f"{path}: face-prior format {arrays['format']} unknown")
-        half = arrays["half"].astype(np.float64)
-        d = len(half)
-        k = len(arrays["weights"])
+        d, k = len(arrays["basis"]), len(arrays["weights"])
         rows, cols = np.tril_indices(d)
         shapes = {
             "mean": (DIM,),
-            "half": (d, HALF),
-            "parity": (d,),
+            "basis": (d, len(LOW)),
             "variances": (d,),
+            "residual": (),
+            "high": (len(HIGH),),
+            "weights": (k,),
             "means": (k, d),
             "chols": (k, len(rows)),
         }
@@ -180,24 +204,30 @@ class FacePrior:
                     f"{path}: face-prior array {name} has shape {arrays[name].shape}, "
                     f"expected {shape}"
                 )
+        if not 1 <= d < len(LOW) or k < 1:
+            raise ModelUnavailableError(f"{path}: face-prior model file has invalid sizes")
+        values = {n: arrays[n].astype(np.float64) for n in shapes}
+        if not all(np.isfinite(v).all() for v in values.values()):
+            raise ModelUnavailableError(f"{path}: face-prior model file has invalid values")
         chols = np.zeros((k, d, d))
-        chols[:, rows, cols] = arrays["chols"].astype(np.float64)
+        chols[:, rows, cols] = values["chols"]
+        q, r = np.linalg.qr(values["basis"].T)
+        basis = (q * np.sign(np.diag(r))).T
         prior = cls(
-            arrays["mean"].astype(np.float64),
-            half,
-            arrays["parity"].astype(np.float64),
-            arrays["variances"].astype(np.float64),
-            float(arrays["residual"]),
-            arrays["weights"].astype(np.float64),
-            arrays["means"].astype(np.float64),
+            values["mean"],
+            basis,
+            values["variances"],
+            float(values["residual"]),
+            values["high"],
+            values["weights"],
+            values["means"],
             chols,
         )
-        values = [prior.mean, half, prior.variances, prior.weights, prior.means, chols]
-        if not all(np.isfinite(v).all() for v in values) or not (
+        if not (
             prior.residual > 0
             and (prior.variances > 0).all()
+            and (prior.high > 0).all()
             and (prior.weights > 0).all()
-            and set(np.unique(prior.parity)) <= {-1.0, 1.0}
             and (np.abs(np.diagonal(chols, axis1=1, axis2=2)) > 0).all()
         ):
             raise ModelUnavailableError(f"{path}: face-prior model file has invalid values")
@@ -252,7 +282,12 @@ class FacePriorBackbone:
         def put(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.float64)
 
-        self._u = put(prior.basis())  # (D, d)
+        self._u = put(prior.pixel_basis())  # (D, d)
+        self._basis_low = put(prior.basis.T)  # (|L|, d)
+        self._dct = put(DCT)
+        self._low = torch.from_numpy(LOW).to(self.device)
+        self._high = torch.from_numpy(HIGH).to(self.device)
+        self._lambda = put(prior.high)
         self._mu = put(prior.mean)
         self._v = put(vectors)  # (K, d, d), columns are eigenvectors
         self._l = put(np.maximum(values, 1e-8))  # (K, d)
@@ -261,6 +296,9 @@ class FacePriorBackbone:
         self._grams: dict[bytes, torch.Tensor] = {}
         self._logpi = put(np.log(prior.weights / prior.weights.sum()))
         self._s2 = float(prior.residual)
+        # Outside a mask the residual is taken isotropic with the same total variance (the
+        # masked prediction must ignore the inside; it need not be the exact marginal).
+        self._s2_out = prior.mean_residual()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(images, FACTOR)
@@ -288,11 +326,12 @@ class FacePriorBackbone:
 
     def masked_eps(self, latents: torch.Tensor, timestep: int, mask: torch.Tensor) -> torch.Tensor:
         """The noise prediction keyflip uses: inside ``mask`` (bool, (B, 1, h, w)) the model's
-        E[n | z_t]; outside, E[n_out | z_t,out] under the model's marginal of the outside, which
-        does not look at the inside. So the outside's trajectory depends on the outside alone:
-        the same when inverting the original and the anonymized face, and re-injection puts
-        back what the sampling step computed. This is what makes the anonymization exactly
-        invertible with a model whose components span the whole crop (METHOD §7)."""
+        E[n | z_t]; outside, E[n_out | z_t,out] under the marginal of the outside of the model
+        with its residual made isotropic (same total variance), which does not look at the
+        inside. So the outside's trajectory depends on the outside alone: the same when
+        inverting the original and the anonymized face, and re-injection puts back what the
+        sampling step computed. This is what makes the anonymization exactly invertible with a
+        model whose components span the whole crop (METHOD §7)."""
         inside = mask.to(latents.device).expand_as(latents)
         full = self.eps(latents, timestep)
         outside = torch.stack(
@@ -321,11 +360,11 @@ class FacePriorBackbone:
         g = self._grams[key]
         u_o = self._u[outside]
         d = g.shape[0]
-        beta = a * self._s2 + 1.0 - a
+        beta = a * self._s2_out + 1.0 - a
         w = z.reshape(-1).to(self.device, torch.float64)[outside] - math.sqrt(a) * self._mu[outside]
         p = u_o.T @ w  # (d,)
         eye = torch.eye(d, dtype=torch.float64, device=self.device)
-        m = a * (self._s - self._s2 * eye)  # (K, d, d)
+        m = a * (self._s - self._s2_out * eye)  # (K, d, d)
         big_a = beta * eye + g @ m
         gm = self._m @ g  # (K, d): G m_k (G symmetric)
         s_k = p[None] - math.sqrt(a) * gm  # U_o^T v_k
@@ -343,10 +382,17 @@ class FacePriorBackbone:
     def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
         a = float(self.schedule.alphas_cumprod[timestep])
         w, scaled, r, y = self._terms(latents, a)
-        inside = torch.einsum("bke,kde->bd", w[..., None] * scaled, self._v)
+        inside = torch.einsum("bke,kde->bd", w[..., None] * scaled, self._v)  # (B, d)
+        grid = r.reshape(len(r), 3, GRID, GRID)
+        coeffs = (self._dct @ grid @ self._dct.T).reshape(len(r), DIM)
+        out = torch.empty_like(coeffs)
+        low = coeffs[:, self._low]
         beta = 1.0 / (a * self._s2 + 1.0 - a)
-        out = math.sqrt(1.0 - a) * (beta * (r - y @ self._u.T) + inside @ self._u.T)
-        return out.reshape(latents.shape).to(latents.dtype)
+        out[:, self._low] = beta * (low - y @ self._basis_low.T) + inside @ self._basis_low.T
+        out[:, self._high] = coeffs[:, self._high] / (a * self._lambda + 1.0 - a)
+        grid = out.reshape(len(r), 3, GRID, GRID)
+        pixels = self._dct.T @ grid @ self._dct
+        return (math.sqrt(1.0 - a) * pixels).reshape(latents.shape).to(latents.dtype)
 
 
 def _gram_key(outside: torch.Tensor) -> bytes:
@@ -375,8 +421,10 @@ def sample_latents(prior: FacePrior, count: int, seed: int = 0) -> np.ndarray:
     white = prior.means[k] + np.einsum(
         "nij,nj->ni", prior.chols[k], rng.standard_normal((count, prior.components))
     )
-    u = prior.basis()
-    noise = rng.standard_normal((count, DIM))
-    residual = math.sqrt(prior.residual) * (noise - (noise @ u) @ u.T)
-    x = prior.mean + (white * np.sqrt(prior.variances)) @ u.T + residual
-    return np.asarray(x.reshape(count, 3, GRID, GRID))
+    noise = rng.standard_normal((count, len(LOW)))
+    low = (white * np.sqrt(prior.variances)) @ prior.basis
+    low += math.sqrt(prior.residual) * (noise - (noise @ prior.basis.T) @ prior.basis)
+    coeffs = np.zeros((count, DIM))
+    coeffs[:, LOW] = low
+    coeffs[:, HIGH] = np.sqrt(prior.high) * rng.standard_normal((count, len(HIGH)))
+    return np.asarray((prior.mean + idct2(coeffs)).reshape(count, 3, GRID, GRID))
