@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from faceanon.backbones.face_prior import (
-    DIM,
-    HIGH,
     LOW,
     FacePrior,
     FacePriorBackbone,
@@ -56,78 +54,117 @@ def prior() -> FacePrior:
     return tiny_prior()
 
 
-def test_components_are_orthonormal_low_frequencies(prior: FacePrior) -> None:
+def test_coordinates_are_orthonormal(prior: FacePrior) -> None:
+    assert np.allclose(prior.colour @ prior.colour.T, np.eye(3), atol=1e-12)
     assert np.allclose(prior.basis @ prior.basis.T, np.eye(prior.components), atol=1e-10)
-    u = prior.pixel_basis()
-    assert np.allclose(u.T @ u, np.eye(prior.components), atol=1e-10)
     x = synthetic_latents(5, seed=9).reshape(5, -1).astype(np.float64)
-    assert np.allclose(idct2(dct2(x)), x, atol=1e-12)
-    assert np.allclose(prior.project(x), x @ u, atol=1e-10)
+    assert np.allclose(idct2(dct2(x, prior.colour), prior.colour), x, atol=1e-12)
+    assert np.allclose((dct2(x, prior.colour) ** 2).sum(axis=1), (x**2).sum(axis=1))
+    assert np.allclose(prior.project(x), dct2(x, prior.colour)[:, LOW] @ prior.basis.T)
 
 
 def test_low_frequency_pca_equals_plain_pca_of_the_data_and_its_mirror() -> None:
     x = synthetic_latents(40, seed=3).reshape(40, -1).astype(np.float64)
-    mean, _, variances, residual, high = pca_low(x, 5)
+    mean, colour, basis, variances, noise = pca_low(x, 5)
     both = np.concatenate([x, mirror(x)])
-    coeffs = dct2(both - both.mean(axis=0))
-    low = coeffs[:, LOW]
-    top = np.sort(np.linalg.svd(low, compute_uv=False) ** 2 / len(both))[::-1]
-    assert np.allclose(variances, top[:5], rtol=1e-8)
-    assert residual == pytest.approx(((low**2).sum() / len(both) - top[:5].sum()) / (len(LOW) - 5))
-    assert np.allclose(high, (coeffs[:, HIGH] ** 2).mean(axis=0))
     assert np.allclose(mean, both.mean(axis=0))
-
-
-def test_eps_equals_a_monte_carlo_posterior_mean(prior: FacePrior) -> None:
-    """E[n | z_t] from the formula vs importance sampling of the model's own prior: inside
-    the PCA subspace (mixture posterior) and along the residual (Gaussian regression)."""
-    backbone = FacePriorBackbone(prior)
-    rng = np.random.default_rng(1)
-    sd = np.sqrt(prior.variances)
-    u = prior.pixel_basis()
-    # 400k coefficient samples from the mixture, drawn independently of the backbone's code.
-    n = 400_000
-    comp = rng.choice(len(prior.weights), n, p=prior.weights / prior.weights.sum())
-    white = prior.means[comp] + np.einsum(
-        "nij,nj->ni", prior.chols[comp], rng.standard_normal((n, prior.components))
+    pixels = (both - mean).reshape(80, 3, -1).transpose(1, 0, 2).reshape(3, -1)
+    assert np.allclose(
+        colour.T @ np.diag(np.linalg.eigvalsh(pixels @ pixels.T)[::-1]) @ colour,
+        pixels @ pixels.T,
+        atol=1e-8,
     )
-    c = white * sd
-    x0 = sample_latents(prior, 1, seed=7)[0].ravel()
-    mixed = False  # some level where no component takes all the weight
-    for t in (50, 300, 500, 700):
-        a = float(backbone.schedule.alphas_cumprod[t])
-        noise = rng.standard_normal(DIM)
-        zt = math.sqrt(a) * x0 + math.sqrt(1 - a) * noise
-        eps = backbone.eps(torch.from_numpy(zt.reshape(1, 3, 64, 64)), t).numpy().ravel()
-        y = u.T @ (zt - math.sqrt(a) * prior.mean)
-        logw = -((y - math.sqrt(a) * c) ** 2).sum(axis=1) / (2 * (1 - a))
-        w = np.exp(logw - logw.max())
-        c_mean = (w[:, None] * c).sum(axis=0) / w.sum()
-        # Standard error of the self-normalised estimate, per coordinate.
-        se = np.sqrt((w[:, None] ** 2 * (c - c_mean) ** 2).sum(axis=0)) / w.sum()
-        expected = (y - math.sqrt(a) * c_mean) / math.sqrt(1 - a)
-        tolerance = 5 * se * math.sqrt(a / (1 - a)) + 1e-3
-        assert (np.abs(u.T @ eps - expected) < tolerance).all(), (t, u.T @ eps, expected)
-        weights = backbone.posterior_weights(torch.from_numpy(zt.reshape(1, 3, 64, 64)), a)
+    coeffs = dct2(both - mean, colour)
+    top = np.sort(np.linalg.svd(coeffs[:, LOW], compute_uv=False) ** 2 / len(both))[::-1]
+    assert np.allclose(variances, top[:5], rtol=1e-8)
+    left = coeffs.copy()
+    left[:, LOW] -= (left[:, LOW] @ basis.T) @ basis
+    assert np.allclose(noise, (left**2).mean(axis=0))
+
+
+def _small_mixture(seed: int = 0, n: int = 6, d: int = 2, k: int = 3):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    lam0 = rng.uniform(0.05, 0.3, n)
+    w = np.linalg.qr(rng.normal(size=(n, d)))[0] * rng.uniform(0.5, 2, d)
+    means = rng.normal(0, 1.5, (k, d))
+    covs = np.stack(
+        [(lambda q: q @ q.T + 0.1 * np.eye(d))(rng.normal(0, 0.6, (d, d))) for _ in range(k)]
+    )
+    pi = rng.dirichlet(np.ones(k) * 3)
+    return lam0, w, means, covs, pi
+
+
+def _posterior(x, lam0, w, means, covs, pi, a):  # type: ignore[no-untyped-def]
+    from faceanon.backbones.face_prior import Factored, mixture_posterior
+
+    t = lambda v: torch.from_numpy(np.asarray(v, np.float64))  # noqa: E731
+    lam = t(a * lam0 + 1 - a)
+    wt = t(w)
+    f = Factored.of(wt.T @ (wt / lam[:, None]), t(a * covs), t(means))
+    return mixture_posterior(t(x), lam, wt, f, t(means), t(np.log(pi)), a)
+
+
+def test_mixture_posterior_matches_dense_gaussians() -> None:
+    lam0, w, means, covs, pi = _small_mixture(n=30, d=3, k=4)
+    rng = np.random.default_rng(1)
+    for a in (0.05, 0.5, 0.97):
+        x = rng.normal(size=(5, 30))
+        eps, weights, log = _posterior(x, lam0, w, means, covs, pi, a)
+        for b in range(5):
+            logs, posts = [], []
+            for k in range(4):
+                c = a * (np.diag(lam0) + w @ covs[k] @ w.T) + (1 - a) * np.eye(30)
+                diff = x[b] - np.sqrt(a) * w @ means[k]
+                solved = np.linalg.solve(c, diff)
+                logs.append(np.log(pi[k]) - 0.5 * (np.linalg.slogdet(c)[1] + diff @ solved))
+                posts.append(np.sqrt(1 - a) * solved)
+            logs = np.array(logs)
+            expected_w = np.exp(logs - logs.max()) / np.exp(logs - logs.max()).sum()
+            assert np.allclose(weights[b].numpy(), expected_w, atol=1e-10)
+            assert np.allclose(eps[b].numpy(), expected_w @ np.array(posts), atol=1e-10)
+            c_log = np.log(np.exp(logs - logs.max()).sum()) + logs.max()
+            lam = a * lam0 + 1 - a
+            total = float(log[b]) - 0.5 * (np.log(lam).sum() + 30 * np.log(2 * np.pi))
+            assert total == pytest.approx(c_log - 0.5 * 30 * np.log(2 * np.pi), abs=1e-9)
+
+
+def test_mixture_posterior_is_the_posterior_mean_of_the_noise() -> None:
+    """Monte Carlo: E[n | X] by importance sampling of the prior, in 6 dimensions."""
+    lam0, w, means, covs, pi = _small_mixture(seed=2)
+    rng = np.random.default_rng(3)
+    count = 400_000
+    k = rng.choice(3, count, p=pi)
+    chol = np.linalg.cholesky(covs)
+    c = means[k] + np.einsum("nij,nj->ni", chol[k], rng.standard_normal((count, 2)))
+    x0 = c @ w.T + np.sqrt(lam0) * rng.standard_normal((count, 6))
+    mixed = False
+    for a in (0.2, 0.5, 0.8):
+        x = np.sqrt(a) * x0[0] + np.sqrt(1 - a) * rng.standard_normal(6)
+        logw = -((x - np.sqrt(a) * x0) ** 2).sum(axis=1) / (2 * (1 - a))
+        wt = np.exp(logw - logw.max())
+        mean = (wt[:, None] * x0).sum(axis=0) / wt.sum()
+        se = np.sqrt((wt[:, None] ** 2 * (x0 - mean) ** 2).sum(axis=0)) / wt.sum()
+        expected = (x - np.sqrt(a) * mean) / np.sqrt(1 - a)
+        eps, weights, _ = _posterior(x[None], lam0, w, means, covs, pi, a)
+        tolerance = 5 * se * np.sqrt(a / (1 - a)) + 1e-3
+        assert (np.abs(eps[0].numpy() - expected) < tolerance).all(), (a, eps, expected)
         mixed |= bool((weights < 0.95).all())
-
-        # Outside the components: E[n | q] = slope(v) * q per coordinate of the DCT, v the
-        # residual variance of L (s2) or that high frequency's; slopes from samples of (r, n).
-        def slope(variance: float, a: float = a) -> float:
-            r = rng.normal(0, math.sqrt(variance), 200_000)
-            nn = rng.standard_normal(200_000)
-            q = math.sqrt(a) * r + math.sqrt(1 - a) * nn
-            return float((nn * q).mean() / (q * q).mean())
-
-        rest = dct2((zt - math.sqrt(a) * prior.mean)[None])[0]
-        e = dct2(eps[None])[0]
-        low_rest = rest[LOW] - prior.basis.T @ (prior.basis @ rest[LOW])
-        low_eps = e[LOW] - prior.basis.T @ (prior.basis @ e[LOW])
-        assert np.allclose(low_eps, slope(prior.residual) * low_rest, rtol=0.02, atol=1e-9), t
-        for j in (0, len(HIGH) // 2, len(HIGH) - 1):
-            expected_h = slope(prior.high[j]) * rest[HIGH[j]]
-            assert e[HIGH[j]] == pytest.approx(expected_h, rel=0.03, abs=1e-9), t
     assert mixed
+
+
+def test_eps_is_tweedie_of_the_noised_density(prior: FacePrior) -> None:
+    """eps(z_t) = -sqrt(1 - a) grad log p_t(z_t): the backbone's prediction against the
+    gradient (autograd) of its own log density, through colours, DCT and mixture."""
+    backbone = FacePriorBackbone(prior)
+    z0 = torch.from_numpy(sample_latents(prior, 2, seed=3))
+    for t in (30, 400, 900):
+        a = float(backbone.schedule.alphas_cumprod[t])
+        zt = math.sqrt(a) * z0 + math.sqrt(1 - a) * torch.randn(z0.shape, dtype=torch.float64)
+        zt.requires_grad_(True)
+        with torch.enable_grad():
+            grad = torch.autograd.grad(backbone.log_density(zt, t).sum(), zt)[0]
+        eps = backbone.eps(zt.detach(), t)
+        assert torch.allclose(eps, -math.sqrt(1 - a) * grad, atol=1e-8 * (1 + grad.abs().max()))
 
 
 def test_fit_is_deterministic_to_the_byte() -> None:
@@ -154,7 +191,7 @@ def test_file_round_trip_and_bad_files(prior: FacePrior, tmp_path) -> None:  # t
     with pytest.raises(ModelUnavailableError, match=r"bad\.npz: not a face-prior model file"):
         FacePrior.load(bad)
     arrays = dict(np.load(path))
-    arrays["variances"] = -arrays["variances"]
+    arrays["noise"] = -arrays["noise"]
     np.savez(bad, **arrays)
     with pytest.raises(ModelUnavailableError, match="invalid values"):
         FacePrior.load(bad)
@@ -198,34 +235,27 @@ def _mask(kind: str) -> torch.Tensor:
 
 
 def test_masked_eps_is_the_marginal_of_the_outside(prior: FacePrior) -> None:
-    """Outside the mask: E[n_o | z_o] of the marginal of the model with an isotropic residual
-    of the same total variance, checked against dense Gaussians on a 300-coordinate outside;
-    inside: the full prediction."""
-    from dataclasses import replace
-
-    iso = prior.mean_residual()
+    """Outside the mask: E[n_o | z_o] of the marginal of the surrogate (the mixture in pixels,
+    covariances iso I + W S_k W^T), checked against dense Gaussians on a 300-coordinate
+    outside; inside: the full prediction."""
     backbone = FacePriorBackbone(prior)
-    isotropic = FacePriorBackbone(replace(prior, residual=iso, high=np.full(len(HIGH), iso)))
     z = torch.from_numpy(sample_latents(prior, 1, seed=3))
     t = 400
     a = float(backbone.schedule.alphas_cumprod[t])
     zt = math.sqrt(a) * z + math.sqrt(1 - a) * torch.randn(z.shape, dtype=torch.float64)
-    empty = _mask("none")  # with an isotropic residual the whole marginal is the model
-    assert torch.allclose(isotropic.masked_eps(zt, t, empty), isotropic.eps(zt, t), atol=1e-10)
     mask = _mask("all-but-corner")
     out = backbone.masked_eps(zt, t, mask)
     o = ~mask.expand(1, 3, 64, 64).reshape(-1).numpy()
-    u_o = prior.pixel_basis()[o]
+    w_o = idct2(prior.loading().T, prior.colour).T[o]
+    iso = prior.noise.mean()
     sd = np.sqrt(prior.variances)
     zo = zt.reshape(-1).numpy()[o]
     logs, posts = [], []
-    for k in range(len(prior.weights)):
-        s_k = sd[:, None] * (prior.chols[k] @ prior.chols[k].T) * sd[None]
-        cov = a * (u_o @ s_k @ u_o.T + iso * (np.eye(o.sum()) - u_o @ u_o.T))
-        cov += (1 - a) * np.eye(o.sum())
-        diff = zo - math.sqrt(a) * (prior.mean[o] + u_o @ (prior.means[k] * sd))
-        logdet = np.linalg.slogdet(cov)[1]
+    for k, s_k in enumerate(prior.covariances()):
+        cov = a * (w_o @ s_k @ w_o.T + iso * np.eye(o.sum())) + (1 - a) * np.eye(o.sum())
+        diff = zo - math.sqrt(a) * (prior.mean[o] + w_o @ (prior.means[k] * sd))
         solved = np.linalg.solve(cov, diff)
+        logdet = np.linalg.slogdet(cov)[1]
         logs.append(np.log(prior.weights[k]) - 0.5 * (logdet + diff @ solved))
         posts.append(math.sqrt(1 - a) * solved)
     w = np.exp(np.array(logs) - max(logs))

@@ -634,7 +634,13 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     aligned = align_dataset(args.data_dir, args.max_padding, args.workers, args.limit)
     _say(f"fitting d={args.components}, K={args.mixture}, seed {args.seed}")
     prior, report = build_prior(
-        aligned, args.components, args.mixture, args.seed, args.iterations, args.heldout
+        aligned,
+        args.components,
+        args.mixture,
+        args.seed,
+        args.iterations,
+        args.heldout,
+        noise_floor=args.noise_floor,
     )
     for line in report.lines():
         _say(line)
@@ -821,8 +827,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", type=Path, help="folder of face crops or zip shards of them")
     p.add_argument("-o", "--output", type=Path, required=True, help="model file (.npz)")
     p.add_argument("--components", type=int, default=256, help="PCA components d")
-    p.add_argument("--mixture", type=int, default=16, help="mixture components K")
-    p.add_argument("--iterations", type=int, default=40, help="EM iterations")
+    p.add_argument("--mixture", type=int, default=8, help="mixture components K")
+    p.add_argument(
+        "--noise-floor", type=float, default=0.01, help="least residual variance per coordinate"
+    )
+    p.add_argument("--iterations", type=int, default=30, help="EM iterations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout", type=float, default=0.05, help="share held out for the report")
     p.add_argument(

@@ -1,29 +1,26 @@
 """``face-prior``: the embedded face model, a diffusion backbone whose noise predictor is exact.
 
 The data model lives in the 3 x 64 x 64 latent space of 256-px aligned crops (the latent is the
-crop's 4x4 area mean, so the model is a drop-in for the 256-px pipeline), written in the
-orthonormal 2-D DCT of each channel, split into the low frequencies L (32 x 32 per channel,
-3,072 coordinates) and the rest H (9,216):
+crop's 4x4 area mean, so the model is a drop-in for the 256-px pipeline), in the orthonormal 2-D
+DCT of each principal colour channel (the 3 x 3 colour PCA of the crops' pixels: luminance
+first). In those coordinates X = DCT(x - mu):
 
-    x = mu + B_L (U c + r_L) + B_H h,   c ~ sum_k pi_k N(m_k, S_k),
-    r_L ~ N(0, s2 (I - U U^T)),   h ~ N(0, diag(lambda))
+    X = U c + r,   c ~ sum_k pi_k N(m_k, S_k),   r ~ N(0, diag(v))
 
-with U the d principal components of the low frequencies (fitted on the crops and their mirror
-images), a K-component full-covariance Gaussian mixture on the PCA coefficients, an isotropic
-residual inside L and independent high frequencies with their own variances (a white residual
-over all frequencies would draw faces covered in pixel noise). The DCT being orthonormal, the
-diffusion noise stays white in it, and for z_t = sqrt(a) x + sqrt(1 - a) n with
-y = U^T (z_t - sqrt(a) mu)_L and S_k = V_k diag(l_k) V_k^T:
+a mixture of factor analysers with shared factors: U the d principal components of the low
+frequencies L (32 x 32 per channel; fitted on the crops and their mirror images), a K-component
+full-covariance Gaussian mixture on their coefficients, and an independent residual with one
+variance per coordinate, v_j, measured on what the components leave (so the residual has the
+spectrum and the colours of faces; a white residual draws faces covered in pixel noise). The
+transform being orthonormal, the diffusion noise stays white, and at alpha-bar a:
 
-    E[n | z_t]_L = U sum_k w_k(y) V_k diag(sqrt(1-a) / (a l_k + 1 - a)) V_k^T (y - sqrt(a) m_k)
-                   + sqrt(1-a) / (a s2 + 1 - a) (I - U U^T)(z_t - sqrt(a) mu)_L,
-    E[n | z_t]_H = sqrt(1-a) / (a lambda + 1 - a) (z_t - sqrt(a) mu)_H,
+    C_k = Lambda + U M_k U^T,   Lambda = a diag(v) + (1 - a) I,   M_k = a S_k,
+    E[n | z_t] = sqrt(1 - a) sum_k w_k C_k^{-1} (X_t - sqrt(a) U m_k),
+    w_k ∝ pi_k N(X_t; sqrt(a) U m_k, C_k),   X_t = DCT(z_t - sqrt(a) mu),
 
-    w_k(y) ∝ pi_k N(y; sqrt(a) m_k, V_k diag(a l_k + 1 - a) V_k^T)
-
-(posterior component weights; per component the Wiener filter in its eigenbasis; the residual
-shrunk). This is the minimum-MSE noise prediction, so DDIM integrates the model's exact
-probability-flow ODE. Computed in float64.
+computed exactly with the Woodbury identity in d dimensions (:func:`mixture_posterior`). This
+is the minimum-MSE noise prediction, so DDIM integrates the model's exact probability-flow ODE.
+Float64 throughout.
 
 Decode: bicubic 4x upsampling made consistent with the area downsample (one back-projection
 of the residual, so ``encode(decode(z)) == z`` up to rounding): docs/benchmarks.md
@@ -65,15 +62,20 @@ LOW = np.flatnonzero(_LOW)  # indices of L in the flattened (3, 64, 64) DCT coef
 HIGH = np.flatnonzero(~_LOW)
 
 
-def dct2(x: np.ndarray) -> np.ndarray:
-    """Flattened (N, 3*64*64) latents -> flattened DCT coefficients (per channel, 2-D)."""
+def dct2(x: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray:
+    """Flattened (N, 3*64*64) latents -> flattened coefficients: the channels mixed by the
+    orthonormal ``colour`` matrix (if given), then each one's 2-D DCT."""
     grid = x.reshape(len(x), 3, GRID, GRID)
+    if colour is not None:
+        grid = np.einsum("ij,njhw->nihw", colour, grid)
     return np.asarray((DCT @ grid @ DCT.T).reshape(len(x), DIM))
 
 
-def idct2(c: np.ndarray) -> np.ndarray:
-    grid = c.reshape(len(c), 3, GRID, GRID)
-    return np.asarray((DCT.T @ grid @ DCT).reshape(len(c), DIM))
+def idct2(c: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray:
+    grid = DCT.T @ c.reshape(len(c), 3, GRID, GRID) @ DCT
+    if colour is not None:
+        grid = np.einsum("ji,njhw->nihw", colour, grid)
+    return np.asarray(grid.reshape(len(c), DIM))
 
 
 def mirror(x: np.ndarray) -> np.ndarray:
@@ -83,15 +85,15 @@ def mirror(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class FacePrior:
-    """The model's numbers (numpy, float64). ``basis`` holds the components as low-frequency
-    DCT coefficients; ``weights``/``means``/``chols`` are the mixture in whitened PCA
+    """The model's numbers (numpy, float64). ``basis``: the components as orthonormal rows over
+    the low-frequency coordinates; ``weights``/``means``/``chols``: the mixture in whitened PCA
     coefficients (coefficient / sqrt(variance)), empty before the mixture is fit."""
 
     mean: np.ndarray  # (D,) pixels
+    colour: np.ndarray  # (3, 3) orthonormal rows: the channels' principal colours
     basis: np.ndarray  # (d, |L|) orthonormal rows
     variances: np.ndarray  # (d,)
-    residual: float  # s2, per coordinate of L outside the components
-    high: np.ndarray  # (|H|,) variances of the high frequencies
+    noise: np.ndarray  # (D,) v: residual variance of each coordinate
     weights: np.ndarray  # (K,)
     means: np.ndarray  # (K, d)
     chols: np.ndarray  # (K, d, d) lower triangular
@@ -100,14 +102,14 @@ class FacePrior:
     def from_parts(
         cls,
         mean: np.ndarray,
+        colour: np.ndarray,
         basis: np.ndarray,
         variances: np.ndarray,
-        residual: float,
-        high: np.ndarray,
+        noise: np.ndarray,
     ) -> FacePrior:
         d = len(basis)
         empty = (np.ones(0), np.zeros((0, d)), np.zeros((0, d, d)))
-        return cls(mean, basis, variances, residual, high, *empty)
+        return cls(mean, colour, basis, variances, noise, *empty)
 
     def with_mixture(self, weights: np.ndarray, means: np.ndarray, chols: np.ndarray) -> FacePrior:
         return replace(self, weights=weights, means=means, chols=chols)
@@ -116,36 +118,38 @@ class FacePrior:
     def components(self) -> int:
         return len(self.basis)
 
-    def pixel_basis(self) -> np.ndarray:
-        """(D, d) orthonormal columns: the components as latents."""
-        full = np.zeros((self.components, DIM))
-        full[:, LOW] = self.basis
-        return idct2(full).T
+    def coordinates(self, centred: np.ndarray) -> np.ndarray:
+        """Model coordinates X (N, D) of centred flattened latents (N, D)."""
+        return dct2(centred, self.colour)
 
     def project(self, centred: np.ndarray) -> np.ndarray:
         """PCA coefficients (N, d) of centred flattened latents (N, D)."""
-        return np.asarray(dct2(centred)[:, LOW] @ self.basis.T)
+        return np.asarray(self.coordinates(centred)[:, LOW] @ self.basis.T)
 
-    def mean_residual(self) -> float:
-        """Average variance per coordinate outside the components (L residual and H)."""
-        rest = (len(LOW) - self.components) * self.residual + float(self.high.sum())
-        return rest / (DIM - self.components)
+    def loading(self) -> np.ndarray:
+        """U embedded in all coordinates: (D, d), zero on H, orthonormal columns."""
+        w = np.zeros((DIM, self.components))
+        w[LOW] = self.basis.T
+        return w
+
+    def covariances(self) -> np.ndarray:
+        """(K, d, d) component covariances of the (unwhitened) PCA coefficients."""
+        sd = np.sqrt(self.variances)
+        factors = self.chols @ self.chols.transpose(0, 2, 1)
+        return np.asarray(sd[None, :, None] * factors * sd[None, None])
 
     def log_likelihood(self, latents: np.ndarray) -> np.ndarray:
-        """log p(x) per latent (N, 3, 64, 64), in nats."""
-        from faceanon.fit_prior import _logsumexp, gmm_log_densities
-
-        x = dct2(latents.reshape(len(latents), -1).astype(np.float64) - self.mean)
-        low, high = x[:, LOW], x[:, HIGH]
-        c = low @ self.basis.T
-        r2 = ((low - c @ self.basis) ** 2).sum(axis=1)
-        z = c / np.sqrt(self.variances)
-        mix = _logsumexp(gmm_log_densities(z, self.weights, self.means, self.chols))
-        mix -= 0.5 * np.log(self.variances).sum()  # whitening's Jacobian
-        rest = len(LOW) - self.components
-        residual = -0.5 * (rest * np.log(2 * np.pi * self.residual) + r2 / self.residual)
-        h = -0.5 * (np.log(2 * np.pi * self.high).sum() + (high**2 / self.high).sum(axis=1))
-        return np.asarray(mix + residual + h)
+        """log p(x) per latent (N, 3, 64, 64), in nats (the model at a = 1)."""
+        x = torch.from_numpy(
+            self.coordinates(latents.reshape(len(latents), -1).astype(np.float64) - self.mean)
+        )
+        lam = torch.from_numpy(self.noise)
+        w = torch.from_numpy(self.loading())
+        means = torch.from_numpy(self.means * np.sqrt(self.variances))
+        f = Factored.of(w.T @ (w / lam[:, None]), torch.from_numpy(self.covariances()), means)
+        logpi = torch.from_numpy(np.log(self.weights / self.weights.sum()))
+        const = -0.5 * (float(torch.log(lam).sum()) + DIM * math.log(2 * math.pi))
+        return mixture_posterior(x, lam, w, f, means, logpi, 1.0)[2].numpy() + const
 
     # -- files ------------------------------------------------------------------------------
 
@@ -160,10 +164,10 @@ class FacePrior:
             buffer,
             format=np.array(FORMAT),
             mean=self.mean.astype(np.float32),
+            colour=self.colour.astype(np.float64),
             basis=self.basis.astype(np.float16),
             variances=self.variances.astype(np.float32),
-            residual=np.array(self.residual, np.float64),
-            high=self.high.astype(np.float32),
+            noise=self.noise.astype(np.float32),
             weights=self.weights.astype(np.float64),
             means=self.means.astype(np.float32),
             chols=self.chols[:, rows, cols].astype(np.float16),
@@ -180,8 +184,8 @@ class FacePrior:
                 arrays = {name: f[name] for name in f.files}
         except (OSError, ValueError, EOFError) as exc:
             raise ModelUnavailableError(f"{path}: not a face-prior model file ({exc})") from None
-        need = ("format", "mean", "basis", "variances", "residual", "high", "weights", "means")
-        missing = [n for n in (*need, "chols") if n not in arrays]
+        need = ("format", "mean", "colour", "basis", "variances", "noise", "weights")
+        missing = [n for n in (*need, "means", "chols") if n not in arrays]
         if missing:
             raise ModelUnavailableError(f"{path}: not a face-prior model file (no {missing[0]})")
         if arrays["format"].shape != () or int(arrays["format"]) != FORMAT:
@@ -190,10 +194,10 @@ class FacePrior:
         rows, cols = np.tril_indices(d)
         shapes = {
             "mean": (DIM,),
+            "colour": (3, 3),
             "basis": (d, len(LOW)),
             "variances": (d,),
-            "residual": (),
-            "high": (len(HIGH),),
+            "noise": (DIM,),
             "weights": (k,),
             "means": (k, d),
             "chols": (k, len(rows)),
@@ -213,25 +217,82 @@ class FacePrior:
         chols[:, rows, cols] = values["chols"]
         q, r = np.linalg.qr(values["basis"].T)
         basis = (q * np.sign(np.diag(r))).T
+        if not np.allclose(values["colour"] @ values["colour"].T, np.eye(3), atol=1e-6):
+            raise ModelUnavailableError(f"{path}: face-prior colour matrix is not orthonormal")
         prior = cls(
             values["mean"],
+            values["colour"],
             basis,
             values["variances"],
-            float(values["residual"]),
-            values["high"],
+            values["noise"],
             values["weights"],
             values["means"],
             chols,
         )
         if not (
-            prior.residual > 0
+            (prior.noise > 0).all()
             and (prior.variances > 0).all()
-            and (prior.high > 0).all()
             and (prior.weights > 0).all()
             and (np.abs(np.diagonal(chols, axis1=1, axis2=2)) > 0).all()
         ):
             raise ModelUnavailableError(f"{path}: face-prior model file has invalid values")
         return prior
+
+
+@dataclass(frozen=True, eq=False)
+class Factored:
+    """What :func:`mixture_posterior` needs that does not depend on X: for one noise level
+    (and one set of coordinates), G = W^T Lambda^-1 W, M_k = a S_k, the LU factors and log
+    determinants of I + G M_k, and G m_k."""
+
+    gram: torch.Tensor  # (d, d)
+    m: torch.Tensor  # (K, d, d)
+    lu: torch.Tensor  # (K, d, d)
+    pivots: torch.Tensor  # (K, d)
+    logdet: torch.Tensor  # (K,)
+    gm: torch.Tensor  # (K, d)
+
+    @classmethod
+    def of(cls, gram: torch.Tensor, m: torch.Tensor, means: torch.Tensor) -> Factored:
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        big = eye + gram @ m
+        lu, pivots = torch.linalg.lu_factor(big)
+        return cls(gram, m, lu, pivots, torch.linalg.slogdet(big)[1], means @ gram)
+
+
+def mixture_posterior(
+    x: torch.Tensor,
+    lam: torch.Tensor,
+    w: torch.Tensor,
+    f: Factored,
+    means: torch.Tensor,
+    logpi: torch.Tensor,
+    a: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """E[n | X], the component weights and log sum_k exp(logw_k) for a batch X (B, n),
+    X = sqrt(a) x0 + sqrt(1 - a) n, x0 from the mixture sum_k pi_k N(W m_k, Lambda0 + W S_k W^T)
+    (Lambda0 diagonal).
+
+    ``lam``: (n,) the diagonal Lambda = a Lambda0 + (1 - a); ``w``: (n, d); ``means``: (K, d)
+    the m_k; ``logpi``: (K,); ``f``: :class:`Factored` for these. Woodbury:
+    C_k^-1 v = Lambda^-1 (v - W M_k q_k), q_k = (I + G M_k)^-1 W^T Lambda^-1 v,
+    log det C_k = sum log Lambda + log det(I + G M_k). The third value plus
+    -(sum log Lambda + n log 2 pi) / 2 is log p(X)."""
+    xi = x / lam
+    p0 = xi @ w  # (B, d): W^T Lambda^-1 X
+    p = p0[:, None, :] - math.sqrt(a) * f.gm[None]  # (B, K, d): W^T Lambda^-1 v_k
+    q = torch.linalg.lu_solve(f.lu, f.pivots, p.permute(1, 2, 0)).permute(2, 0, 1)
+    mq = torch.einsum("kij,bkj->bki", f.m, q)
+    norm = (
+        (x * xi).sum(dim=1, keepdim=True)
+        - 2 * math.sqrt(a) * (p0 @ means.T)
+        + a * (f.gm * means).sum(dim=1)[None]
+    )
+    logw = logpi - 0.5 * (f.logdet[None] + norm - (p * mq).sum(dim=2))
+    weights = torch.softmax(logw, dim=1)
+    mixed = (weights[..., None] * (math.sqrt(a) * means[None] + mq)).sum(dim=1)  # (B, d)
+    eps = math.sqrt(1.0 - a) * (x - mixed @ w.T) / lam
+    return eps, weights, torch.logsumexp(logw, dim=1)
 
 
 def default_model_file() -> Path:
@@ -274,31 +335,25 @@ class FacePriorBackbone:
         self.prior, self.name, self.revision = prior, name, revision
         self.schedule = schedule or reference_schedule()
         self.device = torch.device(device)
-        std = np.sqrt(prior.variances)
-        # Each component in PCA coefficients: S_k = D L L^T D, D = diag(sd); eigenbasis.
-        covs = std[None, :, None] * (prior.chols @ prior.chols.transpose(0, 2, 1)) * std[None, None]
-        values, vectors = np.linalg.eigh(covs)
 
         def put(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.float64)
 
-        self._u = put(prior.pixel_basis())  # (D, d)
-        self._basis_low = put(prior.basis.T)  # (|L|, d)
-        self._dct = put(DCT)
-        self._low = torch.from_numpy(LOW).to(self.device)
-        self._high = torch.from_numpy(HIGH).to(self.device)
-        self._lambda = put(prior.high)
+        self._w = put(prior.loading())  # (D, d)
+        self._s = put(prior.covariances())  # (K, d, d)
+        self._lambda0 = put(prior.noise)
         self._mu = put(prior.mean)
-        self._v = put(vectors)  # (K, d, d), columns are eigenvectors
-        self._l = put(np.maximum(values, 1e-8))  # (K, d)
-        self._m = put(prior.means * std)  # (K, d)
-        self._s = put(covs)  # (K, d, d) component covariances of the PCA coefficients
-        self._grams: dict[bytes, torch.Tensor] = {}
+        self._means = put(prior.means * np.sqrt(prior.variances))  # (K, d)
         self._logpi = put(np.log(prior.weights / prior.weights.sum()))
-        self._s2 = float(prior.residual)
-        # Outside a mask the residual is taken isotropic with the same total variance (the
-        # masked prediction must ignore the inside; it need not be the exact marginal).
-        self._s2_out = prior.mean_residual()
+        self._dct = put(DCT)
+        self._colour = put(prior.colour)
+        self._factored: dict[int, Factored] = {}
+        # Outside a mask: the same mixture in pixels with an isotropic residual of the same
+        # total variance (the masked prediction must ignore the inside; it need not be the
+        # exact marginal).
+        self._iso = float(prior.noise.mean())
+        self._w_pixels = put(idct2(prior.loading().T, prior.colour).T)  # (D, d), orthonormal
+        self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(images, FACTOR)
@@ -306,97 +361,79 @@ class FacePriorBackbone:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return upsample(latents)
 
-    def posterior_weights(self, latents: torch.Tensor, a: float) -> torch.Tensor:
-        """(B, K) component weights given z_t at alpha-bar ``a``."""
-        return self._terms(latents, a)[0]
+    def _dct2(self, x: torch.Tensor) -> torch.Tensor:
+        grid = torch.einsum("ij,njhw->nihw", self._colour, x.reshape(len(x), 3, GRID, GRID))
+        return (self._dct @ grid @ self._dct.T).reshape(len(x), DIM)
 
-    def _terms(
-        self, latents: torch.Tensor, a: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        r = (
-            latents.reshape(len(latents), -1).to(self.device, torch.float64)
-            - math.sqrt(a) * self._mu
-        )
-        y = r @ self._u  # (B, d)
-        diff = y[:, None, :] - math.sqrt(a) * self._m[None]  # (B, K, d)
-        proj = torch.einsum("bkd,kde->bke", diff, self._v)
-        var = a * self._l + (1.0 - a)  # (K, d)
-        logw = self._logpi - 0.5 * (torch.log(var).sum(dim=1) + (proj**2 / var).sum(dim=2))
-        return torch.softmax(logw, dim=1), proj / var, r, y
+    def _idct2(self, c: torch.Tensor) -> torch.Tensor:
+        grid = self._dct.T @ c.reshape(len(c), 3, GRID, GRID) @ self._dct
+        return torch.einsum("ji,njhw->nihw", self._colour, grid).reshape(len(c), DIM)
+
+    def posterior(self, latents: torch.Tensor, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[n | z_t] (B, 3, 64, 64) and the component weights (B, K)."""
+        a = float(self.schedule.alphas_cumprod[timestep])
+        z = latents.reshape(len(latents), -1).to(self.device, torch.float64)
+        x = self._dct2(z - math.sqrt(a) * self._mu)
+        lam = a * self._lambda0 + (1.0 - a)
+        if timestep not in self._factored:
+            gram = self._w.T @ (self._w / lam[:, None])
+            self._factored[timestep] = Factored.of(gram, a * self._s, self._means)
+        f = self._factored[timestep]
+        eps, weights, _ = mixture_posterior(x, lam, self._w, f, self._means, self._logpi, a)
+        return self._idct2(eps).reshape(latents.shape).to(latents.dtype), weights
+
+    def log_density(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
+        """log p_t(z_t) (B,) of the noised model (nats); Tweedie: eps = -sqrt(1-a) grad log p_t."""
+        a = float(self.schedule.alphas_cumprod[timestep])
+        z = latents.reshape(len(latents), -1).to(self.device, torch.float64)
+        lam = a * self._lambda0 + (1.0 - a)
+        gram = self._w.T @ (self._w / lam[:, None])
+        f = Factored.of(gram, a * self._s, self._means)
+        x = self._dct2(z - math.sqrt(a) * self._mu)
+        log = mixture_posterior(x, lam, self._w, f, self._means, self._logpi, a)[2]
+        return log - 0.5 * (torch.log(lam).sum() + DIM * math.log(2 * math.pi))
+
+    def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
+        return self.posterior(latents, timestep)[0]
+
+    def posterior_weights(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
+        """(B, K) component weights given z_t at ``timestep``."""
+        return self.posterior(latents, timestep)[1]
 
     def masked_eps(self, latents: torch.Tensor, timestep: int, mask: torch.Tensor) -> torch.Tensor:
         """The noise prediction keyflip uses: inside ``mask`` (bool, (B, 1, h, w)) the model's
-        E[n | z_t]; outside, E[n_out | z_t,out] under the marginal of the outside of the model
-        with its residual made isotropic (same total variance), which does not look at the
-        inside. So the outside's trajectory depends on the outside alone: the same when
-        inverting the original and the anonymized face, and re-injection puts back what the
-        sampling step computed. This is what makes the anonymization exactly invertible with a
-        model whose components span the whole crop (METHOD §7)."""
+        E[n | z_t]; outside, E[n_out | z_t,out] under the marginal of the outside of a
+        surrogate, the mixture in pixels with covariances iso I + W S_k W^T (iso: the model's
+        mean residual variance), which does not look at the inside. So the outside's
+        trajectory depends on the outside alone: the same when inverting the original and the
+        anonymized face, and re-injection puts back what the sampling step computed. This is
+        what makes the anonymization exactly invertible with a model whose components span
+        the whole crop (METHOD §7)."""
         inside = mask.to(latents.device).expand_as(latents)
         full = self.eps(latents, timestep)
-        outside = torch.stack(
-            [
-                self._outside_eps(z, timestep, ~m.reshape(-1))
-                for z, m in zip(latents, inside, strict=True)
-            ]
-        ).reshape(latents.shape)
-        return torch.where(inside, full, outside.to(full.dtype))
-
-    def _outside_eps(self, z: torch.Tensor, timestep: int, outside: torch.Tensor) -> torch.Tensor:
-        """E[n_o | z_o] for one latent, as a (D,) vector (zero inside).
-
-        Per component z_o ~ N(sqrt(a)(mu_o + U_o m_k), U_o M_k U_o^T + beta I) with
-        M_k = a (S_k - s2 I) and beta = a s2 + 1 - a; Woodbury with A_k = beta I + G M_k:
-        C_k^{-1} v = (v - U_o M_k A_k^{-1} U_o^T v) / beta, log det C_k = log det A_k + const.
-        """
         a = float(self.schedule.alphas_cumprod[timestep])
-        outside = outside.to(self.device)
-        key = _gram_key(outside)
-        if key not in self._grams:
-            if len(self._grams) > 64:
-                self._grams.clear()
-            u_o = self._u[outside]
-            self._grams[key] = u_o.T @ u_o
-        g = self._grams[key]
-        u_o = self._u[outside]
-        d = g.shape[0]
-        beta = a * self._s2_out + 1.0 - a
-        w = z.reshape(-1).to(self.device, torch.float64)[outside] - math.sqrt(a) * self._mu[outside]
-        p = u_o.T @ w  # (d,)
-        eye = torch.eye(d, dtype=torch.float64, device=self.device)
-        m = a * (self._s - self._s2_out * eye)  # (K, d, d)
-        big_a = beta * eye + g @ m
-        gm = self._m @ g  # (K, d): G m_k (G symmetric)
-        s_k = p[None] - math.sqrt(a) * gm  # U_o^T v_k
-        q = torch.linalg.solve(big_a, s_k[..., None])[..., 0]  # (K, d)
-        mq = torch.einsum("kij,kj->ki", m, q)  # M_k q_k
-        norm2 = (w @ w) - 2 * math.sqrt(a) * (self._m @ p) + a * (gm * self._m).sum(dim=1)
-        quad = (norm2 - (s_k * mq).sum(dim=1)) / beta
-        logw = self._logpi - 0.5 * (torch.linalg.slogdet(big_a)[1] + quad)
-        weights = torch.softmax(logw, dim=0)
-        mixed = (weights[:, None] * (math.sqrt(a) * self._m + mq)).sum(dim=0)
-        out = torch.zeros(DIM, dtype=torch.float64, device=self.device)
-        out[outside] = math.sqrt(1.0 - a) / beta * (w - u_o @ mixed)
-        return out
-
-    def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
-        a = float(self.schedule.alphas_cumprod[timestep])
-        w, scaled, r, y = self._terms(latents, a)
-        inside = torch.einsum("bke,kde->bd", w[..., None] * scaled, self._v)  # (B, d)
-        grid = r.reshape(len(r), 3, GRID, GRID)
-        coeffs = (self._dct @ grid @ self._dct.T).reshape(len(r), DIM)
-        out = torch.empty_like(coeffs)
-        low = coeffs[:, self._low]
-        beta = 1.0 / (a * self._s2 + 1.0 - a)
-        out[:, self._low] = beta * (low - y @ self._basis_low.T) + inside @ self._basis_low.T
-        out[:, self._high] = coeffs[:, self._high] / (a * self._lambda + 1.0 - a)
-        grid = out.reshape(len(r), 3, GRID, GRID)
-        pixels = self._dct.T @ grid @ self._dct
-        return (math.sqrt(1.0 - a) * pixels).reshape(latents.shape).to(latents.dtype)
-
-
-def _gram_key(outside: torch.Tensor) -> bytes:
-    return bytes(np.packbits(outside.cpu().numpy()))
+        m = a * self._s  # C_k = iso I + W S_k W^T on the outside
+        lam_value = a * self._iso + (1.0 - a)
+        outs = []
+        for z, where in zip(latents, inside, strict=True):
+            outside = ~where.reshape(-1).to(self.device)
+            key = bytes(np.packbits(outside.cpu().numpy()))
+            if key not in self._outside:
+                if len(self._outside) > 16:
+                    self._outside.clear()
+                w_o = self._w_pixels[outside]
+                self._outside[key] = (w_o, w_o.T @ w_o)
+            w_o, gram = self._outside[key]
+            f = Factored.of(gram / lam_value, m, self._means)
+            x = z.reshape(-1).to(self.device, torch.float64)[outside]
+            x = x - math.sqrt(a) * self._mu[outside]
+            lam = torch.full_like(x, lam_value)
+            e = mixture_posterior(x[None], lam, w_o, f, self._means, self._logpi, a)[0][0]
+            out = torch.zeros(DIM, dtype=torch.float64, device=self.device)
+            out[outside] = e
+            outs.append(out)
+        outside_eps = torch.stack(outs).reshape(latents.shape).to(full.dtype)
+        return torch.where(inside, full, outside_eps)
 
 
 def load_face_prior(
@@ -421,10 +458,7 @@ def sample_latents(prior: FacePrior, count: int, seed: int = 0) -> np.ndarray:
     white = prior.means[k] + np.einsum(
         "nij,nj->ni", prior.chols[k], rng.standard_normal((count, prior.components))
     )
-    noise = rng.standard_normal((count, len(LOW)))
-    low = (white * np.sqrt(prior.variances)) @ prior.basis
-    low += math.sqrt(prior.residual) * (noise - (noise @ prior.basis.T) @ prior.basis)
-    coeffs = np.zeros((count, DIM))
-    coeffs[:, LOW] = low
-    coeffs[:, HIGH] = np.sqrt(prior.high) * rng.standard_normal((count, len(HIGH)))
-    return np.asarray((prior.mean + idct2(coeffs)).reshape(count, 3, GRID, GRID))
+    coeffs = np.sqrt(prior.noise) * rng.standard_normal((count, DIM))
+    coeffs[:, LOW] += (white * np.sqrt(prior.variances)) @ prior.basis
+    pixels = prior.mean + idct2(coeffs, prior.colour)
+    return np.asarray(pixels.reshape(count, 3, GRID, GRID))
