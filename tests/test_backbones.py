@@ -162,7 +162,7 @@ def test_default_backbone_offline_says_how_to_get_it(tmp_path, monkeypatch):
     message = str(info.value)
     assert "\n" not in message
     assert "CompVis/ldm-celebahq-256" in message and "--model-dir" in message
-    assert "--backbone tiny" in message and MODELS["ldm-celebahq-256"].revision in message
+    assert "--backbone face-prior" in message and MODELS["ldm-celebahq-256"].revision in message
 
 
 def test_registry_entries_and_unknown_name():

@@ -208,14 +208,15 @@ def test_bad_key_files(work, capsys, content, problem):
     assert not (work / "face_anonymized.png").exists()
 
 
-def test_offline_default_backbone_says_what_to_do(work, capsys, monkeypatch):
+def test_offline_photo_real_backbone_says_what_to_do(work, capsys, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(work / "empty-cache"))
-    assert main(["anonymize", "face.png", "-k", "my.key", "--aligned"]) == 2
+    args = ["anonymize", "face.png", "-k", "my.key", "--aligned", "--backbone", "ldm-celebahq-256"]
+    assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--backbone tiny" in err[0] and "--model-dir" in err[0]
+    assert len(err) == 1 and "--backbone face-prior" in err[0] and "--model-dir" in err[0]
 
 
 def test_tiny_backbone_smoke_run(work):
@@ -249,8 +250,9 @@ def test_tiny_backbone_smoke_run(work):
 def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "ldm-celebahq-256 (default)" in out and "CompVis/ldm-celebahq-256@" in out
-    assert "tiny" in out and "closed-form" in out
+    assert "face-prior (default)" in out and "embedded in the package" in out
+    assert "non-commercial research use only" in out and " MB)" in out
+    assert "CompVis/ldm-celebahq-256@" in out and "tiny" in out and "closed-form" in out
 
 
 def test_batches_of_several_files(work):

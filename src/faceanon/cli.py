@@ -611,7 +611,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for entry in MODELS.values():
         default = " (default)" if entry.name == DEFAULT_BACKBONE else ""
-        if entry.hub_id is None:
+        if entry.name == "face-prior":
+            from faceanon.backbones.face_prior import default_model_file
+
+            file = default_model_file()
+            size = f"{file.stat().st_size / 2**20:.1f} MB" if file.is_file() else "MISSING"
+            where = f"embedded in the package, nothing to download: {file} ({size})"
+        elif entry.hub_id is None:
             where = "built locally, nothing to download"
         else:
             cached = cached_snapshot(entry)

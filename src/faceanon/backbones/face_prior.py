@@ -52,7 +52,7 @@ def _dct_matrix(n: int = GRID) -> np.ndarray:
     k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     c = np.sqrt(2.0 / n) * np.cos(np.pi * (i + 0.5) * k / n)
     c[0] /= np.sqrt(2.0)
-    return c
+    return np.asarray(c)
 
 
 DCT = _dct_matrix()
@@ -354,6 +354,7 @@ class FacePriorBackbone:
         self._iso = float(prior.noise.mean())
         self._w_pixels = put(idct2(prior.loading().T, prior.colour).T)  # (D, d), orthonormal
         self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._levels: dict[tuple[bytes, int], Factored] = {}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(images, FACTOR)
@@ -424,7 +425,12 @@ class FacePriorBackbone:
                 w_o = self._w_pixels[outside]
                 self._outside[key] = (w_o, w_o.T @ w_o)
             w_o, gram = self._outside[key]
-            f = Factored.of(gram / lam_value, m, self._means)
+            # Fixed-point inversion calls the same level several times in a row.
+            if (key, timestep) not in self._levels:
+                if len(self._levels) >= 16:
+                    self._levels.clear()
+                self._levels[key, timestep] = Factored.of(gram / lam_value, m, self._means)
+            f = self._levels[key, timestep]
             x = z.reshape(-1).to(self.device, torch.float64)[outside]
             x = x - math.sqrt(a) * self._mu[outside]
             lam = torch.full_like(x, lam_value)

@@ -95,7 +95,8 @@ def _download_hint(entry: ModelEntry) -> str:
     rev = f" --revision {entry.revision}" if entry.revision else ""
     return (
         f"download it where there is internet with `hf download {entry.hub_id}{rev}"
-        " --local-dir DIR` and pass --model-dir DIR, or use --backbone tiny for a smoke run"
+        " --local-dir DIR` and pass --model-dir DIR, or use the embedded --backbone face-prior"
+        " (offline; blurry faces)"
     )
 
 
