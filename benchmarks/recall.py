@@ -147,7 +147,7 @@ def cases() -> Iterator[Case]:
         yield Case("no face (backgrounds)", bg, [])
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
@@ -180,7 +180,7 @@ def extra_on_photos(folder: Path, limit: int, config: str, sheet: Path) -> None:
             seconds[i] += time.perf_counter() - started
             counts[i] += len(found[i])
         for box in found[1]:
-            if not any(_iou(box, b) > 0.3 for b in found[0]):
+            if not any(iou(box, b) > 0.3 for b in found[0]):
                 x0, y0, x1, y1 = (int(v) for v in box)
                 m = int(0.3 * (x1 - x0))
                 crop = image[max(0, y0 - m) : y1 + m, max(0, x0 - m) : x1 + m]
@@ -217,8 +217,8 @@ def main() -> None:
         started = time.perf_counter()
         for case in all_cases:
             boxes = detect(case.photo)
-            hits = [any(_iou(b, f) >= 0.3 for b in boxes) for f in case.faces]
-            extra = [b for b in boxes if not any(_iou(b, f) >= 0.3 for f in case.faces)]
+            hits = [any(iou(b, f) >= 0.3 for b in boxes) for f in case.faces]
+            extra = [b for b in boxes if not any(iou(b, f) >= 0.3 for f in case.faces)]
             found.setdefault(case.category, []).extend(int(h) for h in hits)
             false_pos.setdefault(case.category, []).append(len(extra))
         timing[config] = (time.perf_counter() - started) / len(all_cases)

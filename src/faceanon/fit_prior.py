@@ -5,7 +5,8 @@
 Data recipe (seeded, deterministic):
 
 1. Every ``*.jpg``/``*.png`` in DATA_DIR's zip shards (or the folder itself), sorted by name.
-2. Each crop is enlarged 2x (bicubic), framed by half its side of reflected border, and run
+2. Each crop is enlarged 2x (bicubic), framed on each side by its own size of reflected border
+   (so that the FFHQ square, larger than a tight crop, finds pixels around it), and run
    through faceanon's own face finder (YuNet + dlib 68 landmarks, standard recall, upright):
    the face nearest the centre gives the FFHQ alignment the pipeline uses on photos. The
    aligned 256-px crop (``warp_to_crop``) is encoded like the pipeline encodes it (4x area
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from faceanon.backbones.face_prior import DIM, GRID, LOW, FacePrior, dct2, mirror
+from faceanon.errors import FaceanonError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CROP_SIZE = 256  # the pipeline's aligned crop (latent grid x 4)
@@ -42,8 +44,12 @@ def list_images(data_dir: Path) -> list[tuple[Path, str]]:
     shards = sorted(data_dir.glob("*.zip"))
     out: list[tuple[Path, str]] = []
     for shard in shards:
-        with zipfile.ZipFile(shard) as z:
-            out += [(shard, n) for n in sorted(z.namelist()) if n.lower().endswith(IMAGE_SUFFIXES)]
+        try:
+            with zipfile.ZipFile(shard) as z:
+                names = sorted(z.namelist())
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise FaceanonError(f"{shard}: not a readable zip shard ({exc})") from None
+        out += [(shard, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
     if not shards:
         out = [
             (p, "")
@@ -133,7 +139,7 @@ def align_dataset(
     """Align every crop of ``data_dir`` (the first ``limit`` in name order if given)."""
     items = list_images(data_dir)[:limit]
     if not items:
-        raise ValueError(f"{data_dir}: no images (*.jpg, *.png, or zip shards of them)")
+        raise FaceanonError(f"{data_dir}: no images (*.jpg, *.png, or zip shards of them)")
     chunk = 256
     parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     if workers > 1:
@@ -307,7 +313,7 @@ def build_prior(
     whose PCA is reused."""
     train, test = split(len(aligned.latents), heldout, seed)
     if len(train) < 2:
-        raise ValueError(f"only {len(train)} usable crops: too few to fit a face model")
+        raise FaceanonError(f"only {len(train)} usable crops: too few to fit a face model")
     x = aligned.latents[train].reshape(len(train), -1).astype(np.float64)
     if pca is None or pca.components < d:
         prior = FacePrior.from_parts(*pca_low(x, d))

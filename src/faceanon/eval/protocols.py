@@ -393,6 +393,16 @@ class ProbeResult:
     images: dict[str, np.ndarray] | None = None  # kept for the report's image grid
 
 
+def found_again(finder: FaceFinder, image: np.ndarray, faces: Sequence[Face]) -> float:
+    """Share of ``faces`` that the finder's detector still finds in ``image`` (a box with
+    IoU >= 0.3): does the anonymized photo still show a face where there was one?"""
+    from faceanon.faces.detect import iou
+
+    boxes = [d.box for d in finder.detector.detect(image)]
+    hits = [any(iou(f.box, b) >= 0.3 for b in boxes) for f in faces]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
 def process_probe(
     name: str,
     images: Path,
@@ -413,7 +423,12 @@ def process_probe(
         for cond, image in conditions.items()
     }
     scores = (
-        {cond: quality(photo, image, region) for cond, image in conditions.items()} if faces else {}
+        {
+            cond: {**quality(photo, image, region), "face_found": found_again(finder, image, faces)}
+            for cond, image in conditions.items()
+        }
+        if faces
+        else {}
     )
     kept = (
         {CLEAN: photo, **conditions, "region": region.astype(np.uint8) * 255}

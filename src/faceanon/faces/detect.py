@@ -141,7 +141,7 @@ def turn_box(
     return float(x0), float(y0), float(x1), float(y1)
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
@@ -170,7 +170,7 @@ def detect_turned(
                 found.append(Detection(turn_box(d.box, -k, turned.shape), d.score, k % 4))
     kept = _merge(found)
     if upright:
-        kept = [d for d in kept if not d.turns or any(_iou(d.box, u.box) > 0.3 for u in upright)]
+        kept = [d for d in kept if not d.turns or any(iou(d.box, u.box) > 0.3 for u in upright)]
     return kept
 
 
@@ -182,7 +182,7 @@ def _merge(found: list[Detection]) -> list[Detection]:
     """Overlapping boxes (IoU > 0.3) merged, keeping the most confident."""
     kept: list[Detection] = []
     for d in sorted(found, key=lambda d: -d.score):
-        if all(_iou(d.box, k.box) <= 0.3 for k in kept):
+        if all(iou(d.box, k.box) <= 0.3 for k in kept):
             kept.append(d)
     return kept
 
