@@ -348,7 +348,7 @@ def test_default_model_anonymizes_the_example_photo_offline(tmp_path, monkeypatc
         return float(10 * np.log10(255.0**2 / (diff**2).mean()))
 
     assert psnr(right) > RESTORED_DB
-    assert psnr(anon) < psnr(right) - 12 and psnr(bad) < psnr(right) - 12
+    assert psnr(anon) < psnr(right) - 8 and psnr(bad) < psnr(right) - 8
     near = cv2.dilate(region, np.ones((41, 41), np.uint8)).astype(bool)
     for image in (anon, right, bad):
         assert np.array_equal(image[~near], photo[~near])
