@@ -4,10 +4,10 @@
         --output docs/benchmarks.md
 
 Speed: ``Anonymizer.anonymize`` of the example aligned face (examples/astronaut_face.png,
-batch 1), median of 5, at the paper's T = 50 (DDIM), T = 50 with fixed-point:2 and the default
-(T = 15, fixed-point:2); beside it one call of the reference-size random UNet (274 M, the
-ldm-celebahq-256 architecture) timed in the same run as the yardstick (one face with the real
-model costs 46-100 such calls).
+batch 1, default ellipse mask), median of 5, at the paper's T = 50 (DDIM), T = 50 with
+fixed-point:2 and :4 (face-prior's default) and T = 15, fixed-point:2; beside it one call of
+the reference-size random UNet (274 M, the ldm-celebahq-256 architecture) timed in the same
+run as the yardstick (one face with the real model costs 46-100 such calls).
 
 Decoder: each 512-px face of ``--faces`` is area-resized to 256 px (the pipeline's crop), encoded
 (4x area mean) and decoded by each upsampling; PSNR against the 256-px crop, and whether the
@@ -73,7 +73,8 @@ def speed() -> str:
     for label, steps, inversion, calls in (
         ("T = 50, ddim (paper)", 50, "ddim", 100),
         ("T = 50, fixed-point:2", 50, "fixed-point:2", 151),
-        ("T = 15, fixed-point:2 (default)", 15, "fixed-point:2", 46),
+        ("T = 50, fixed-point:4 (face-prior default)", 50, "fixed-point:4", 251),
+        ("T = 15, fixed-point:2 (the networks' default)", 15, "fixed-point:2", 46),
     ):
         anonymizer = Anonymizer(backbone, steps, inversion=inversion)
         anonymizer.anonymize(face, key)  # warm-up

@@ -38,7 +38,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "face-prior",
             "embedded face model, exact noise predictor of a Gaussian mixture fitted on aligned"
-            " face crops (64 px faces, blurry but face-like): offline, CPU (~1 s a face), small"
+            " face crops (64 px faces, blurry but face-like): offline, CPU (~2 s a face), small"
             " faces, tests",
             "derived from UTKFace and CelebA: non-commercial research use only"
             " (faceanon/data/README.txt)",
