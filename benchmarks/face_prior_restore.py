@@ -17,19 +17,15 @@ the restored face (anonymize, then deanonymize with the same key). Rows:
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from docsection import publish
+from face_prior_probes import Probes
 
 from faceanon.backbones.face_prior import FacePrior, FacePriorBackbone, default_model_file
 from faceanon.fit_prior import split
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
-from faceanon.methods.keyflip import keyflip_latent
 
 START, END = "<!-- face-prior-restore:start -->", "<!-- face-prior-restore:end -->"
 
@@ -49,27 +45,19 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     cache = np.load(args.cache)
-    kept = cache["latents"][cache["kept_padding"] <= 0.5]
+    kept = cache["latents"][cache["padding"] <= 0.5]
     _, heldout = split(len(kept), 0.05, 0)
-    x = torch.from_numpy(kept[heldout[: args.faces]].astype(np.float64))
-    mask = torch.from_numpy(EllipseMask().grid(64, 64))[None, None].expand(len(x), 1, 64, 64)
-    inside = mask.expand_as(x)
-    key = SecretKey(bytes(range(16)))
-    signs = torch.from_numpy(
-        np.stack([sign_vector(key, (3, 64, 64), bytes([i]) * 16) for i in range(len(x))])
-    )
+    probes = Probes.of(kept[heldout[: args.faces]])
     prior = FacePrior.load(args.model)
     shipped = FacePriorBackbone(prior)
-
-    def rms(d: torch.Tensor) -> float:
-        return float(d[inside].pow(2).mean().sqrt())
 
     lines = [
         START,
         "`python benchmarks/face_prior_restore.py --cache CACHE --output docs/benchmarks.md`",
         "",
-        f"{len(x)} aligned crops, flip, ellipse mask; latent RMSE inside the mask (latents in"
-        " [-1, 1]; one 8-bit level is 0.0078). Seconds: anonymize + deanonymize of all faces.",
+        f"{len(probes.x)} aligned crops, flip, ellipse mask; latent RMSE inside the mask"
+        " (latents in [-1, 1]; one 8-bit level is 0.0078). Seconds: anonymize + deanonymize"
+        " of all faces.",
         "",
         "| model | outside | T | inversion | anonymized vs original | restored vs original | s |",
         "|---|---|---|---|---|---|---|",
@@ -85,15 +73,12 @@ def main() -> None:
         raised = replace(prior, noise=np.maximum(prior.noise, floor))
         rows.append((f"floor {floor}", FacePriorBackbone(raised), 50, 4))
     for label, model, steps, refine in rows:
-        start = time.perf_counter()
-        anon = keyflip_latent(model, x, signs, mask, steps, refine=refine)  # type: ignore[arg-type]
-        back = keyflip_latent(model, anon, signs, mask, steps, refine=refine)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - start
+        _, moved, restored, seconds = probes.round_trip(model, steps, refine)
         outside = "whole latent" if isinstance(model, Plain) else "outside alone"
         inversion = f"fixed-point:{refine}" if refine else "ddim"
         lines.append(
-            f"| {label} | {outside} | {steps} | {inversion} | {rms(anon - x):.4f} |"
-            f" {rms(back - x):.4f} | {seconds:.1f} |"
+            f"| {label} | {outside} | {steps} | {inversion} | {moved:.4f} |"
+            f" {restored:.4f} | {seconds:.1f} |"
         )
         print(lines[-1], flush=True)
     lines += ["", END]

@@ -26,42 +26,39 @@ from pathlib import Path
 import numpy as np
 import torch
 from docsection import publish
+from face_prior_probes import Probes
 
 from faceanon.backbones.face_prior import DIM, FacePriorBackbone
 from faceanon.fit_prior import AlignedSet, align_dataset, build_prior, split
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
-from faceanon.methods.keyflip import keyflip_latent
 
 START, END = "<!-- face-prior-select:start -->", "<!-- face-prior-select:end -->"
 
 
 def aligned_set(data: Path, cache: Path | None, workers: int, max_padding: float) -> AlignedSet:
+    """The aligned crops (padding at most ``max_padding``), from ``cache`` if it exists; the
+    cache keeps every crop with a face (float16) with its padded fraction."""
     if cache is not None and cache.exists():
         f = np.load(cache)
-        padding, latents = f["padding"], f["latents"].astype(np.float32)
-        keep = f["kept_padding"] <= max_padding
-        return AlignedSet(list(f["names"][keep]), latents[keep], padding, [], list(f["missed"]))
-    full = align_dataset(data, max_padding=1.0, workers=workers)
-    # Padding per kept latent, in the same order as names (max_padding=1.0 keeps all).
-    kept_padding = full.padding
-    if cache is not None:
-        np.savez(
-            cache,
-            latents=full.latents.astype(np.float16),
-            names=np.array(full.names),
-            padding=full.padding,
-            kept_padding=kept_padding,
-            missed=np.array(full.missed),
+        names, latents, padding = f["names"], f["latents"].astype(np.float32), f["padding"]
+        missed = list(f["missed"])
+    else:
+        full = align_dataset(data, max_padding=1.0, workers=workers)  # keeps every face
+        names, latents, padding, missed = (
+            np.array(full.names),
+            full.latents,
+            full.padding,
+            full.missed,
         )
-    keep = kept_padding <= max_padding
-    return AlignedSet(
-        [n for n, k in zip(full.names, keep, strict=True) if k],
-        full.latents[keep],
-        full.padding,
-        full.padding_names,
-        full.missed,
-    )
+        if cache is not None:
+            np.savez(
+                cache,
+                latents=latents.astype(np.float16),
+                names=names,
+                padding=padding,  # one per latent, same order
+                missed=np.array(missed),
+            )
+    keep = padding <= max_padding
+    return AlignedSet(list(names[keep]), latents[keep], padding, missed)
 
 
 def timed(fn: object, repeats: int = 20) -> float:
@@ -86,13 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     aligned = aligned_set(args.data, args.cache, args.workers, args.max_padding)
     _, test = split(len(aligned.latents), 0.05, 0)
-    probes = torch.from_numpy(aligned.latents[test[: args.faces]]).double()
-    mask = torch.from_numpy(EllipseMask().grid(64, 64))[None, None].expand(len(probes), 1, 64, 64)
-    inside = mask.expand_as(probes)
-    key = SecretKey(bytes(range(16)))
-    signs = torch.from_numpy(
-        np.stack([sign_vector(key, (3, 64, 64), bytes([i]) * 16) for i in range(len(probes))])
-    )
+    probes = Probes.of(aligned.latents[test[: args.faces]])
     u = torch.randn(DIM, 256, dtype=torch.float64)  # the yardstick: one projection
     row = torch.randn(1, DIM, dtype=torch.float64)
     yardstick = timed(lambda: row @ u)
@@ -103,7 +94,7 @@ def main() -> None:
         + "`",
         "",
         f"{len(aligned.latents)} aligned crops kept (padding <= {args.max_padding}), 95% fit,"
-        f" 5% held out; recovery on {len(probes)} held-out faces, T = 50, fixed-point:4.",
+        f" 5% held out; recovery on {len(probes.x)} held-out faces, T = 50, fixed-point:4.",
         "",
         "| d | K | held-out nats/dim | file MiB | anonymized RMSE | restored RMSE |"
         " component changed | eps call / yardstick | fit s (PCA once, largest d first) |",
@@ -119,19 +110,14 @@ def main() -> None:
         fit_s = time.perf_counter() - start
         size = len(prior.to_bytes()) / 2**20
         backbone = FacePriorBackbone(prior)
-        anon = keyflip_latent(backbone, probes, signs, mask, 50, refine=4)
-        back = keyflip_latent(backbone, anon, signs, mask, 50, refine=4)
-
-        def rms(x: torch.Tensor) -> float:
-            return float(x[inside].pow(2).mean().sqrt())
-
-        before = backbone.posterior_weights(probes, 0).argmax(dim=1)
+        anon, moved, restored, _ = probes.round_trip(backbone, 50, 4)
+        before = backbone.posterior_weights(probes.x, 0).argmax(dim=1)
         after = backbone.posterior_weights(anon, 0).argmax(dim=1)
         changed = float((before != after).double().mean())
-        call = timed(lambda b=backbone: b.eps(probes[:1], 500))
+        call = timed(lambda b=backbone: b.eps(probes.x[:1], 500))
         lines.append(
             f"| {d} | {k} | {report.heldout_nats_per_dim:.4f} | {size:.2f} |"
-            f" {rms(anon - probes):.4f} | {rms(back - probes):.2e} | {changed:.0%} |"
+            f" {moved:.4f} | {restored:.2e} | {changed:.0%} |"
             f" {call / yardstick:.1f} | {fit_s:.0f} |"
         )
         print(lines[-1], flush=True)

@@ -45,7 +45,7 @@ def synthetic_latents(
 
 def tiny_prior(d: int = 3, k: int = 3, seed: int = 0, **data: float) -> FacePrior:
     latents = synthetic_latents(150, seed, **data)
-    aligned = AlignedSet([str(i) for i in range(150)], latents, np.zeros(150), [], [])
+    aligned = AlignedSet([str(i) for i in range(150)], latents, np.zeros(150), [])
     return build_prior(aligned, d, k, seed=seed, iters=15, heldout=0.1)[0]
 
 

@@ -28,14 +28,17 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceanon.backbones.face_prior import DIM, GRID, LOW, FacePrior, dct2, mirror
 from faceanon.errors import FaceanonError
 
+if TYPE_CHECKING:
+    from faceanon.pipeline import Face, FaceFinder
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-CROP_SIZE = 256  # the pipeline's aligned crop (latent grid x 4)
 NOISE_FLOOR = 0.01  # least residual variance of a coordinate (build_prior)
 
 
@@ -81,7 +84,7 @@ def read_images(
         yield label, image
 
 
-def align_crop(finder: object, image: np.ndarray) -> tuple[np.ndarray, float] | None:
+def align_crop(finder: FaceFinder, image: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The crop's face as the pipeline sees it: (3, 64, 64) float32 latent in [-1, 1] and
     the padded fraction of its aligned crop; None if no face is found."""
     import cv2
@@ -91,13 +94,13 @@ def align_crop(finder: object, image: np.ndarray) -> tuple[np.ndarray, float] | 
     h, w = image.shape[:2]
     up = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
     framed = cv2.copyMakeBorder(up, h, h, w, w, cv2.BORDER_REFLECT_101)
-    faces = finder.find(framed)  # type: ignore[attr-defined]
+    faces = finder.find(framed)
     if not faces:
         return None
     cx, cy = framed.shape[1] / 2, framed.shape[0] / 2
 
-    def distance(face: object) -> float:
-        x0, y0, x1, y1 = face.box  # type: ignore[attr-defined]
+    def distance(face: Face) -> float:
+        x0, y0, x1, y1 = face.box
         return float(np.hypot((x0 + x1) / 2 - cx, (y0 + y1) / 2 - cy))
 
     alignment = min(faces, key=distance).geometry.alignment
@@ -105,7 +108,7 @@ def align_crop(finder: object, image: np.ndarray) -> tuple[np.ndarray, float] | 
     inside = np.zeros(framed.shape[:2], np.float32)
     inside[h : h + 2 * h, w : w + 2 * w] = 1.0
     covered = cv2.warpAffine(
-        inside, alignment.matrix, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR
+        inside, alignment.matrix, (alignment.size, alignment.size), flags=cv2.INTER_LINEAR
     )
     latent = crop.astype(np.float32).reshape(GRID, 4, GRID, 4, 3).mean(axis=(1, 3))
     return np.ascontiguousarray(latent.transpose(2, 0, 1) / 127.5 - 1.0), float(
@@ -118,7 +121,6 @@ class AlignedSet:
     names: list[str]
     latents: np.ndarray  # (N, 3, 64, 64) float32 of the kept crops
     padding: np.ndarray  # (M,) padded fraction of every crop with a face (kept or not)
-    padding_names: list[str]
     missed: list[str]  # crops where no face was found
 
 
@@ -150,14 +152,13 @@ def align_dataset(
     else:
         results = [r for part in parts for r in _align_part(part)]
     kept = [(n, z) for n, z, p in results if z is not None and p <= max_padding]
-    with_face = [(n, p) for n, z, p in results if z is not None]
+    with_face = [p for _, z, p in results if z is not None]
     return AlignedSet(
         names=[n for n, _ in kept],
         latents=np.stack([z for _, z in kept]).astype(np.float32)
         if kept
         else np.zeros((0, 3, GRID, GRID), np.float32),
-        padding=np.array([p for _, p in with_face]),
-        padding_names=[n for n, _ in with_face],
+        padding=np.array(with_face),
         missed=[n for n, z, _ in results if z is None],
     )
 
