@@ -309,16 +309,23 @@ def test_keyflip_restores_with_the_masked_prediction_only() -> None:
 
 def test_default_model_anonymizes_the_example_photo_offline(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
     """The README's main command with the shipped model: a different face that a detector
-    still finds, restored by the key, not by a key one bit off; the rest byte-identical."""
+    still finds, restored by the key, not by a key one bit off; the rest byte-identical.
+
+    The nonce is fixed so that the test sees one reproducible face: with random nonces YuNet
+    found a face (score > 0.75) in 11 of 12 anonymized and 12 of 12 wrong-key photos
+    (nonces bytes([i]) * 16, i < 12; i = 3 was missed), so an unpinned run fails about one
+    time in twelve. The rate over many faces is the evaluation's "face found" column."""
     import cv2
     from PIL import Image
 
+    import faceanon.anonymizer
     from faceanon.cli import main
     from faceanon.faces.detect import make_detector
     from faceanon.pipeline import FaceFinder
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(faceanon.anonymizer, "new_nonce", lambda: bytes(16))
     root = Path(__file__).resolve().parents[1]
     photo = np.asarray(Image.open(root / "examples" / "astronaut.jpg").convert("RGB"))
     Image.fromarray(photo).save("astro.png")
