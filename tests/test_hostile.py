@@ -251,7 +251,7 @@ def test_hostile_input_gives_one_clear_line(work, case, setup, code, expected):
 
 def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     """Unexpected exceptions too: one line with the type, the other files go on."""
-    from faceanon import pipeline
+    from faceanon import photos, pipeline
 
     folder = work / "in"
     folder.mkdir()
@@ -283,14 +283,14 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     # In a batch of several files, one that breaks the batch's work does not take the others
     # down with it: the batch is retried file by file.
     monkeypatch.setattr(pipeline.FaceFinder, "find", find)
-    transform = pipeline.transform_photos
+    transform = photos.transform_photos
 
     def fragile(photos, *rest):
         if any(p[0, 0, 0] == 7 for p in photos):
             raise RuntimeError("bad batch")
         return transform(photos, *rest)
 
-    monkeypatch.setattr(pipeline, "transform_photos", fragile)
+    monkeypatch.setattr(photos, "transform_photos", fragile)
     out = str(work / "batched")
     assert main(["anonymize", "in", "-o", out, "--method", "blur", "--batch-size", "4"]) == 1
     err = capsys.readouterr().err

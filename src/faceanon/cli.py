@@ -382,14 +382,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
-    from faceanon.container import FaceRecord, Metadata
-    from faceanon.masks import EllipseMask
-    from faceanon.methods.classic import Blur, Pixelate, Solid
-    from faceanon.pipeline import Face, classic, crop_geometry, keyflip, transform_photos
+    from faceanon import photos
+    from faceanon.pipeline import Face, crop_geometry
 
     progress = _Progress()
-    reversible = args.method == "keyflip"
-    if reversible:
+    anonymizer, key = None, None
+    size = 256
+    if args.method == "keyflip":
         from faceanon.anonymizer import Anonymizer
 
         if args.key is None:
@@ -400,17 +399,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         anonymizer = Anonymizer(
             backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
         )
-        size, grid = backbone.image_size, backbone.latent_shape[1:]
-        transform = keyflip(anonymizer, key, args.batch_size, progress)
-    else:
-        size = 256
-        grid = (size, size)
-        methods: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
-            "blur": Blur(),
-            "pixelate": Pixelate(),
-            "solid": Solid(),
-        }
-        transform = classic(methods[args.method])
+        size = backbone.image_size
     finder = None if args.aligned else _finder(args, size)
 
     def prepare(path: Path) -> tuple[Any, list[Face]]:
@@ -419,71 +408,32 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             return picture, [Face((0.0, 0.0, size, size), crop_geometry(size))]
         return picture, finder.find(picture.image)
 
-    def describe(
-        picture: Any, faces: list[Face], nonces: list[bytes | None]
-    ) -> tuple[str, list[Any]]:
-        """The output's metadata, and the geometry to anonymize with (for photos with a key:
-        the geometry as the key will open it)."""
-        height, width = picture.image.shape[:2]
-        geometry = [f.geometry for f in faces]
-        records = tuple(
-            FaceRecord(
-                nonce,
-                None if args.aligned else f.box,
-                EllipseMask() if args.aligned and reversible else None,
-            )
-            for f, nonce in zip(faces, nonces, strict=True)
-        )
-        if not reversible:
-            return Metadata(args.method, records, photo_size=(width, height)).to_json(), geometry
-        meta = Metadata(
-            "keyflip",
-            records,
-            backbone.name,
-            backbone.revision,
-            anonymizer.steps,
-            photo_size=None if args.aligned else (width, height),
-            inversion=anonymizer.inversion,
-            transform=anonymizer.transform,
-        )
-        if not args.aligned and faces:
-            meta, geometry = meta.seal(key, geometry)
-        return meta.to_json(), geometry
-
     def work(batch: list[tuple[Any, list[Face]]]) -> list[_Result]:
-        nonces: list[list[bytes | None]] = [
-            anonymizer.new_nonces(len(faces)) if reversible else [None] * len(faces)
-            for _, faces in batch
-        ]
-        described = [
-            describe(picture, faces, face_nonces)
-            for (picture, faces), face_nonces in zip(batch, nonces, strict=True)
-        ]
-        images = transform_photos(
+        outcomes = photos.anonymize(
             [picture.image for picture, _ in batch],
-            [geometry for _, geometry in described],
-            nonces,
-            transform,
-            grid,
+            [faces for _, faces in batch],
+            args.method,
+            anonymizer=anonymizer,
+            key=key,
+            batch_size=args.batch_size,
+            progress=progress,
+            aligned=args.aligned,
         )
         return [
-            _Result(image, text, len(faces), picture, [f.box for f in faces])
-            for image, (picture, faces), (text, _) in zip(images, batch, described, strict=True)
+            _Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)
+            for o, (picture, _) in zip(outcomes, batch, strict=True)
         ]
 
     return _process(args, "anonymized", prepare, work, progress)
 
 
 def cmd_deanonymize(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from faceanon.anonymizer import Anonymizer
-    from faceanon.backbones.registry import DEFAULT_BACKBONE
-    from faceanon.container import REVERSIBLE, FaceRecord, Metadata
+    from faceanon import photos
+    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS
+    from faceanon.container import FaceRecord, Metadata
     from faceanon.engine import engine_defaults
     from faceanon.errors import MetadataError
     from faceanon.masks import EllipseMask
-    from faceanon.pipeline import crop_geometry, keyflip, transform_photos
 
     key = _load_key(args.key)
     backbones: dict[str, Backbone] = {}
@@ -491,16 +441,11 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     progress = _Progress()
 
     def backbone_for(path: Path, meta: Metadata) -> Backbone:
-        from faceanon.backbones.registry import MODELS
-
-        # --backbone / --model-dir replace whatever model the metadata names. A file may only
-        # name a registered backbone: what is downloaded is the user's choice, not the file's.
-        name = args.backbone or str(meta.backbone)
-        if name not in MODELS and args.model_dir is None and args.backbone is None:
-            raise MetadataError(
-                f"{path}: made with the hub model {name[:80]!r}, which a file cannot choose;"
-                f" if you trust it, pass --backbone {name[:80]}"
-            )
+        # --backbone / --model-dir replace whatever model the metadata names.
+        if args.backbone is None and args.model_dir is None:
+            name = photos.check_backbone(path, meta, list(MODELS))
+        else:
+            name = args.backbone or str(meta.backbone)
         if name not in backbones:
             backbones[name] = _load_backbone(name, args.model_dir, args.device)
         loaded = backbones[name].revision
@@ -524,84 +469,47 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
             )
         backbone = args.backbone or DEFAULT_BACKBONE
         steps = args.steps or engine_defaults(backbone)[0]
+        transform = resolve_transform(args)
         if args.aligned:
             record = FaceRecord(None, mask=EllipseMask())
-            return Metadata(
-                "keyflip", (record,), backbone, None, steps, transform=resolve_transform(args)
-            )
+            return Metadata("keyflip", (record,), backbone, None, steps, transform=transform)
         height, width = picture.image.shape[:2]
-        return Metadata(
-            "keyflip",
-            (),
-            backbone,
-            None,
-            steps,
-            (width, height),
-            transform=resolve_transform(args),
-        )
+        return Metadata("keyflip", (), backbone, None, steps, (width, height), transform=transform)
 
     def prepare(path: Path) -> tuple[Any, Metadata, Backbone, list[Any]]:
         picture = _read(path, None)
         if picture.faceanon is None:
             meta = without_metadata(path, picture)
         else:
-            try:
-                meta = Metadata.from_json(picture.faceanon)
-            except MetadataError as exc:
-                raise MetadataError(f"{path}: {exc}") from None
-            if meta.method not in REVERSIBLE:
-                raise MetadataError(f"{path}: made with --method {meta.method}: not reversible")
+            meta = photos.read_metadata(path, picture.faceanon)
         backbone = backbone_for(path, meta)
         size = backbone.image_size
-        height, width = picture.image.shape[:2]
-        if meta.aligned:
-            if (height, width) != (size, size):
-                raise MetadataError(f"{path}: size {width}x{height} is not {size}x{size}")
-            geometry = [crop_geometry(size, meta.faces[0].mask or EllipseMask())]
-        elif picture.faceanon is None:
-            faces = finder(size).find(picture.image)  # paper mode: detect and mask anew
-            meta = replace(meta, faces=tuple(FaceRecord(None, f.box) for f in faces))
-            geometry = [f.geometry for f in faces]
-        else:
-            if meta.photo_size != (width, height):
-                was = "x".join(str(v) for v in meta.photo_size or ())
-                raise MetadataError(
-                    f"{path}: is {width}x{height} but was anonymized at {was} (resized?); "
-                    "cannot restore"
-                )
-            opened = meta.open(key, size) if meta.faces else []
-            # None: a format-2 seal that this key does not open; find the faces anew, silently.
-            geometry = opened or [
-                finder(size).at(picture.image, f.box).geometry for f in meta.faces
-            ]
-            if any(g.alignment.size != size for g in geometry):
-                raise MetadataError(f"{path}: face crops are not {size} px for this backbone")
+        meta, geometry = photos.restore_geometry(
+            path,
+            picture.image,
+            meta,
+            key,
+            size,
+            lambda: finder(size),
+            detect=picture.faceanon is None,
+        )
         return picture, meta, backbone, geometry
 
     def work(batch: list[tuple[Any, Metadata, Backbone, list[Any]]]) -> list[_Result]:
-        # Files may differ in backbone, steps and inversion: one run for each combination.
-        results: list[_Result | None] = [None] * len(batch)
-        groups: dict[tuple[int, int, str, str], list[int]] = {}
-        for i, (_, meta, backbone, _) in enumerate(batch):
-            inversion = args.inversion or meta.inversion or engine_defaults(backbone.name)[1]
-            change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
-            group = (id(backbone), int(meta.steps or 0), inversion, change)
-            groups.setdefault(group, []).append(i)
-        for (_, steps, inversion, change), indices in groups.items():
-            backbone = batch[indices[0]][2]
-            anonymizer = Anonymizer(backbone, steps, inversion=inversion, transform=change)
-            transform = keyflip(anonymizer, key, args.batch_size, progress, undo=True)
-            images = transform_photos(
-                [batch[i][0].image for i in indices],
-                [batch[i][3] for i in indices],
-                [[f.nonce for f in batch[i][1].faces] for i in indices],
-                transform,
-                backbone.latent_shape[1:],
-            )
-            for i, image in zip(indices, images, strict=True):
-                boxes = [f.box for f in batch[i][1].faces]
-                results[i] = _Result(image, None, len(batch[i][3]), batch[i][0], boxes)
-        return [r for r in results if r is not None]
+        outcomes = photos.restore(
+            [
+                (picture.image, meta, backbone, geometry)
+                for picture, meta, backbone, geometry in batch
+            ],
+            key,
+            inversion=args.inversion,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+        return [
+            _Result(o.image, None, len(item[3]), item[0], o.boxes)
+            for o, item in zip(outcomes, batch, strict=True)
+        ]
 
     return _process(args, "deanonymized", prepare, work, progress)
 

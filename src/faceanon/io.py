@@ -31,16 +31,17 @@ class Picture:
     icc: bytes | None = None
 
 
-def read_image(path: Path) -> Picture:
-    """Read any image Pillow can, upright per EXIF orientation, as 8-bit RGB."""
+def read_image(path: Path, data: bytes | None = None) -> Picture:
+    """Read any image Pillow can, upright per EXIF orientation, as 8-bit RGB. With ``data``
+    (an upload) the image is those bytes and ``path`` only names it in messages."""
     try:
-        if path.is_dir():
+        if data is None and path.is_dir():
             raise ImageError(f"{path}: is a directory, not an image")
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ImageError(
                         f"{path}: image too large ({img.width}x{img.height}, "
@@ -103,9 +104,22 @@ def write_image(
     suffix = path.suffix.lower()
     if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
         raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
+    data = encode_image(image, metadata, suffix in JPEG_SUFFIXES, exif=exif, icc=icc)
+    write_atomic(path, data, overwrite=overwrite)
+
+
+def encode_image(
+    image: np.ndarray,
+    metadata: str | None,
+    jpeg: bool = False,
+    *,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+) -> bytes:
+    """The file's bytes: PNG with the metadata in an iTXt chunk, or JPEG with it as a comment."""
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
-    if suffix in PNG_SUFFIXES:
+    if not jpeg:
         info = PngImagePlugin.PngInfo()
         if metadata is not None:
             info.add_itxt(CHUNK_KEY, metadata)
@@ -119,7 +133,7 @@ def write_image(
             exif=exif or b"",
             icc_profile=icc,
         )
-    write_atomic(path, buffer.getvalue(), overwrite=overwrite)
+    return buffer.getvalue()
 
 
 def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> None:

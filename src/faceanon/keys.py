@@ -282,12 +282,16 @@ def _why(exc: OSError, folder: Path) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def read_key_file(path: Path, passphrase: Callable[[], str] | None = None) -> SecretKey:
-    """Read a ``FAK1`` key file, or a ``FAP1`` passphrase file (then ``passphrase()`` is asked)."""
+def read_key_file(
+    path: Path, passphrase: Callable[[], str] | None = None, data: bytes | None = None
+) -> SecretKey:
+    """Read a ``FAK1`` key file, or a ``FAP1`` passphrase file (then ``passphrase()`` is asked).
+    With ``data`` (an upload) the file is those bytes and ``path`` only names it in messages."""
     try:
-        if path.stat().st_size > _MAX_KEY_FILE:
+        if (len(data) if data is not None else path.stat().st_size) > _MAX_KEY_FILE:
             raise KeyFileError(f"{path}: too large to be a faceanon key file")
-        lines = path.read_text(encoding="ascii").splitlines()
+        raw = path.read_bytes() if data is None else data
+        lines = raw.decode("ascii").splitlines()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file not found") from None
     except IsADirectoryError:

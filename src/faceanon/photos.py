@@ -1,0 +1,203 @@
+"""Whole photos in, anonymized or restored photos and their metadata out: the work behind
+``faceanon anonymize`` / ``deanonymize`` and the web app, shared so both say and do the same.
+
+Reading files, choosing and loading models and writing outputs stay with the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata
+from faceanon.errors import MetadataError
+from faceanon.masks import EllipseMask
+from faceanon.pipeline import Face, classic, crop_geometry, keyflip, transform_photos
+
+if TYPE_CHECKING:
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.base import Backbone
+    from faceanon.keys import SecretKey
+    from faceanon.methods.keyflip import Progress
+
+CLASSIC = ("blur", "pixelate", "solid")
+METHODS = ("keyflip", *CLASSIC)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    image: np.ndarray
+    metadata: str | None  # the faceanon metadata to store with an anonymized image
+    boxes: list[Box | None]  # the faces covered, in the photo (None: an aligned crop)
+
+
+def _classic(method: str) -> Any:
+    from faceanon.methods.classic import Blur, Pixelate, Solid
+
+    return {"blur": Blur, "pixelate": Pixelate, "solid": Solid}[method]()
+
+
+def anonymize(
+    images: Sequence[np.ndarray],
+    faces: Sequence[Sequence[Face]],
+    method: str,
+    *,
+    anonymizer: Anonymizer | None = None,
+    key: SecretKey | None = None,
+    batch_size: int = 1,
+    progress: Progress | None = None,
+    aligned: bool = False,
+) -> list[Outcome]:
+    """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
+    and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
+    aligned face crop (``faces`` holds the crop itself)."""
+    reversible = method == "keyflip"
+    if reversible:
+        if anonymizer is None or key is None:
+            raise ValueError("keyflip needs an anonymizer and a key")
+        backbone = anonymizer.backbone
+        transform = keyflip(anonymizer, key, batch_size, progress)
+        grid: tuple[int, int] = tuple(backbone.latent_shape[1:])  # type: ignore[assignment]
+    else:
+        transform = classic(_classic(method))
+        grid = (256, 256)
+
+    def describe(
+        image: np.ndarray, found: Sequence[Face], nonces: list[bytes | None]
+    ) -> tuple[str, list[Geometry]]:
+        """The metadata, and the geometry to anonymize with (for photos with a key: the
+        geometry as the key will open it)."""
+        height, width = image.shape[:2]
+        geometry = [f.geometry for f in found]
+        records = tuple(
+            FaceRecord(
+                nonce,
+                None if aligned else f.box,
+                EllipseMask() if aligned and reversible else None,
+            )
+            for f, nonce in zip(found, nonces, strict=True)
+        )
+        if anonymizer is None or key is None:
+            return Metadata(method, records, photo_size=(width, height)).to_json(), geometry
+        meta = Metadata(
+            "keyflip",
+            records,
+            anonymizer.backbone.name,
+            anonymizer.backbone.revision,
+            anonymizer.steps,
+            photo_size=None if aligned else (width, height),
+            inversion=anonymizer.inversion,
+            transform=anonymizer.transform,
+        )
+        if not aligned and found:
+            meta, geometry = meta.seal(key, geometry)
+        return meta.to_json(), geometry
+
+    nonces: list[list[bytes | None]] = [
+        anonymizer.new_nonces(len(found)) if anonymizer is not None else [None] * len(found)
+        for found in faces
+    ]
+    described = [
+        describe(image, found, face_nonces)
+        for image, found, face_nonces in zip(images, faces, nonces, strict=True)
+    ]
+    out = transform_photos(images, [g for _, g in described], nonces, transform, grid)
+    return [
+        Outcome(image, text, [f.box for f in found])
+        for image, found, (text, _) in zip(out, faces, described, strict=True)
+    ]
+
+
+def read_metadata(name: object, text: str) -> Metadata:
+    """The metadata of an image to restore, checked; errors name the file."""
+    try:
+        meta = Metadata.from_json(text)
+    except MetadataError as exc:
+        raise MetadataError(f"{name}: {exc}") from None
+    if meta.method not in REVERSIBLE:
+        raise MetadataError(f"{name}: made with --method {meta.method}: not reversible")
+    return meta
+
+
+def check_backbone(name: object, meta: Metadata, registered: Sequence[str]) -> str:
+    """The backbone a file names, if a file may choose it: only a registered one (what is
+    downloaded is the user's choice, not the file's)."""
+    chosen = str(meta.backbone)
+    if chosen not in registered:
+        raise MetadataError(
+            f"{name}: made with the hub model {chosen[:80]!r}, which a file cannot choose;"
+            f" if you trust it, pass --backbone {chosen[:80]}"
+        )
+    return chosen
+
+
+def restore_geometry(
+    name: object,
+    image: np.ndarray,
+    meta: Metadata,
+    key: SecretKey,
+    size: int,
+    finder: Callable[[], Any],
+    detect: bool = False,
+) -> tuple[Metadata, list[Geometry]]:
+    """Where the faces are, as ``key`` opens the metadata (``finder()``: a FaceFinder for
+    ``size`` px crops, for format-2 seals this key does not open). ``detect``: a paper-mode
+    image without metadata, whose faces are found and masked anew."""
+    height, width = image.shape[:2]
+    if meta.aligned:
+        if (height, width) != (size, size):
+            raise MetadataError(f"{name}: size {width}x{height} is not {size}x{size}")
+        return meta, [crop_geometry(size, meta.faces[0].mask or EllipseMask())]
+    if detect:
+        faces = finder().find(image)
+        meta = replace(meta, faces=tuple(FaceRecord(None, f.box) for f in faces))
+        return meta, [f.geometry for f in faces]
+    if meta.photo_size != (width, height):
+        was = "x".join(str(v) for v in meta.photo_size or ())
+        raise MetadataError(
+            f"{name}: is {width}x{height} but was anonymized at {was} (resized?); cannot restore"
+        )
+    opened = meta.open(key, size) if meta.faces else []
+    # None: a format-2 seal that this key does not open; find the faces anew, silently.
+    geometry = opened or [finder().at(image, f.box).geometry for f in meta.faces]
+    if any(g.alignment.size != size for g in geometry):
+        raise MetadataError(f"{name}: face crops are not {size} px for this backbone")
+    return meta, geometry
+
+
+def restore(
+    batch: Sequence[tuple[np.ndarray, Metadata, Backbone, list[Geometry]]],
+    key: SecretKey,
+    *,
+    inversion: str | None = None,
+    batch_size: int = 1,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Each (image, metadata, backbone, geometry) restored with ``key``; files may differ in
+    backbone, steps, inversion and transform: one run for each combination."""
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.engine import engine_defaults
+
+    results: list[Outcome | None] = [None] * len(batch)
+    groups: dict[tuple[int, int, str, str], list[int]] = {}
+    for i, (_, meta, backbone, _) in enumerate(batch):
+        chosen = inversion or meta.inversion or engine_defaults(backbone.name)[1]
+        change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
+        groups.setdefault((id(backbone), int(meta.steps or 0), chosen, change), []).append(i)
+    for (_, steps, chosen, change), indices in groups.items():
+        backbone = batch[indices[0]][2]
+        anonymizer = Anonymizer(backbone, steps, inversion=chosen, transform=change)
+        transform = keyflip(anonymizer, key, batch_size, progress, undo=True)
+        images = transform_photos(
+            [batch[i][0] for i in indices],
+            [batch[i][3] for i in indices],
+            [[f.nonce for f in batch[i][1].faces] for i in indices],
+            transform,
+            backbone.latent_shape[1:],
+        )
+        for i, image in zip(indices, images, strict=True):
+            results[i] = Outcome(image, None, [f.box for f in batch[i][1].faces])
+    return [r for r in results if r is not None]
