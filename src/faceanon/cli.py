@@ -80,17 +80,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _describe(backbone: Backbone) -> str:
-    """What anonymizes the faces, in one line (the user must know which model it was)."""
-    rev = f"@{backbone.revision[:12]}" if backbone.revision else ""
-    if backbone.name == "face-prior":
-        return (
-            f"face-prior{rev} (embedded, offline: face-like but blurry 64-px faces;"
-            " --backbone ldm-celebahq-256 for photo-real faces)"
-        )
-    return f"{backbone.name}{rev}"
-
-
 def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
     from faceanon.backbones.registry import load_backbone
 
@@ -119,11 +108,6 @@ class _Progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _output_name(path: Path, tag: str) -> str:
-    stem = path.stem.removesuffix("_anonymized") if tag == "deanonymized" else path.stem
-    return f"{stem}_{tag}.png"
-
-
 def _folder_images(folder: Path, tag: str) -> list[Path]:
     """Images under ``folder`` (recursive, hidden ones skipped): for anonymize, not our own
     outputs; for deanonymize, only ``*_anonymized`` files."""
@@ -146,6 +130,7 @@ def _folder_images(folder: Path, tag: str) -> list[Path]:
 def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: files as given, folders expanded (mirrored under ``-o DIR``)."""
     from faceanon.io import JPEG_SUFFIXES, PNG_SUFFIXES
+    from faceanon.photos import output_name
 
     jobs = []
     if out is not None and out.suffix.lower() in PNG_SUFFIXES + JPEG_SUFFIXES and not out.is_dir():
@@ -155,14 +140,14 @@ def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path
         inputs = []
     for given in inputs:
         if not given.is_dir():
-            jobs.append((given, (out or given.parent) / _output_name(given, tag)))
+            jobs.append((given, (out or given.parent) / output_name(given.name, tag)))
             continue
         images = _folder_images(given, tag)
         if not images:
             _say(f"warning: {given}: no images found in this folder")
         for path in images:
             target = path.parent if out is None else out / path.parent.relative_to(given)
-            jobs.append((path, target / _output_name(path, tag)))
+            jobs.append((path, target / output_name(path.name, tag)))
     sources = {src.resolve() for src, _ in jobs}
     for _, dst in jobs:
         if dst.resolve() in sources:
@@ -353,7 +338,7 @@ def _finder(args: argparse.Namespace, size: int) -> Any:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from faceanon.keys import PassphraseSpec, SecretKey, write_key_file
+    from faceanon.keys import PassphraseSpec, SecretKey, secret_key_comment, write_key_file
 
     if args.passphrase:
         spec = PassphraseSpec.new(bits=args.bits)
@@ -374,8 +359,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         write_key_file(
             args.output,
             SecretKey.generate(args.bits).to_text(),
-            f"faceanon secret key ({args.bits}-bit). Anyone holding it can undo the "
-            "anonymization: keep it private.",
+            secret_key_comment(args.bits),
         )
     _say(f"key written to {args.output}")
     return EXIT_OK
@@ -395,7 +379,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
         key = _load_key(args.key)
         backbone = _load_backbone(args.backbone, args.model_dir, args.device)
-        _say(f"model: {_describe(backbone)}")
+        _say(f"model: {photos.describe_model(backbone)}")
         anonymizer = Anonymizer(
             backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
         )
@@ -534,6 +518,30 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(
             f"{entry.name}{default}: {entry.description}\n    {where}\n    licence: {entry.licence}"
         )
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the web app (faceanon.web.app) and print its address."""
+    from faceanon.backbones.registry import MODELS
+    from faceanon.web import missing_extra
+
+    if (why := missing_extra()) is not None:
+        raise FaceanonError(why)
+    from faceanon.web.app import serve
+
+    if args.backbone is not None and args.backbone not in MODELS:
+        raise FaceanonError(f"unknown backbone {args.backbone!r}; known: {', '.join(MODELS)}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _say(
+            f"warning: listening on {args.host}: other machines can reach the page, and"
+            " nothing asks them for a password"
+        )
+
+    def ready(url: str) -> None:
+        print(f"faceanon web app: {url}  (Ctrl-C stops it)", flush=True)
+
+    serve(args.host, args.port, _device(args.device), args.backbone, ready)
     return EXIT_OK
 
 
@@ -758,6 +766,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the backbones and where they are cached")
     p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("serve", help="a local web page that anonymizes and restores photos")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this computer only)",
+    )
+    p.add_argument("--port", type=int, default=8765, help="0: any free port (default 8765)")
+    p.add_argument(
+        "--backbone", default=None, help=f"model selected on the page ({DEFAULT_BACKBONE})"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    p.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -247,6 +247,18 @@ def sign_vector(
 _MAX_KEY_FILE = 4096
 
 
+def secret_key_comment(bits: int) -> str:
+    return (
+        f"faceanon secret key ({bits}-bit). Anyone holding it can undo the anonymization:"
+        " keep it private."
+    )
+
+
+def key_file_content(text: str, comment: str) -> str:
+    """A key file: one comment line, then the key line."""
+    return f"# {comment}\n{text}\n"
+
+
 def write_key_file(path: Path, text: str, comment: str) -> None:
     """Create ``path`` holding ``text``, readable only by the owner; never overwrites.
 
@@ -259,7 +271,7 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
         raise KeyFileError(f"{path}: cannot write key file: {_why(exc, path.parent)}") from None
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(f"# {comment}\n{text}\n")
+            handle.write(key_file_content(text, comment))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +33,25 @@ class Outcome:
     image: np.ndarray
     metadata: str | None  # the faceanon metadata to store with an anonymized image
     boxes: list[Box | None]  # the faces covered, in the photo (None: an aligned crop)
+
+
+def describe_model(backbone: Backbone) -> str:
+    """What anonymizes the faces, in one line (the user must know which model it was)."""
+    rev = f"@{backbone.revision[:12]}" if backbone.revision else ""
+    if backbone.name == "face-prior":
+        return (
+            f"face-prior{rev} (embedded, offline: face-like but blurry 64-px faces;"
+            " --backbone ldm-celebahq-256 for photo-real faces)"
+        )
+    return f"{backbone.name}{rev}"
+
+
+def output_name(name: str, tag: str) -> str:
+    """``photo.jpg`` -> ``photo_anonymized.png``; ``photo_anonymized.png`` ->
+    ``photo_deanonymized.png``."""
+    stem = PurePath(name).stem
+    stem = stem.removesuffix("_anonymized") if tag == "deanonymized" else stem
+    return f"{stem}_{tag}.png"
 
 
 def _classic(method: str) -> Any:

@@ -1,0 +1,393 @@
+"""``faceanon serve``: a local web page that anonymizes and restores photos.
+
+FastAPI + one static page (no Gradio: it is heavy and its page fetches fonts and scripts from
+the internet; this page loads nothing from outside and works offline). The server keeps nothing:
+each photo and key arrives in one request, is processed in memory and dropped with the
+response (Starlette spools uploads over 1 MiB to an unnamed temporary file, removed when the
+request ends). No image name, key or face box is logged; uvicorn's access log is off.
+
+One photo per request: the page sends a folder's photos one after the other, so it shows
+which one is running, and each answer streams the diffusion steps as progress (one JSON
+object per line) before the result.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import queue
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from faceanon.errors import FaceanonError
+
+if TYPE_CHECKING:
+    from faceanon.backbones.base import Backbone
+    from faceanon.keys import SecretKey
+
+MAX_IMAGE_BYTES = 40 * 2**20  # one photo (a 50-megapixel PNG fits)
+MAX_ZIP_FILES = 200
+MAX_ZIP_BYTES = 400 * 2**20
+MAX_FORM_BYTES = MAX_IMAGE_BYTES + 2**20  # a photo, a key and a few fields
+PAGE_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript")}
+# The page's own script and styles only; images are shown from data: and blob: URLs.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"
+)
+
+Progress = Callable[[int, int], None]
+Job = Callable[[Progress], dict[str, Any]]
+Fields = dict[str, str]
+Files = dict[str, tuple[str, bytes]]  # form field -> (file name, bytes)
+
+
+def _safe_name(name: str | None, fallback: str) -> str:
+    """The upload's base name (no folders), for messages and output names only."""
+    base = PurePath((name or "").replace("\\", "/")).name.strip()
+    return base[:200] or fallback
+
+
+@dataclass
+class Server:
+    """What the app keeps between requests: loaded models only (never images or keys)."""
+
+    device: str = "cpu"
+    default_backbone: str | None = None
+    backbones: dict[str, Backbone] = field(default_factory=dict)
+    finders: dict[int, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one job at a time
+
+    def backbone(self, name: str) -> Backbone:
+        from faceanon.backbones.registry import MODELS, load_backbone
+
+        if name not in MODELS:
+            raise FaceanonError(f"unknown model {name[:80]!r}; known: {', '.join(MODELS)}")
+        if name not in self.backbones:
+            self.backbones[name] = load_backbone(name, device=self.device)
+        return self.backbones[name]
+
+    def finder(self, size: int) -> Any:
+        from faceanon.pipeline import FaceFinder
+
+        if size not in self.finders:
+            self.finders[size] = FaceFinder(size=size)
+        return self.finders[size]
+
+
+def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
+    from faceanon.keys import read_key_file
+
+    if upload is None:
+        raise FaceanonError("no key: generate one or choose your key file")
+    name, data = upload
+
+    def ask() -> str:
+        if not passphrase:
+            raise FaceanonError("this is a passphrase key file: type its passphrase")
+        return passphrase
+
+    return read_key_file(PurePath(name), ask, data=data)  # type: ignore[arg-type]
+
+
+def _png(image: Any, metadata: str | None) -> str:
+    from faceanon.io import encode_image
+
+    return base64.b64encode(encode_image(image, metadata)).decode("ascii")
+
+
+def anonymize_job(
+    server: Server,
+    name: str,
+    data: bytes,
+    method: str,
+    backbone_name: str,
+    key_upload: tuple[str, bytes] | None,
+    passphrase: str | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One photo anonymized; the answer the page shows (or a FaceanonError, one line)."""
+    from faceanon import photos
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.io import read_image
+
+    if method not in photos.METHODS:
+        raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
+    anonymizer, key, size, model = None, None, 256, None
+    if method == "keyflip":
+        key = _key(key_upload, passphrase)
+        backbone = server.backbone(backbone_name)
+        anonymizer = Anonymizer(backbone)
+        size, model = backbone.image_size, photos.describe_model(backbone)
+    picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
+    faces = server.finder(size).find(picture.image)
+    if not faces:
+        raise FaceanonError(f"{name}: no face found; nothing written")
+    [outcome] = photos.anonymize(
+        [picture.image], [faces], method, anonymizer=anonymizer, key=key, progress=progress
+    )
+    return {
+        "name": photos.output_name(name, "anonymized"),
+        "image": _png(outcome.image, outcome.metadata),
+        "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
+        "model": model,
+        "reversible": key is not None,
+    }
+
+
+def restore_job(
+    server: Server,
+    name: str,
+    data: bytes,
+    key_upload: tuple[str, bytes] | None,
+    passphrase: str | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """One anonymized photo restored with the key."""
+    from faceanon import photos
+    from faceanon.backbones.registry import MODELS
+    from faceanon.errors import MetadataError
+    from faceanon.io import read_image
+
+    key = _key(key_upload, passphrase)
+    picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
+    if picture.faceanon is None:
+        raise MetadataError(
+            f"{name}: no faceanon metadata (stripped or re-saved?); restore the file"
+            " faceanon wrote, as it was downloaded"
+        )
+    meta = photos.read_metadata(name, picture.faceanon)
+    backbone = server.backbone(photos.check_backbone(name, meta, list(MODELS)))
+    size = backbone.image_size
+    meta, geometry = photos.restore_geometry(
+        name, picture.image, meta, key, size, lambda: server.finder(size)
+    )
+    [outcome] = photos.restore([(picture.image, meta, backbone, geometry)], key, progress=progress)
+    return {
+        "name": photos.output_name(name, "deanonymized"),
+        "image": _png(outcome.image, None),
+        "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
+        "model": photos.describe_model(backbone),
+    }
+
+
+def stream(server: Server, job: Job) -> Iterator[bytes]:
+    """Run ``job`` in a thread, yielding progress lines, then ``{"result": ...}`` or
+    ``{"error": "one line"}``."""
+    lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def run() -> None:
+        waited = not server.lock.acquire(blocking=False)
+        if waited:
+            lines.put({"status": "waiting for another job to finish"})
+            server.lock.acquire()
+        try:
+            lines.put({"status": "working"})
+            lines.put({"result": job(lambda done, total: lines.put({"step": [done, total]}))})
+        except FaceanonError as exc:
+            lines.put({"error": str(exc)})
+        except Exception as exc:  # a bug: one line on the page, never the image's name
+            lines.put({"error": f"unexpected {type(exc).__name__} (see the server's terminal)"})
+            import sys
+            import traceback
+
+            # Where it happened, for a bug report; not the message, which may hold data.
+            frames = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+            print(f"faceanon serve: unexpected {type(exc).__name__} at", *frames, file=sys.stderr)
+        finally:
+            server.lock.release()
+            lines.put(None)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (line := lines.get()) is not None:
+        yield (json.dumps(line) + "\n").encode()
+
+
+def zip_files(files: list[tuple[str, bytes]]) -> bytes:
+    """The results in one zip (stored: PNG is compressed already); repeated names numbered."""
+    if len(files) > MAX_ZIP_FILES:
+        raise FaceanonError(f"too many files for one zip ({len(files)}, limit {MAX_ZIP_FILES})")
+    buffer, seen = io.BytesIO(), set()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in files:
+            stem, dot, suffix = name.rpartition(".")
+            unique, n = name, 1
+            while unique in seen:
+                n += 1
+                unique = f"{stem or suffix}-{n}{dot}{suffix if stem else ''}"
+            seen.add(unique)
+            archive.writestr(unique, data)
+    return buffer.getvalue()
+
+
+def create_app(device: str = "cpu", default_backbone: str | None = None) -> Any:
+    """The FastAPI application (``faceanon serve`` runs it with uvicorn)."""
+    from faceanon import photos
+    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS
+    from faceanon.keys import SecretKey, key_file_content, secret_key_comment
+
+    server = Server(device, default_backbone or DEFAULT_BACKBONE)
+    app = FastAPI(title="faceanon", docs_url=None, redoc_url=None, openapi_url=None)
+    private = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+    def error(message: str, status: int = 400) -> Any:
+        return JSONResponse({"error": message}, status, headers=private)
+
+    @app.middleware("http")
+    async def limits(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        limit = MAX_ZIP_BYTES if request.url.path == "/api/zip" else MAX_FORM_BYTES
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            size = f"{int(length) / 2**20:.0f} MB" if length.isdigit() else "unknown size"
+            return error(f"upload too large ({size}, limit {limit // 2**20} MB)", 413)
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    for route, (filename, media) in PAGE_FILES.items():
+        page = resources.files("faceanon.web").joinpath(filename).read_bytes()
+
+        def serve(page: bytes = page, media: str = media) -> Any:
+            return Response(page, media_type=media, headers={"Cache-Control": "no-cache"})
+
+        app.add_api_route(route, serve, methods=["GET"], include_in_schema=False)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Any:
+        return Response(status_code=204)
+
+    @app.get("/api/options")
+    def options() -> Any:
+        return {
+            "methods": list(photos.METHODS),
+            "backbones": [
+                {"name": e.name, "description": e.description, "licence": e.licence}
+                for e in MODELS.values()
+            ],
+            "default_backbone": server.default_backbone,
+            "max_image_mb": MAX_IMAGE_BYTES // 2**20,
+            "max_zip_files": MAX_ZIP_FILES,
+        }
+
+    @app.post("/api/keygen")
+    def keygen() -> Any:
+        """A new random key, as text and as a key file; the server forgets it at once."""
+        key = SecretKey.generate()
+        text = key.to_text()
+        file = key_file_content(text, secret_key_comment(key.bits))
+        return JSONResponse({"key": text, "file": file}, headers=private)
+
+    async def form(request: Request) -> tuple[Fields, Files]:
+        """The fields and uploaded files of one request, read into memory, with limits."""
+        fields: Fields = {}
+        files: Files = {}
+        async with request.form(max_files=2, max_fields=8) as parts:
+            for name, value in parts.multi_items():
+                if isinstance(value, str):
+                    fields[name] = value[:2000]
+                    continue
+                data = await value.read(MAX_IMAGE_BYTES + 1)
+                shown = _safe_name(value.filename, name)
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise FaceanonError(
+                        f"{shown}: file too large (limit {MAX_IMAGE_BYTES // 2**20} MB)"
+                    )
+                files[name] = (shown, data)
+        return fields, files
+
+    async def job_request(request: Request, run: Callable[[Fields, Files, Progress], Any]) -> Any:
+        try:
+            fields, files = await form(request)
+        except FaceanonError as exc:
+            return error(str(exc))
+        except Exception:
+            return error("the upload could not be read (not a form of files)")
+        if "image" not in files:
+            return error("no photo: choose one or more photos first")
+        return StreamingResponse(
+            stream(server, lambda progress: run(fields, files, progress)),
+            media_type="application/x-ndjson",
+            headers=private,
+        )
+
+    @app.post("/api/anonymize")
+    async def anonymize(request: Request) -> Any:
+        def run(fields: Fields, files: Files, progress: Progress) -> dict[str, Any]:
+            name, data = files["image"]
+            return anonymize_job(
+                server,
+                name,
+                data,
+                fields.get("method", "keyflip"),
+                fields.get("backbone") or server.default_backbone or DEFAULT_BACKBONE,
+                files.get("key"),
+                fields.get("passphrase"),
+                progress,
+            )
+
+        return await job_request(request, run)
+
+    @app.post("/api/deanonymize")
+    async def deanonymize(request: Request) -> Any:
+        def run(fields: Fields, files: Files, progress: Progress) -> dict[str, Any]:
+            name, data = files["image"]
+            return restore_job(
+                server, name, data, files.get("key"), fields.get("passphrase"), progress
+            )
+
+        return await job_request(request, run)
+
+    @app.post("/api/zip")
+    async def make_zip(request: Request) -> Any:
+        try:
+            async with request.form(max_files=MAX_ZIP_FILES + 1, max_fields=0) as parts:
+                files = [
+                    (_safe_name(v.filename, "result.png"), await v.read())
+                    for _, v in parts.multi_items()
+                    if not isinstance(v, str)
+                ]
+            data = zip_files(files)
+        except FaceanonError as exc:
+            return error(str(exc))
+        except Exception:
+            return error("the files could not be read")
+        return Response(
+            data,
+            media_type="application/zip",
+            headers=private | {"Content-Disposition": 'attachment; filename="faceanon.zip"'},
+        )
+
+    return app
+
+
+def serve(
+    host: str, port: int, device: str, backbone: str | None, ready: Callable[[str], None]
+) -> None:
+    """Run the app until interrupted; ``ready(url)`` is called once it listens."""
+    import socket
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FaceanonError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    shown = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(create_app(device, backbone), access_log=False, log_level="warning")
+    ready(f"http://{shown}:{sock.getsockname()[1]}/")
+    uvicorn.Server(config).run(sockets=[sock])
