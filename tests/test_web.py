@@ -366,3 +366,23 @@ def test_keyflip_streams_progress_and_restores_only_with_the_key(client: TestCli
     # closed-form draws noise that the 8-bit PNG clips, so its restore is only approximate:
     # measured mean errors 58 (anonymized), 14 (right key), 61 (key one bit off).
     assert back < moved / 3 and off > 3 * back
+
+
+def test_passphrase_keys_ask_for_their_passphrase(client: TestClient) -> None:
+    from faceanon.keys import PassphraseSpec
+
+    spec = PassphraseSpec.new(log2_n=10).to_text().encode()
+
+    def anonymize(**fields: str) -> dict:  # type: ignore[type-arg]
+        files = {
+            "image": ("p.jpg", _photo_bytes(), "image/jpeg"),
+            "key": ("mine.key", spec, "text/plain"),
+        }
+        return _answer(
+            client.post(
+                "/api/anonymize", files=files, data={"backbone": "closed-form", **fields}
+            )
+        )
+
+    assert anonymize()["error"] == "mine.key: this is a passphrase key file: type its passphrase"
+    assert anonymize(passphrase="correct horse battery staple")["result"]["reversible"]

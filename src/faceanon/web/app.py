@@ -85,6 +85,7 @@ class Server:
 
 
 def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
+    from faceanon.errors import KeyFileError
     from faceanon.keys import read_key_file
 
     if upload is None:
@@ -93,7 +94,7 @@ def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
 
     def ask() -> str:
         if not passphrase:
-            raise FaceanonError("this is a passphrase key file: type its passphrase")
+            raise KeyFileError("this is a passphrase key file: type its passphrase")
         return passphrase
 
     return read_key_file(PurePath(name), ask, data=data)  # type: ignore[arg-type]
