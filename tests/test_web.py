@@ -379,9 +379,7 @@ def test_passphrase_keys_ask_for_their_passphrase(client: TestClient) -> None:
             "key": ("mine.key", spec, "text/plain"),
         }
         return _answer(
-            client.post(
-                "/api/anonymize", files=files, data={"backbone": "closed-form", **fields}
-            )
+            client.post("/api/anonymize", files=files, data={"backbone": "closed-form", **fields})
         )
 
     assert anonymize()["error"] == "mine.key: this is a passphrase key file: type its passphrase"
