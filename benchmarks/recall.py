@@ -11,6 +11,8 @@ The backgrounds alone give the false positives of photos without faces.
     python benchmarks/recall.py --config pad upscale # other configurations to compare
     python benchmarks/recall.py --config high --photos ../shared/data/celeba-wild --limit 250 \
         --sheet extra.png                            # real photos: what "high" adds, to judge
+    python benchmarks/recall.py --config high --photos ../shared/data/celeba-wild/images \
+        --checked benchmarks/celeba_wild_faces.json  # the hand-checked faces
 
 Prints one table per configuration: recall per category, false positives per photo, and the
 detection time per photo as a ratio to the ``standard`` one's (the photo as is), timed in the
@@ -196,6 +198,32 @@ def extra_on_photos(folder: Path, limit: int, config: str, sheet: Path) -> None:
         Image.fromarray(np.vstack(rows)).save(sheet)
 
 
+def on_checked(listing: Path, folder: Path, configs: list[str]) -> None:
+    """The hand-checked faces: per configuration, how many of them are found and which boxes
+    are not among them (to be judged by eye: new faces or false positives)."""
+    import json
+
+    from faceanon.faces.detect import detect_boxes
+    from faceanon.io import read_image
+
+    photos = json.loads(listing.read_text())["photos"]
+    total = sum(len(p["faces"]) for p in photos)
+    for config in configs:
+        found, others = 0, []
+        for entry in photos:
+            image = read_image(folder / entry["image"]).image
+            boxes = detect_boxes(image, recall=config)
+            found += sum(any(iou(b, f) >= 0.3 for b in boxes) for f in entry["faces"])
+            others += [
+                f"{entry['image']} {[round(v) for v in b]}"
+                for b in boxes
+                if not any(iou(b, f) >= 0.3 for f in entry["faces"])
+            ]
+        print(f"{config}: {found} of the {total} checked faces; other boxes: {len(others)}")
+        for line in others:
+            print(f"    {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=["high"])
@@ -203,7 +231,23 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, help="real photos instead (no ground truth)")
     parser.add_argument("--limit", type=int, default=250)
     parser.add_argument("--sheet", type=Path, default=Path("extra.png"))
+    parser.add_argument(
+        "--border-threshold",
+        type=float,
+        help="YuNet score from which faces cut by the border are kept (faceanon's "
+        "BORDER_THRESHOLD; 0.75, the base threshold, turns that rule off)",
+    )
+    parser.add_argument(
+        "--checked", type=Path, help="hand-checked faces (celeba_wild_faces.json) in --photos"
+    )
     args = parser.parse_args()
+    if args.border_threshold is not None:
+        from faceanon.faces import detect
+
+        detect.BORDER_THRESHOLD = args.border_threshold
+    if args.checked is not None:
+        on_checked(args.checked, args.photos, list(dict.fromkeys(["standard", *args.config])))
+        return
     if args.photos is not None:
         extra_on_photos(args.photos, args.limit, args.config[-1], args.sheet)
         return

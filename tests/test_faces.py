@@ -186,6 +186,29 @@ def test_high_recall_finds_border_cut_and_small_faces():
         detect_boxes(photo, recall="max")
 
 
+def test_faces_mostly_out_of_the_frame_are_kept_at_the_border_threshold(monkeypatch):
+    """The astronaut's face with only 15% (right part) or 20% (left part) of its width in the
+    frame: the mirror-framed view scores it under YuNet's 0.75, and the border rule
+    (BORDER_THRESHOLD, a cut face completed by its reflection) keeps it; with the rule off
+    (its threshold raised to the base one) it is missed. A sliver in a corner is not kept."""
+    from faceanon.faces import detect
+
+    photo = data.astronaut()
+    x0, _, x1, _ = (int(v) for v in detect.detect_boxes(photo, recall="standard")[0])
+    w = x1 - x0
+    right = np.ascontiguousarray(photo[:, x1 - int(0.15 * w) :])
+    left = np.ascontiguousarray(photo[:, : x0 + int(0.2 * w)])
+    for image in (right, left):
+        [(bx0, by0, bx1, by1)] = detect.detect_boxes(image)
+        assert by0 > 50 and by1 < 180 and bx1 - bx0 >= detect.MIN_CUT_SIDE
+        assert bx0 == 0 or bx1 == image.shape[1]  # clipped back at the cut
+    # One box, the face: no sliver at the flag's corner (a 10x15 box before MIN_CUT_SIDE).
+    assert len(detect.detect_boxes(np.ascontiguousarray(photo[:, : x0 + int(0.3 * w)]))) == 1
+    monkeypatch.setattr(detect, "BORDER_THRESHOLD", 0.75)
+    for image in (right, left):
+        assert detect.detect_boxes(image) == []
+
+
 def test_a_border_cut_face_is_covered():
     """With 35% of its width left in the frame the face is found (default search) and the
     visible face is covered: measured 78% of its box changed by `solid` (the rest is hair and

@@ -14,6 +14,10 @@ from faceanon.errors import ModelUnavailableError
 DETECTORS = ("yunet", "hog")
 DEFAULT_DETECTOR = "yunet"
 DETECT_MAX_SIDE = 1600  # photos larger than this are searched on a downscaled copy
+# Faces cut by the photo's border, seen completed by their mirror image, score lower: such
+# boxes are kept from this YuNet score (benchmarks/recall.py, docs/benchmarks.md).
+BORDER_THRESHOLD = 0.6
+MIN_CUT_SIDE = 12  # px of such a face inside the photo, each way
 MIN_IMAGE_SIDE = 16  # smaller images cannot hold a face: nothing is searched
 
 
@@ -187,19 +191,42 @@ def _merge(found: list[Detection]) -> list[Detection]:
     return kept
 
 
+def _cut_face(box: tuple[float, ...], border: int, width: int, height: int) -> bool:
+    """A box of the mirror-framed photo that looks like a face cut by the photo's edge and
+    completed by its reflection: an edge crosses it near its middle (within a fifth of its
+    side), it is at most half the photo's shorter side, and its part inside the photo is at
+    least ``MIN_CUT_SIDE`` px each way (slivers at corners were mirror-symmetric textures)."""
+    x0, y0, x1, y1 = (v - border for v in box)
+    w, h = x1 - x0, y1 - y0
+    if max(w, h) > 0.5 * min(width, height):
+        return False
+    if min(x1, width) - max(x0, 0) < MIN_CUT_SIDE or min(y1, height) - max(y0, 0) < MIN_CUT_SIDE:
+        return False
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return min(abs(cx), abs(cx - width)) <= 0.2 * w or min(abs(cy), abs(cy - height)) <= 0.2 * h
+
+
 class RecallDetector:
     """A detector run on more views of a photo, for faces it misses on the photo as is.
 
     ``pad``: the photo framed by its own mirror image (a fifth of its longer side), so a face
     cut by the border is made whole by its reflection; boxes are clipped back to the photo and
-    those centred out in the frame (a face's mirror image) are dropped.
+    those centred out in the frame (a face's mirror image) are dropped. ``border``, when given,
+    is the same detector with a lower threshold, run on the framed photo instead: a box below
+    the base threshold is kept only if it looks like a face cut by the border and completed by
+    its reflection (the photo's edge crosses the box within a fifth of its side from its centre)
+    and is at most half the photo's shorter side (larger ones were mirror-symmetric textures
+    in the benchmark).
     ``upscale``: also a copy enlarged 2x (when it stays under the detector's size limit), for
     faces under ~20 px. Views are merged like turned detections.
     """
 
-    def __init__(self, base: Detector, pad: bool, upscale: bool) -> None:
-        self.base, self.pad, self.upscale = base, pad, upscale
+    def __init__(
+        self, base: Detector, pad: bool, upscale: bool, border: Detector | None = None
+    ) -> None:
+        self.base, self.pad, self.upscale, self.border = base, pad, upscale, border
         self.name = base.name
+        self.threshold = float(getattr(base, "threshold", 0.0))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         import cv2
@@ -211,11 +238,13 @@ class RecallDetector:
             framed = cv2.copyMakeBorder(
                 image, border, border, border, border, cv2.BORDER_REFLECT_101
             )
-            for d in self.base.detect(framed):
+            for d in (self.border or self.base).detect(framed):
                 x0, y0, x1, y1 = (v - border for v in d.box)
                 # A face mirrored into the border has its centre out there: not a face.
                 cx, cy, slack = (x0 + x1) / 2, (y0 + y1) / 2, 0.1 * (x1 - x0)
                 if not (-slack <= cx <= width + slack and -slack <= cy <= height + slack):
+                    continue
+                if d.score < self.threshold and not _cut_face(d.box, border, width, height):
                     continue
                 x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
                 if x1 - x0 > 2 and y1 - y0 > 2:
@@ -243,7 +272,11 @@ def with_recall(base: Detector, recall: str) -> Detector:
         raise ValueError(f"recall must be one of {', '.join(RECALL)}")
     if recall == "standard":
         return base
-    return RecallDetector(base, recall in ("pad", "high"), recall in ("upscale", "high"))
+    pad = recall in ("pad", "high")
+    border = None
+    if pad and isinstance(base, YuNetDetector) and base.threshold > BORDER_THRESHOLD:
+        border = YuNetDetector(BORDER_THRESHOLD, base.max_side)
+    return RecallDetector(base, pad, recall in ("upscale", "high"), border)
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, threshold: float | None = None) -> Detector:
