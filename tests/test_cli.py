@@ -270,3 +270,19 @@ def test_batches_of_several_files(work):
             psnr(restored, original, REGION)
             > psnr(np.asarray(Image.open(anon[0])), original, REGION) + 8
         )
+
+
+def test_summary_counts_faces_per_photo(work, capsys):
+    """The summary line says how many photos had how many faces (0 for the skipped ones)."""
+    from skimage import data
+
+    folder = work / "shoot"
+    folder.mkdir()
+    astronaut = data.astronaut()
+    Image.fromarray(astronaut).save(folder / "one.png")
+    Image.fromarray(np.hstack([astronaut, astronaut])).save(folder / "two.png")
+    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(folder / "none.png")
+    assert main(["anonymize", "shoot", "-o", "out", "--method", "blur"]) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "files 3, written 2, faces 3, skipped (no face) 1" in summary
+    assert summary.endswith("; photos by faces found: 0 faces x1, 1 face x1, 2 faces x1")

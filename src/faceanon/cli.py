@@ -188,6 +188,7 @@ def _process(
         report[src] = {"input": str(src), "status": status, "output": dst and str(dst), **more}
 
     counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0, "existing": 0}
+    per_photo: dict[int, int] = {}  # faces in a photo -> photos with that many
     claimed: dict[Path, Path] = {}
     pending: list[tuple[Path, Path, Any]] = []
 
@@ -227,6 +228,7 @@ def _process(
             if result.faces == 0 and not args.write_faceless:
                 _say(f"{src}: no face found; nothing written (--write-faceless copies it)")
                 counts["skipped"] += 1
+                per_photo[0] = per_photo.get(0, 0) + 1
                 note(src, "no face", faces=[])
                 continue
             keep = args.keep_metadata
@@ -252,6 +254,7 @@ def _process(
                 continue
             counts["written"] += 1
             counts["faces"] += result.faces
+            per_photo[result.faces] = per_photo.get(result.faces, 0) + 1
             boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
             note(src, "written", dst, faces=boxes)
             plural = "" if result.faces == 1 else "s"
@@ -290,6 +293,7 @@ def _process(
         f"skipped (no face) {counts['skipped']}, failed {counts['failed']}, "
         + (f"already done {counts['existing']}, " if args.skip_existing else "")
         + f"{time.monotonic() - started:.1f} s"
+        + (f"; photos by faces found: {_histogram(per_photo)}" if per_photo else "")
     )
     if args.report is not None:
         import json
@@ -305,6 +309,13 @@ def _process(
             return EXIT_SOME_FAILED
         _say(f"report: {args.report}")
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
+
+
+def _histogram(per_photo: dict[int, int]) -> str:
+    """``{0: 1, 1: 5, 3: 1}`` -> ``0 faces x1, 1 face x5, 3 faces x1``."""
+    return ", ".join(
+        f"{n} face{'' if n == 1 else 's'} x{count}" for n, count in sorted(per_photo.items())
+    )
 
 
 def _read(path: Path, aligned_size: int | None) -> Any:
