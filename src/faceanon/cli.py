@@ -7,9 +7,7 @@ import getpass
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +27,27 @@ def _say(message: str) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` of an exception nobody foresaw."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}"
+    from faceanon.batch import first_line
+
+    return first_line(exc)
+
+
+def _device(name: str) -> str:
+    from faceanon.batch import resolve_device
+
+    return resolve_device(name)
+
+
+def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
+    from faceanon.batch import load_backbone
+
+    return load_backbone(name, model_dir, device)
+
+
+def resolve_transform(args: argparse.Namespace) -> str:
+    from faceanon.batch import resolve_transform as resolve
+
+    return resolve(args)
 
 
 def _ask_passphrase(confirm: bool = False) -> Callable[[], str]:
@@ -52,38 +68,6 @@ def _load_key(path: Path) -> SecretKey:
     from faceanon.keys import read_key_file
 
     return read_key_file(path, _ask_passphrase())
-
-
-def _device(name: str) -> str:
-    """``--device``: auto, cpu, cuda, cuda:N or mps, checked against this torch build."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise FaceanonError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N, mps)")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise FaceanonError(
-                f"--device {name}: no CUDA GPU available to this torch build "
-                f"({torch.__version__}); use --device cpu or install a CUDA build of torch"
-            )
-        if device.index is not None and device.index >= count:
-            raise FaceanonError(f"--device {name}: only {count} CUDA GPU(s) visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FaceanonError(f"--device {name}: Apple MPS is not available here")
-    return name
-
-
-def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
-    from faceanon.backbones.registry import load_backbone
-
-    return load_backbone(name, model_dir=model_dir, device=_device(device))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -157,137 +141,67 @@ def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path
     return jobs
 
 
-@dataclass
-class _Result:
-    image: Any  # np.ndarray
-    metadata: str | None
-    faces: int
-    source: Any  # the input's Picture: its EXIF and ICC profile, kept with --keep-metadata
-    boxes: list[Any] = field(default_factory=list)  # each face's box, for --report
-
-
-def _process(
-    args: argparse.Namespace,
-    tag: str,
-    prepare: Callable[[Path], Any],
-    work: Callable[[list[Any]], list[_Result]],
-    progress: _Progress,
-) -> int:
-    """Shared batch loop: read/prepare each input, run ``work`` on up to --batch-size inputs
-    at a time, write atomically, report one line per problem and a summary."""
-    from faceanon.errors import OutputExistsError
-    from faceanon.io import write_image
+def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any]) -> int:
+    """Shared batch loop: every input's output checked, the job run on this machine or on
+    Ray (``--engine``), one line per file and a summary printed, ``--report`` written."""
+    from faceanon.batch import Row, run_local
 
     jobs = _jobs(args.inputs, args.output, tag)
     if args.report is not None and args.report.exists() and not args.overwrite:
         raise FaceanonError(f"{args.report}: already exists (--overwrite replaces it)")
     started = time.monotonic()
-    report: dict[Path, dict[str, Any]] = {}
-
-    def note(src: Path, status: str, dst: Path | None = None, **more: Any) -> None:
-        report[src] = {"input": str(src), "status": status, "output": dst and str(dst), **more}
-
+    rows: dict[str, Row] = {}
     counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0, "existing": 0}
     per_photo: dict[int, int] = {}  # faces in a photo -> photos with that many
+    progress = _Progress()
+
+    def take(row: Row) -> None:
+        progress.end()
+        for line in row.lines:
+            _say(line)
+        rows[row.input] = row
+        key = {"written": "written", "no face": "skipped", "failed": "failed"}.get(row.status)
+        counts[key or "existing"] += 1
+        if row.status in ("written", "no face"):
+            faces = len(row.faces or [])
+            counts["faces"] += faces if row.status == "written" else 0
+            per_photo[faces] = per_photo.get(faces, 0) + 1
+
     claimed: dict[Path, Path] = {}
-    pending: list[tuple[Path, Path, Any]] = []
-
-    def fail(src: Path, exc: BaseException) -> None:
-        """One line per failed file, naming it; the run goes on with the others."""
-        if isinstance(exc, FaceanonError):
-            message = str(exc)
-            message = message if message.startswith(str(src)) else f"{src}: {message}"
-        else:  # a bug, or a case nobody foresaw: still one line, the traceback on request
-            message = f"{src}: unexpected {_first_line(exc)}"
-            if args.debug:
-                traceback.print_exception(exc, file=sys.stderr)
-            else:
-                message += " (--debug shows the traceback)"
-        _say(f"error: {message}")
-        counts["failed"] += 1
-        note(src, "failed", error=message)
-
-    def flush() -> None:
-        if not pending:
-            return
-        try:
-            results = work([item for _, _, item in pending])
-        except Exception as exc:
-            batch = list(pending)
-            pending.clear()
-            if len(batch) == 1:
-                fail(batch[0][0], exc)
-                return
-            for entry in batch:  # one file spoiled the batch: each on its own
-                pending.append(entry)
-                flush()
-            return
-        finally:
-            progress.end()
-        for (src, dst, _), result in zip(pending, results, strict=True):
-            if result.faces == 0 and not args.write_faceless:
-                _say(f"{src}: no face found; nothing written (--write-faceless copies it)")
-                counts["skipped"] += 1
-                per_photo[0] = per_photo.get(0, 0) + 1
-                note(src, "no face", faces=[])
-                continue
-            keep = args.keep_metadata
-            try:
-                write_image(
-                    dst,
-                    result.image,
-                    result.metadata,
-                    overwrite=args.overwrite,
-                    exif=result.source.exif if keep else None,
-                    icc=result.source.icc if keep else None,
-                )
-            except OutputExistsError as exc:
-                if args.skip_existing:  # another run wrote it meanwhile
-                    _say(f"{dst}: written meanwhile by another run; kept")
-                    counts["existing"] += 1
-                    note(src, "already done", dst)
-                else:
-                    fail(src, exc)
-                continue
-            except Exception as exc:
-                fail(src, exc)
-                continue
-            counts["written"] += 1
-            counts["faces"] += result.faces
-            per_photo[result.faces] = per_photo.get(result.faces, 0) + 1
-            boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
-            note(src, "written", dst, faces=boxes)
-            plural = "" if result.faces == 1 else "s"
-            _say(f"{src} -> {dst} ({result.faces} face{plural})")
-        pending.clear()
-
-    for number, (src, dst) in enumerate(jobs, 1):
-        progress.label = f"[{number}/{len(jobs)}] {src.name}"
-        progress.show()
+    todo: list[tuple[Path, Path]] = []
+    for src, dst in jobs:
         if dst.resolve() in claimed:
-            fail(src, FaceanonError(f"its output {dst} is also that of {claimed[dst.resolve()]}"))
+            message = f"{src}: its output {dst} is also that of {claimed[dst.resolve()]}"
+            take(Row(str(src), "failed", error=message, lines=[f"error: {message}"]))
             continue
         claimed[dst.resolve()] = src
         if dst.exists() and not args.overwrite:
             if args.skip_existing:
-                counts["existing"] += 1
-                note(src, "already done", dst)
+                take(Row(str(src), "already done", str(dst)))
                 continue
-            fail(
-                src,
-                FaceanonError(
-                    f"{dst} already exists (--overwrite replaces it, --skip-existing keeps it)"
-                ),
+            message = (
+                f"{src}: {dst} already exists (--overwrite replaces it, --skip-existing keeps it)"
             )
+            take(Row(str(src), "failed", error=message, lines=[f"error: {message}"]))
             continue
-        try:
-            pending.append((src, dst, prepare(src)))
-        except Exception as exc:
-            fail(src, exc)
-            continue
-        if len(pending) >= args.batch_size:
-            flush()
-    flush()
+        todo.append((src, dst))
+    if todo and args.engine == "ray":
+        from faceanon.ray_engine import run_on_ray
+
+        for row in run_on_ray(args, make_job, todo, _say):
+            take(row)
+    elif todo:
+        job = make_job(progress)
+        if getattr(job, "model", None):
+            _say(f"model: {job.model}")
+        number = {src: i for i, (src, _) in enumerate(todo, 1)}
+
+        def label(entry: tuple[Path, Path]) -> None:
+            progress.label = f"[{number[entry[0]]}/{len(todo)}] {entry[0].name}"
+            progress.show()
+
+        for row in run_local(job, todo, args.batch_size, label):
+            take(row)
     _say(
         f"{tag}: files {len(jobs)}, written {counts['written']}, faces {counts['faces']}, "
         f"skipped (no face) {counts['skipped']}, failed {counts['failed']}, "
@@ -300,7 +214,7 @@ def _process(
 
         from faceanon.io import write_atomic
 
-        entries = [report[src] for src, _ in jobs if src in report]
+        entries = [rows[str(src)].report() for src, _ in jobs if str(src) in rows]
         text = json.dumps({"command": tag, "counts": counts, "files": entries}, indent=1)
         try:
             write_atomic(args.report, text + "\n", overwrite=args.overwrite)
@@ -318,34 +232,23 @@ def _histogram(per_photo: dict[int, int]) -> str:
     )
 
 
-def _read(path: Path, aligned_size: int | None) -> Any:
-    """The picture; with --aligned, checked to be a crop of the backbone's size."""
-    from faceanon.errors import ImageError
-    from faceanon.io import read_image
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from functools import partial
 
-    picture = read_image(path)
-    height, width = picture.image.shape[:2]
-    if aligned_size is not None and (height, width) != (aligned_size, aligned_size):
-        raise ImageError(
-            f"{path}: wrong size {width}x{height}; --aligned expects a "
-            f"{aligned_size}x{aligned_size} aligned face crop"
-        )
-    return picture
+    from faceanon.batch import AnonymizeJob
+
+    if args.method == "keyflip" and args.key is None:
+        raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
+    key = _load_key(args.key) if args.method == "keyflip" else None
+    return _process(args, "anonymized", partial(AnonymizeJob, args, key))
 
 
-def _finder(args: argparse.Namespace, size: int) -> Any:
-    from faceanon.pipeline import FaceFinder
+def cmd_deanonymize(args: argparse.Namespace) -> int:
+    from functools import partial
 
-    try:
-        return FaceFinder(
-            args.detector,
-            args.threshold,
-            size,
-            sideways=not args.upright_only,
-            recall=args.recall,
-        )
-    except ValueError as exc:
-        raise FaceanonError(str(exc)) from None
+    from faceanon.batch import DeanonymizeJob
+
+    return _process(args, "deanonymized", partial(DeanonymizeJob, args, _load_key(args.key)))
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -374,139 +277,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         )
     _say(f"key written to {args.output}")
     return EXIT_OK
-
-
-def cmd_anonymize(args: argparse.Namespace) -> int:
-    from faceanon import photos
-    from faceanon.pipeline import Face, crop_geometry
-
-    progress = _Progress()
-    anonymizer, key = None, None
-    size = 256
-    if args.method == "keyflip":
-        from faceanon.anonymizer import Anonymizer
-
-        if args.key is None:
-            raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
-        key = _load_key(args.key)
-        backbone = _load_backbone(args.backbone, args.model_dir, args.device)
-        _say(f"model: {photos.describe_model(backbone)}")
-        anonymizer = Anonymizer(
-            backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
-        )
-        size = backbone.image_size
-    finder = None if args.aligned else _finder(args, size)
-
-    def prepare(path: Path) -> tuple[Any, list[Face]]:
-        picture = _read(path, size if args.aligned else None)
-        if finder is None:
-            return picture, [Face((0.0, 0.0, size, size), crop_geometry(size))]
-        return picture, finder.find(picture.image)
-
-    def work(batch: list[tuple[Any, list[Face]]]) -> list[_Result]:
-        outcomes = photos.anonymize(
-            [picture.image for picture, _ in batch],
-            [faces for _, faces in batch],
-            args.method,
-            anonymizer=anonymizer,
-            key=key,
-            batch_size=args.batch_size,
-            progress=progress,
-            aligned=args.aligned,
-        )
-        return [
-            _Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)
-            for o, (picture, _) in zip(outcomes, batch, strict=True)
-        ]
-
-    return _process(args, "anonymized", prepare, work, progress)
-
-
-def cmd_deanonymize(args: argparse.Namespace) -> int:
-    from faceanon import photos
-    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS
-    from faceanon.container import FaceRecord, Metadata
-    from faceanon.engine import engine_defaults
-    from faceanon.errors import MetadataError
-    from faceanon.masks import EllipseMask
-
-    key = _load_key(args.key)
-    backbones: dict[str, Backbone] = {}
-    finders: dict[int, Any] = {}
-    progress = _Progress()
-
-    def backbone_for(path: Path, meta: Metadata) -> Backbone:
-        # --backbone / --model-dir replace whatever model the metadata names.
-        if args.backbone is None and args.model_dir is None:
-            name = photos.check_backbone(path, meta, list(MODELS))
-        else:
-            name = args.backbone or str(meta.backbone)
-        if name not in backbones:
-            backbones[name] = _load_backbone(name, args.model_dir, args.device)
-        loaded = backbones[name].revision
-        if meta.revision and loaded and meta.revision != loaded:
-            _say(
-                f"warning: {path}: made with {name}@{meta.revision[:7]}, undoing with "
-                f"{loaded[:7]}: recovery may fail"
-            )
-        return backbones[name]
-
-    def finder(size: int) -> Any:
-        if size not in finders:
-            finders[size] = _finder(args, size)
-        return finders[size]
-
-    def without_metadata(path: Path, picture: Any) -> Metadata:
-        if not args.paper_mode:
-            raise MetadataError(
-                f"{path}: no faceanon metadata (stripped or re-saved?); an image anonymized"
-                " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
-            )
-        backbone = args.backbone or DEFAULT_BACKBONE
-        steps = args.steps or engine_defaults(backbone)[0]
-        transform = resolve_transform(args)
-        if args.aligned:
-            record = FaceRecord(None, mask=EllipseMask())
-            return Metadata("keyflip", (record,), backbone, None, steps, transform=transform)
-        height, width = picture.image.shape[:2]
-        return Metadata("keyflip", (), backbone, None, steps, (width, height), transform=transform)
-
-    def prepare(path: Path) -> tuple[Any, Metadata, Backbone, list[Any]]:
-        picture = _read(path, None)
-        if picture.faceanon is None:
-            meta = without_metadata(path, picture)
-        else:
-            meta = photos.read_metadata(path, picture.faceanon)
-        backbone = backbone_for(path, meta)
-        size = backbone.image_size
-        meta, geometry = photos.restore_geometry(
-            path,
-            picture.image,
-            meta,
-            key,
-            size,
-            lambda: finder(size),
-            detect=picture.faceanon is None,
-        )
-        return picture, meta, backbone, geometry
-
-    def work(batch: list[tuple[Any, Metadata, Backbone, list[Any]]]) -> list[_Result]:
-        outcomes = photos.restore(
-            [
-                (picture.image, meta, backbone, geometry)
-                for picture, meta, backbone, geometry in batch
-            ],
-            key,
-            inversion=args.inversion,
-            batch_size=args.batch_size,
-            progress=progress,
-        )
-        return [
-            _Result(o.image, None, len(item[3]), item[0], o.boxes)
-            for o, item in zip(outcomes, batch, strict=True)
-        ]
-
-    return _process(args, "deanonymized", prepare, work, progress)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -611,16 +381,6 @@ def _inversion(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def resolve_transform(args: argparse.Namespace) -> str:
-    """--transform as given; else the paper's flip in paper mode (its stripped-metadata undo
-    re-finds the mask, and only the flip tolerates a mask a few cells off), else the default."""
-    from faceanon.transforms import DEFAULT_TRANSFORM
-
-    if args.transform is not None:
-        return str(args.transform)
-    return "flip" if args.paper_mode else DEFAULT_TRANSFORM
-
-
 def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     """--steps, --inversion and --transform; deanonymize uses what the file records."""
     from faceanon.engine import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
@@ -712,6 +472,21 @@ def _add_common(
     p.add_argument(
         "--write-faceless", action="store_true", help="write photos where no face was found"
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: Ray Data workers, on this machine or a "
+        "cluster (pip install 'faceanon[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        help="ray: the cluster to join (auto, ray://host:10001); default: a new local instance",
+    )
+    p.add_argument("--workers", type=int, default=2, help="ray: workers (default 2)")
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per worker (default 0)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -797,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         _say("faceanon: error: --batch-size must be at least 1")
+        return EXIT_USAGE
+    if getattr(args, "workers", 1) < 1:
+        _say("faceanon: error: --workers must be at least 1")
         return EXIT_USAGE
     if getattr(args, "skip_existing", False) and getattr(args, "overwrite", False):
         _say("faceanon: error: --skip-existing and --overwrite contradict each other")
