@@ -223,12 +223,18 @@ class Job:
 
 class AnonymizeJob(Job):
     def __init__(
-        self, args: argparse.Namespace, key: SecretKey | None, progress: Progress | None = None
+        self,
+        args: argparse.Namespace,
+        key: SecretKey | None,
+        progress: Progress | None = None,
+        nonce: bytes | None = None,
     ) -> None:
+        """``nonce``: every face gets this one, and every metadata seal (tests that compare
+        engines byte for byte); None, the normal case: fresh random nonces."""
         from faceanon.anonymizer import Anonymizer
 
         super().__init__(args, progress)
-        self.key, self.anonymizer, self.size = key, None, 256
+        self.key, self.anonymizer, self.size, self.nonce = key, None, 256, nonce
         self.model: str | None = None  # what anonymizes the faces, for the user
         if args.method == "keyflip":
             from faceanon import photos
@@ -241,6 +247,9 @@ class AnonymizeJob(Job):
                 backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
             )
             self.size = backbone.image_size
+            if nonce is not None:
+                fixed = nonce
+                self.anonymizer.new_nonces = lambda count: [fixed] * count  # type: ignore[method-assign]
         self.finder = None if args.aligned else make_finder(args, self.size)
 
     def prepare(self, path: Path) -> Any:
@@ -264,6 +273,7 @@ class AnonymizeJob(Job):
             batch_size=self.args.batch_size,
             progress=self.progress,
             aligned=self.args.aligned,
+            seal_nonce=self.nonce,
         )
         return [
             Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)

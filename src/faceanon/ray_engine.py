@@ -55,6 +55,8 @@ def run_on_ray(
         import ray.data
     except ImportError:
         raise FaceanonError(INSTALL) from None
+    for name in ("ray", "ray.data"):  # Ray's own INFO and WARNING lines: the rows say enough
+        logging.getLogger(name).setLevel(logging.ERROR)
     if not ray.is_initialized():
         try:
             ray.init(address=args.address, logging_level=logging.WARNING, include_dashboard=False)
@@ -73,7 +75,7 @@ def run_on_ray(
         fn_constructor_args=(make_job, os.getcwd()),
         batch_size=args.batch_size,
         batch_format="numpy",
-        concurrency=args.workers,
+        compute=ray.data.ActorPoolStrategy(size=args.workers),
         num_gpus=args.gpus_per_worker,
     )
     try:
