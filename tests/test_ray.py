@@ -83,10 +83,15 @@ def test_ray_cli_reports_bad_files_and_resumes(tmp_path, local_ray, monkeypatch,
     err = capsys.readouterr().err
     assert "written 0, faces 0, skipped (no face) 0, failed 1, already done 3" in err
     assert [p.stat().st_mtime_ns for p in written] == stamps
-    # Restored by the local engine: the Ray engine's outputs carry everything the undo needs
-    # (Ray's restore runs the same DeanonymizeJob).
-    assert main(["deanonymize", "out", "-k", "my.key", "-o", "back"]) == 0
-    assert len(list((tmp_path / "back").iterdir())) == 3
+    # Restored on Ray and locally: the same bytes (the outputs carry all the undo needs).
+    undo = ["deanonymize", "out", "-k", "my.key"]
+    assert main([*undo, "-o", "back-ray", "--engine", "ray", "--workers", "1"]) == 0
+    assert main([*undo, "-o", "back-local"]) == 0
+    for i in range(3):
+        name = f"p{i}_deanonymized.png"
+        assert (tmp_path / "back-ray" / name).read_bytes() == (
+            tmp_path / "back-local" / name
+        ).read_bytes()
 
 
 def test_ray_missing_says_how_to_install(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
