@@ -3,10 +3,11 @@
     python benchmarks/bench_ray.py --photos 16 [--method keyflip|blur] [--output docs/benchmarks.md]
 
 Builds a folder of photos from the public-domain example photo (shifted and mirrored copies,
-one face each), then anonymizes it with the local engine and with Ray (a local instance,
-``num_cpus`` = the machine's cores) with 1 and 2 workers, in one run. Reports wall time
-(worker start included, model loading included), photos per second and the ratio to the local
-engine. ``--method blur`` (no model) isolates the engine's own cost per photo.
+one face each), then runs ``faceanon anonymize`` on it with the local engine and with
+``--engine ray`` (a new local Ray instance each time): 1 worker of 1 CPU, 1 worker of all cores,
+2 workers of 1 CPU, one after the other in one run. Reports the wall time of each command
+(everything included), photos per second and the ratio to the local engine. ``--method blur``
+(no model) isolates the engine's own cost per photo.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +39,6 @@ def make_photos(folder: Path, count: int) -> list[Path]:
 
 
 def main() -> None:
-    import ray
-
-    from faceanon.batch import AnonymizeJob, run_local
-    from faceanon.cli import build_parser
-    from faceanon.keys import SecretKey
-    from faceanon.ray_engine import run_on_ray
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--method", default="keyflip")
@@ -51,51 +46,38 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="append the table to this markdown file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="faceanon-bench-ray-"))
-    os.chdir(work)
-    inputs = make_photos(work / "in", args.photos)
-    key = SecretKey(bytes(range(16)))
+    make_photos(work / "in", args.photos)
+    faceanon = [sys.executable, "-m", "faceanon.cli"]
+    subprocess.run([*faceanon, "keygen", "-o", "my.key"], cwd=work, check=True, capture_output=True)
+    cores = os.cpu_count() or 1
     rows = []
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-    for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
-        out = work / f"out-{engine}-{workers}"
-        options = build_parser().parse_args(
-            [
-                "anonymize",
-                "in",
-                "-k",
-                "x.key",
-                "--method",
-                args.method,
-                "--batch-size",
-                str(args.batch_size),
-                "--workers",
-                str(workers),
-            ]
-        )
-        make_job = partial(AnonymizeJob, options, key if args.method == "keyflip" else None)
-        entries = [(p, out / f"{p.stem}_anonymized.png") for p in inputs]
+    configs = [("local", 1, cores), ("ray", 1, 1), ("ray", 1, cores), ("ray", 2, 1)]
+    for engine, workers, cpus in configs:
+        out = f"out-{engine}-{workers}x{cpus}"
+        command = [*faceanon, "anonymize", "in", "-k", "my.key", "-o", out, "--method"]
+        command += [args.method, "--batch-size", str(args.batch_size), "--engine", engine]
+        command += ["--workers", str(workers), "--cpus-per-worker", str(cpus)]
         started = time.perf_counter()
-        if engine == "local":
-            done = list(run_local(make_job(None), entries, args.batch_size, lambda entry: None))
-        else:
-            done = list(run_on_ray(options, make_job, entries, lambda line: None))
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True)
         seconds = time.perf_counter() - started
-        assert [r.status for r in done] == ["written"] * len(entries), done
-        rows.append((engine, workers, seconds))
-        print(f"{engine} x{workers}: {seconds:.1f} s", flush=True)
-    ray.shutdown()
-    local = rows[0][2]
+        summary = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        if done.returncode != 0 or f"written {args.photos}," not in summary:
+            raise SystemExit(f"{engine} {workers}x{cpus} failed: {done.stderr[-2000:]}")
+        rows.append((engine, workers, cpus, seconds))
+        print(f"{engine} {workers} x {cpus} CPUs: {seconds:.1f} s", flush=True)
+    local = rows[0][3]
     lines = [
         f"`python benchmarks/bench_ray.py --photos {args.photos} --method {args.method}"
-        f" --batch-size {args.batch_size}` ({os.cpu_count()} cores; wall time, worker start and"
-        " model loading included):",
+        f" --batch-size {args.batch_size}` ({cores} cores; wall time of the whole command:"
+        " Python start, Ray start, worker start and model loading included):",
         "",
-        "| engine | workers | seconds | photos per second | time / local |",
+        "| engine | workers x CPUs each | seconds | photos per second | time / local |",
         "|---|---|---|---|---|",
     ]
-    for engine, workers, seconds in rows:
+    for engine, workers, cpus, seconds in rows:
+        who = f"{workers} x {cpus}" if engine == "ray" else f"- ({cpus} threads)"
         lines.append(
-            f"| {engine} | {workers if engine == 'ray' else '-'} | {seconds:.1f} | "
+            f"| {engine} | {who} | {seconds:.1f} | "
             f"{args.photos / seconds:.2f} | {seconds / local:.2f} |"
         )
     table = "\n".join(lines) + "\n"

@@ -485,6 +485,9 @@ def _add_common(
     )
     p.add_argument("--workers", type=int, default=2, help="ray: workers (default 2)")
     p.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="ray: CPUs per worker (default 1)"
+    )
+    p.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per worker (default 0)"
     )
 
