@@ -483,9 +483,8 @@ def _add_common(
         "--address",
         help="ray: the cluster to join (auto, ray://host:10001); default: a new local instance",
     )
-    p.add_argument("--workers", type=int, default=2, help="ray: workers (default 2)")
     p.add_argument(
-        "--cpus-per-worker", type=float, default=1.0, help="ray: CPUs per worker (default 1)"
+        "--workers", type=int, default=2, help="ray: workers, one CPU thread each (default 2)"
     )
     p.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per worker (default 0)"

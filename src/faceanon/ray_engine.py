@@ -31,11 +31,8 @@ INSTALL = "--engine ray needs Ray: pip install 'faceanon[ray]'"
 class Worker:
     """One Ray actor: the job built once, then batches of paths -> rows (as JSON)."""
 
-    def __init__(self, make_job: Callable[[Any], Job], folder: str, threads: int) -> None:
-        import torch
-
+    def __init__(self, make_job: Callable[[Any], Job], folder: str) -> None:
         os.chdir(folder)
-        torch.set_num_threads(threads)  # Ray gives the actor its CPUs; torch uses them all
         self.job = make_job(None)
         model = getattr(self.job, "model", None)
         if model:
@@ -72,18 +69,17 @@ def run_on_ray(
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     say(
-        f"ray: {len(entries)} inputs, {args.workers} workers x {args.cpus_per_worker:g} CPUs"
+        f"ray: {len(entries)} inputs, {args.workers} workers of 1 CPU"
         + (f" x {args.gpus_per_worker:g} GPUs" if args.gpus_per_worker else "")
         + f", batches of {args.batch_size}"
     )
     dataset = ray.data.from_items([{"src": str(s), "dst": str(d)} for s, d in entries])
     rows = dataset.map_batches(
         Worker,
-        fn_constructor_args=(make_job, os.getcwd(), max(1, int(args.cpus_per_worker))),
+        fn_constructor_args=(make_job, os.getcwd()),
         batch_size=args.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=args.workers),
-        num_cpus=args.cpus_per_worker,
         num_gpus=args.gpus_per_worker,
     )
     try:
