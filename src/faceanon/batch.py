@@ -247,9 +247,6 @@ class AnonymizeJob(Job):
                 backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
             )
             self.size = backbone.image_size
-            if nonce is not None:
-                fixed = nonce
-                self.anonymizer.new_nonces = lambda count: [fixed] * count  # type: ignore[method-assign]
         self.finder = None if args.aligned else make_finder(args, self.size)
 
     def prepare(self, path: Path) -> Any:
@@ -273,7 +270,7 @@ class AnonymizeJob(Job):
             batch_size=self.args.batch_size,
             progress=self.progress,
             aligned=self.args.aligned,
-            seal_nonce=self.nonce,
+            fixed_nonce=self.nonce,
         )
         return [
             Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
-    from faceanon.backbones.base import Backbone
     from faceanon.keys import SecretKey
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -24,30 +23,6 @@ MIN_PASSPHRASE = 20  # shorter ones get a warning at keygen (README, Keys)
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def _first_line(exc: BaseException) -> str:
-    from faceanon.batch import first_line
-
-    return first_line(exc)
-
-
-def _device(name: str) -> str:
-    from faceanon.batch import resolve_device
-
-    return resolve_device(name)
-
-
-def _load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
-    from faceanon.batch import load_backbone
-
-    return load_backbone(name, model_dir, device)
-
-
-def resolve_transform(args: argparse.Namespace) -> str:
-    from faceanon.batch import resolve_transform as resolve
-
-    return resolve(args)
 
 
 def _ask_passphrase(confirm: bool = False) -> Callable[[], str]:
@@ -305,6 +280,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the web app (faceanon.web.app) and print its address."""
     from faceanon.backbones.registry import MODELS
+    from faceanon.batch import resolve_device
     from faceanon.web import missing_extra
 
     if (why := missing_extra()) is not None:
@@ -322,7 +298,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"faceanon web app: {url}  (Ctrl-C stops it)", flush=True)
 
-    serve(args.host, args.port, _device(args.device), args.backbone, ready)
+    serve(args.host, args.port, resolve_device(args.device), args.backbone, ready)
     return EXIT_OK
 
 
@@ -592,7 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback with --debug
         if getattr(args, "debug", False):
             raise
-        _say(f"faceanon: error: unexpected {_first_line(exc)} (--debug shows more)")
+        from faceanon.batch import first_line
+
+        _say(f"faceanon: error: unexpected {first_line(exc)} (--debug shows more)")
         return EXIT_USAGE
     return code
 

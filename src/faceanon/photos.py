@@ -70,12 +70,13 @@ def anonymize(
     batch_size: int = 1,
     progress: Progress | None = None,
     aligned: bool = False,
-    seal_nonce: bytes | None = None,
+    fixed_nonce: bytes | None = None,
 ) -> list[Outcome]:
     """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
     and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
-    aligned face crop (``faces`` holds the crop itself). ``seal_nonce``: the metadata seal's
-    nonce, only for tests that compare two runs byte for byte (default: random per photo)."""
+    aligned face crop (``faces`` holds the crop itself). ``fixed_nonce``: the nonce of every face
+    and of every metadata seal, only for tests that compare two runs byte for byte (default:
+    fresh random ones)."""
     reversible = method == "keyflip"
     if reversible:
         if anonymizer is None or key is None:
@@ -115,13 +116,17 @@ def anonymize(
             transform=anonymizer.transform,
         )
         if not aligned and found:
-            meta, geometry = meta.seal(key, geometry, seal_nonce)
+            meta, geometry = meta.seal(key, geometry, fixed_nonce)
         return meta.to_json(), geometry
 
-    nonces: list[list[bytes | None]] = [
-        anonymizer.new_nonces(len(found)) if anonymizer is not None else [None] * len(found)
-        for found in faces
-    ]
+    def new_nonces(count: int) -> list[bytes | None]:
+        if anonymizer is None:
+            return [None] * count
+        if fixed_nonce is not None and not anonymizer.paper_mode:
+            return [fixed_nonce] * count
+        return anonymizer.new_nonces(count)
+
+    nonces = [new_nonces(len(found)) for found in faces]
     described = [
         describe(image, found, face_nonces)
         for image, found, face_nonces in zip(images, faces, nonces, strict=True)

@@ -94,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.cli import _load_backbone, resolve_transform
+    from faceanon.batch import load_backbone, resolve_transform
     from faceanon.eval.protocols import ClassicMethod, KeyflipMethod, KeyReuseAttack
     from faceanon.methods.classic import Blur, Pixelate, Solid
 
@@ -102,7 +102,7 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     specs = list(dict.fromkeys(specs))
     backbone = None
     if any(s in KEYFLIP_METHODS for s in specs):
-        backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+        backbone = load_backbone(args.backbone, args.model_dir, args.device)
     size = 256 if backbone is None else backbone.image_size
     # The evaluation's key comes from the seed, so a run can be repeated exactly.
     key = _eval_key(args.seed)
@@ -263,7 +263,7 @@ def _eval_key(seed: int) -> SecretKey:
 
 
 def _backbone_config(args: argparse.Namespace, backbone: Any) -> dict[str, Any]:
-    from faceanon.cli import resolve_transform
+    from faceanon.batch import resolve_transform
     from faceanon.engine import engine_defaults
 
     return {
@@ -281,7 +281,8 @@ def _linkage(args: argparse.Namespace) -> int:
     import json
 
     from faceanon.anonymizer import Anonymizer
-    from faceanon.cli import _folder_images, _load_backbone, resolve_transform
+    from faceanon.batch import load_backbone, resolve_transform
+    from faceanon.cli import _folder_images
     from faceanon.eval import linkage
     from faceanon.io import write_atomic
     from faceanon.pipeline import FaceFinder
@@ -293,7 +294,7 @@ def _linkage(args: argparse.Namespace) -> int:
     from faceanon.eval.protocols import sample
 
     paths = sample(_folder_images(args.images, ""), args.limit, args.seed)
-    backbone = _load_backbone(args.backbone, args.model_dir, args.device)
+    backbone = load_backbone(args.backbone, args.model_dir, args.device)
     finder = FaceFinder(args.detector, None, backbone.image_size, sideways=not args.upright_only)
     progress = _Progress()
     started = time.monotonic()
