@@ -158,7 +158,11 @@ class Anonymizer:
         _, h, w = self.backbone.latent_shape
         grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
         x = to_tensor(images, self.backbone.image_size)
-        out = keyflip_images(self.backbone, x, signs, grids, self.steps, progress, self.refine)
+        hints = getattr(self.backbone, "hints", None)  # a ControlNet's hint of each crop
+        hint = None if hints is None else torch.from_numpy(hints(images, masks))
+        out = keyflip_images(
+            self.backbone, x, signs, grids, self.steps, progress, self.refine, hint
+        )
         return to_uint8(out)
 
     def new_nonces(self, count: int) -> list[bytes | None]:

@@ -10,9 +10,10 @@ import torch
 from faceanon.backbones.closed_form import reference_schedule
 from faceanon.backbones.diffusers_backbone import DiffusersBackbone
 
-# CompVis/ldm-celebahq-256: UNet 274 M (224/448/672/896, attention at the three lower levels,
-# head dim 32) and VQ-f4 autoencoder 55 M (128/256/512, 8192 codes, 3 latent channels).
-_REFERENCE_UNET = {
+# CompVis/ldm-celebahq-256 and CompVis's FFHQ LDM (configs/latent-diffusion/*-ldm-vq-4.yaml, the
+# same architecture): UNet 274 M (224/448/672/896, attention at the three lower levels, head dim
+# 32) and the VQ-f4 autoencoder 55 M (128/256/512, 8192 codes, 3 latent channels).
+LDM_F4_UNET = {
     "sample_size": 64,
     "in_channels": 3,
     "out_channels": 3,
@@ -22,7 +23,7 @@ _REFERENCE_UNET = {
     "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     "attention_head_dim": 32,
 }
-_REFERENCE_VQ = {
+LDM_F4_VQ = {
     "in_channels": 3,
     "out_channels": 3,
     "latent_channels": 3,
@@ -64,7 +65,7 @@ def build_components(size: str, seed: int = 0) -> tuple[Any, Any]:
 
     unet_cfg, vq_cfg = {
         "tiny": (_TINY_UNET, _TINY_VQ),
-        "reference": (_REFERENCE_UNET, _REFERENCE_VQ),
+        "reference": (LDM_F4_UNET, LDM_F4_VQ),
     }[size]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from faceanon.backbones import paper
 from faceanon.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class ModelEntry:
     licence: str
     hub_id: str | None = None
     revision: str | None = None
+    files: tuple[str, ...] | None = None  # what to download (patterns); None: a diffusers model
 
 
 # The embedded model: works offline, anywhere, in seconds on a CPU (README "Models" says why it
@@ -62,6 +64,41 @@ MODELS: dict[str, ModelEntry] = {
             revision=None,  # not pinned yet: resolve and pin once verified online
         ),
         ModelEntry(
+            "ldm-ffhq-256",
+            "CompVis latent diffusion on FFHQ 256 (same architecture and VQ-f4 as"
+            " ldm-celebahq-256), the authors' base model: their diffusers conversion"
+            " (ffhq-diffusers/) or CompVis's model.ckpt via --model-dir",
+            "UNet: CompVis latent-diffusion (MIT code, ommer-lab.com/files/latent-diffusion/"
+            "ffhq.zip), conversion MIT (model card); trained on FFHQ (CC BY-NC-SA 4.0 images)",
+            hub_id=paper.HUB_ID,
+            files=paper.HUB_FILES["ldm-ffhq-256"],
+        ),
+        ModelEntry(
+            "ffhq-controlnet-mask",
+            "the authors' ControlNet on ldm-ffhq-256 conditioned on the face mask (the mask"
+            " the method uses, sealed with the output): controlnet_epoch_15.pth for"
+            " segmentation_masks",
+            "MIT (model card); trained on FFHQ (CC BY-NC-SA 4.0 images)",
+            hub_id=paper.HUB_ID,
+            files=paper.HUB_FILES["ffhq-controlnet-mask"],
+        ),
+        ModelEntry(
+            "ffhq-controlnet-landmarks5",
+            "the authors' ControlNet conditioned on 5 landmarks (3x3 squares; dlib's points on"
+            " each crop): landmarks_5/controlnet_epoch_15.pth via --model-dir",
+            "MIT (the authors' repository); trained on FFHQ (CC BY-NC-SA 4.0 images)",
+            hub_id=paper.HUB_ID,
+            files=paper.HUB_FILES["ffhq-controlnet-landmarks5"],
+        ),
+        ModelEntry(
+            "ffhq-controlnet-landmarks26",
+            "the authors' ControlNet conditioned on 26 landmarks (jaw, eyes, nose, mouth):"
+            " landmarks_26/controlnet_epoch_15.pth via --model-dir",
+            "MIT (the authors' repository); trained on FFHQ (CC BY-NC-SA 4.0 images)",
+            hub_id=paper.HUB_ID,
+            files=paper.HUB_FILES["ffhq-controlnet-landmarks26"],
+        ),
+        ModelEntry(
             "tiny",
             "tiny random-weight LDM built locally: smoke runs and tests, faces are NOT realistic",
             "n/a (built locally)",
@@ -91,8 +128,9 @@ _ALLOW = [
 ]
 
 
-def _download_hint(entry: ModelEntry) -> str:
+def _download_hint(entry: ModelEntry, files: tuple[str, ...] | None = None) -> str:
     rev = f" --revision {entry.revision}" if entry.revision else ""
+    rev += "".join(f" --include '{f}'" for f in files or entry.files or ())
     return (
         f"download it where there is internet with `hf download {entry.hub_id}{rev}"
         " --local-dir DIR` and pass --model-dir DIR, or use the embedded --backbone face-prior"
@@ -117,7 +155,13 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
     return True
 
 
-def cached_snapshot(entry: ModelEntry, cache_dir: Path | None = None) -> Path | None:
+def _patterns(entry: ModelEntry, files: tuple[str, ...] | None) -> list[str]:
+    return list(files or entry.files or _ALLOW)
+
+
+def cached_snapshot(
+    entry: ModelEntry, cache_dir: Path | None = None, files: tuple[str, ...] | None = None
+) -> Path | None:
     """The local snapshot folder of a hub model if it is already cached, else None."""
     if entry.hub_id is None:
         return None
@@ -127,7 +171,7 @@ def cached_snapshot(entry: ModelEntry, cache_dir: Path | None = None) -> Path | 
         path = snapshot_download(
             entry.hub_id,
             revision=entry.revision,
-            allow_patterns=_ALLOW,
+            allow_patterns=_patterns(entry, files),
             cache_dir=cache_dir,
             local_files_only=True,
         )
@@ -136,11 +180,14 @@ def cached_snapshot(entry: ModelEntry, cache_dir: Path | None = None) -> Path | 
     return Path(path)
 
 
-def fetch(entry: ModelEntry, cache_dir: Path | None = None) -> Path:
-    """Download (or find in the cache) the files of a hub model; one clear line if offline."""
+def fetch(
+    entry: ModelEntry, cache_dir: Path | None = None, files: tuple[str, ...] | None = None
+) -> Path:
+    """Download (or find in the cache) the files of a hub model (``files``: patterns, default
+    the entry's); one clear line if offline."""
     if entry.hub_id is None:
         raise ValueError(f"{entry.name} is built locally, not downloaded")
-    cached = cached_snapshot(entry, cache_dir)
+    cached = cached_snapshot(entry, cache_dir, files)
     if cached is not None:
         return cached
     from huggingface_hub import snapshot_download
@@ -148,19 +195,22 @@ def fetch(entry: ModelEntry, cache_dir: Path | None = None) -> Path:
     if not _hub_reachable():
         raise ModelUnavailableError(
             f"backbone {entry.name}: {entry.hub_id} is not cached and the hub cannot be reached"
-            " (offline?); " + _download_hint(entry)
+            " (offline?); " + _download_hint(entry, files)
         )
     try:
         return Path(
             snapshot_download(
-                entry.hub_id, revision=entry.revision, allow_patterns=_ALLOW, cache_dir=cache_dir
+                entry.hub_id,
+                revision=entry.revision,
+                allow_patterns=_patterns(entry, files),
+                cache_dir=cache_dir,
             )
         )
     except Exception as exc:  # network, auth, or missing revision: all end the same way
         reason = type(exc).__name__
         raise ModelUnavailableError(
             f"backbone {entry.name}: cannot get {entry.hub_id} ({reason}, offline?); "
-            + _download_hint(entry)
+            + _download_hint(entry, files)
         ) from None
 
 
@@ -190,6 +240,10 @@ def load_backbone(
         from faceanon.backbones.face_prior import load_face_prior
 
         return load_face_prior(Path(model_dir), device=device)  # a file of `faceanon fit-prior`
+    if name in paper.CONDITIONING:
+        root = Path(model_dir) if model_dir is not None else fetch(MODELS[name], cache_dir)
+        revision = None if model_dir is not None else MODELS[name].revision
+        return paper.load(name, root, revision=revision, device=device, cache_dir=cache_dir)
     if model_dir is not None:
         # A local copy: its revision is unknown, so none is claimed.
         return load_folder(Path(model_dir), name=name, device=device)

@@ -27,6 +27,7 @@ def keyflip_latent(
     steps: int,
     progress: Progress | None = None,
     refine: int = 0,
+    hint: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The method in latent space: z0 (B, c, h, w) -> z0' with z_T changed inside ``mask``.
 
@@ -35,6 +36,7 @@ def keyflip_latent(
     Outside the mask the result equals ``z0`` exactly. ``refine``: fixed-point iterations per
     inversion step.
     ``progress(done, total)`` counts network calls (:func:`faceanon.engine.network_calls`).
+    ``hint``: a conditioned backbone's hint images (B, 3, S, S), used in both directions.
     """
     levels = backbone.schedule.levels(steps)
     total = network_calls(steps, refine)
@@ -53,6 +55,8 @@ def keyflip_latent(
         def eps(z: torch.Tensor, t: int) -> torch.Tensor:
             if masked is not None:  # a model that predicts the outside from the outside alone
                 return masked(z, t, mask)  # type: ignore[no-any-return]
+            if hint is not None:
+                return backbone.eps(z, t, hint=hint)  # type: ignore[call-arg]
             return backbone.eps(z, t)
 
         trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
@@ -72,7 +76,9 @@ def keyflip_images(
     steps: int,
     progress: Progress | None = None,
     refine: int = 0,
+    hint: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The method on images (B, 3, S, S) in [-1, 1]: encode, :func:`keyflip_latent`, decode."""
     z0 = backbone.encode(images)
-    return backbone.decode(keyflip_latent(backbone, z0, signs, mask, steps, progress, refine))
+    changed = keyflip_latent(backbone, z0, signs, mask, steps, progress, refine, hint)
+    return backbone.decode(changed)
