@@ -121,9 +121,12 @@ def _conv(x: torch.Tensor, w: dict[str, torch.Tensor], name: str, **kw: int) -> 
 
 def _res(x: torch.Tensor, emb: torch.Tensor, w: dict[str, torch.Tensor], n: str) -> torch.Tensor:
     h = _conv(F.silu(_gn(x, w, f"{n}.in_layers.0")), w, f"{n}.in_layers.2", padding=1)
-    h = h + F.linear(F.silu(emb), w[f"{n}.emb_layers.1.weight"], w[f"{n}.emb_layers.1.bias"])[
-        :, :, None, None
-    ]
+    h = (
+        h
+        + F.linear(F.silu(emb), w[f"{n}.emb_layers.1.weight"], w[f"{n}.emb_layers.1.bias"])[
+            :, :, None, None
+        ]
+    )
     h = _conv(F.silu(_gn(h, w, f"{n}.out_layers.0")), w, f"{n}.out_layers.3", padding=1)
     skip = _conv(x, w, f"{n}.skip_connection") if f"{n}.skip_connection.weight" in w else x
     return skip + h

@@ -139,7 +139,9 @@ def _controlnet(seed=0, control="random"):
     torch.manual_seed(seed)
     base = UNet2DModel(**_TINY_UNET)
     net = SignflipControlNet(base, copy.deepcopy(base), hint_factor=4)
-    control_params = [p for n, p in net.named_parameters() if not n.startswith(("trained_", "time_"))]
+    control_params = [
+        p for n, p in net.named_parameters() if not n.startswith(("trained_", "time_"))
+    ]
     with torch.no_grad():
         for p in control_params:
             if control == "zero":
@@ -248,7 +250,7 @@ def test_controlnet_backbone_loads_the_authors_layout_and_uses_the_hint(tmp_path
     assert (backbone.eps(z, 300, hint=1 - hint) - expected).abs().max() > 1e-3
     torch.testing.assert_close(backbone.eps(z, 300), net.trained_unet(z, 300).sample)
     # The landmark ControlNets are not in this folder: one line naming what is missing.
-    with pytest.raises(ModelUnavailableError, match="landmarks_5/controlnet_epoch_15.pth"):
+    with pytest.raises(ModelUnavailableError, match=r"landmarks_5/controlnet_epoch_15\.pth"):
         load_backbone("ffhq-controlnet-landmarks5", model_dir=tmp_path)
 
 
@@ -293,3 +295,60 @@ def test_mask_hint_is_the_mask_the_method_uses():
     assert hint.shape == (2, 3, 256, 256) and set(np.unique(hint)) == {0.0, 1.0}
     assert np.array_equal(hint[0, 1], mask.crop_mask().astype(np.float32))
     assert np.array_equal(hint[1, 0], EllipseMask().grid(256, 256).astype(np.float32))
+
+
+# --- through the whole photo pipeline -------------------------------------------------------
+
+
+def test_photo_round_trip_with_the_mask_controlnet_sees_the_same_hint(tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage import data
+
+    from faceanon.backbones.controlnet import ControlNetBackbone
+    from faceanon.cli import main
+    from faceanon.engine import network_calls
+
+    _controlnet_folder(tmp_path / "models")
+    seen: list[torch.Tensor] = []
+    original_eps = ControlNetBackbone.eps
+
+    def eps(self, latents, timestep, hint=None):
+        seen.append(hint)
+        return original_eps(self, latents, timestep, hint)
+
+    monkeypatch.setattr(ControlNetBackbone, "eps", eps)
+    monkeypatch.chdir(tmp_path)
+    photo = data.astronaut()
+    Image.fromarray(photo).save("astro.png")
+    model = ["--model-dir", str(tmp_path / "models"), "--steps", "3"]
+    assert main(["keygen", "-o", "my.key"]) == 0
+    assert (
+        main(
+            ["anonymize", "astro.png", "-k", "my.key", "--backbone", "ffhq-controlnet-mask", *model]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "deanonymize",
+                "astro_anonymized.png",
+                "-k",
+                "my.key",
+                "--model-dir",
+                str(tmp_path / "models"),
+            ]
+        )
+        == 0
+    )
+    # Every network call of both directions (3 steps, fixed-point:2 inversion: 10 each) went
+    # through the ControlNet with the same hint: the face mask at 256 px.
+    assert len(seen) == 2 * network_calls(3, 2)
+    assert all(h is not None and torch.equal(h, seen[0]) for h in seen)
+    hint = seen[0][0, 0]
+    assert 0.15 < hint.mean() < 0.6 and torch.equal(seen[0][0, 1], hint)
+    anonymized = np.asarray(Image.open("astro_anonymized.png").convert("RGB"))
+    changed = (anonymized != photo).any(axis=-1)
+    assert changed.sum() > 2000  # the face was replaced
+    ys, xs = np.nonzero(changed)
+    assert ys.max() - ys.min() < 200 and xs.max() - xs.min() < 200  # and only the face

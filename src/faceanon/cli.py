@@ -271,8 +271,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             cached = cached_snapshot(entry)
             where = f"cached at {cached}" if cached else "not downloaded yet"
             where = f"{entry.hub_id}@{entry.revision or 'main'}; {where}"
+        files = f"\n    files: {', '.join(entry.files)}" if entry.files else ""
         print(
-            f"{entry.name}{default}: {entry.description}\n    {where}\n    licence: {entry.licence}"
+            f"{entry.name}{default}: {entry.description}\n    {where}{files}\n"
+            f"    licence: {entry.licence}"
         )
     return EXIT_OK
 

@@ -83,7 +83,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                 data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an untrusted file can break the unpickler in any way
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailableError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise ModelUnavailableError(
+            f"{path}: not a readable PyTorch checkpoint ({first})"
+        ) from None
     if not isinstance(data, dict):
         raise ModelUnavailableError(f"{path}: not a PyTorch checkpoint (holds a {type(data)})")
     return data
@@ -165,7 +167,9 @@ def convert_unet(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -
         for j in range(per_level):
             keys.resnet(f"input_blocks.{block}.0", f"down_blocks.{level}.resnets.{j}")
             if down_attn[level]:
-                keys.attention(f"input_blocks.{block}.1", f"down_blocks.{level}.attentions.{j}", head)
+                keys.attention(
+                    f"input_blocks.{block}.1", f"down_blocks.{level}.attentions.{j}", head
+                )
             block += 1
         if level < levels - 1:
             keys.move(f"input_blocks.{block}.0.op", f"down_blocks.{level}.downsamplers.0.conv")
@@ -181,7 +185,9 @@ def convert_unet(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -
                 keys.attention(f"output_blocks.{block}.1", f"up_blocks.{up}.attentions.{j}", head)
             if up < levels - 1 and j == per_level:
                 index = 2 if up_attn[up] else 1
-                keys.move(f"output_blocks.{block}.{index}.conv", f"up_blocks.{up}.upsamplers.0.conv")
+                keys.move(
+                    f"output_blocks.{block}.{index}.conv", f"up_blocks.{up}.upsamplers.0.conv"
+                )
             block += 1
     keys.move("out.0", "conv_norm_out")
     keys.move("out.2", "conv_out")

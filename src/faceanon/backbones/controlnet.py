@@ -45,7 +45,8 @@ def hint_block(channels: int, factor: int, hint_channels: int = 3) -> nn.Sequent
     if factor < 1 or factor & (factor - 1):
         raise ValueError(f"hint downsampling factor must be a power of two, got {factor}")
     width = 16
-    layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(hint_channels, width, 3, padding=1), nn.SiLU())]
+    first = nn.Conv2d(hint_channels, width, 3, padding=1)
+    layers: list[nn.Module] = [nn.Sequential(first, nn.SiLU())]
     for _ in range(int(math.log2(factor))):
         layers.append(
             nn.Sequential(
@@ -57,7 +58,9 @@ def hint_block(channels: int, factor: int, hint_channels: int = 3) -> nn.Sequent
         width *= 2
     layers.append(
         nn.Sequential(
-            nn.Conv2d(width, channels, 3, padding=1), nn.SiLU(), _zero(nn.Conv2d(channels, channels, 1))
+            nn.Conv2d(width, channels, 3, padding=1),
+            nn.SiLU(),
+            _zero(nn.Conv2d(channels, channels, 1)),
         )
     )
     return nn.Sequential(*layers)
@@ -151,4 +154,5 @@ class ControlNetBackbone:
         t = torch.tensor(timestep, dtype=torch.long, device=self.device)
         x = self.inner._input(latents)
         h = self.inner._input(hint.to(device=self.device, dtype=latents.dtype))
-        return self.controlnet(x, t, h)[:, : latents.shape[1]].contiguous()
+        out = self.controlnet(x, t, h)
+        return out[:, : latents.shape[1]].contiguous()

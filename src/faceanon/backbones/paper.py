@@ -84,9 +84,14 @@ def controlnet_file(root: Path, conditioning: str) -> Path:
     named = [p for p in files if p.parent.name == conditioning]
     if named:
         return named[0]
-    if conditioning == "segmentation_masks" and len(files) == 1 and files[0].parent.name not in (
-        "landmarks_5",
-        "landmarks_26",
+    if (
+        conditioning == "segmentation_masks"
+        and len(files) == 1
+        and files[0].parent.name
+        not in (
+            "landmarks_5",
+            "landmarks_26",
+        )
     ):
         return files[0]
     raise ModelUnavailableError(
