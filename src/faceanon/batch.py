@@ -123,9 +123,20 @@ def read_checked(path: Path, aligned_size: int | None) -> Any:
 def make_finder(args: argparse.Namespace, size: int) -> Any:
     from faceanon.pipeline import FaceFinder
 
+    segmenter, mask = None, getattr(args, "mask", "landmarks")  # other callers: the default
+    if mask == "parser":
+        from faceanon.faces.parser import FaceParser, model_file
+
+        segmenter = FaceParser(model_file(args.parser_model))
     try:
         return FaceFinder(
-            args.detector, args.threshold, size, sideways=not args.upright_only, recall=args.recall
+            args.detector,
+            args.threshold,
+            size,
+            sideways=not args.upright_only,
+            recall=args.recall,
+            segmenter=segmenter,
+            ellipse=mask == "ellipse",
         )
     except ValueError as exc:
         raise FaceanonError(str(exc)) from None

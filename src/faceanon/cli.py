@@ -413,7 +413,12 @@ def _add_common(
             else "; default: the file's, which must be a registered one"
         ),
     )
-    p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="local model: a diffusers folder, a face-prior .npz, or for the paper's models"
+        " (ldm-ffhq-256, ffhq-controlnet-*) the folder of their files (faceanon models)",
+    )
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
     p.add_argument("--threshold", type=_threshold, help="detector confidence, 0-1 (yunet 0.75)")
@@ -427,6 +432,19 @@ def _add_common(
         help="high (default): also search the photo framed by its mirror image (faces cut by "
         "the border) and enlarged 2x (faces under ~24 px); standard: the photo as is, 5-7x "
         "faster detection, more faces missed",
+    )
+    p.add_argument(
+        "--mask",
+        choices=("landmarks", "parser", "ellipse"),
+        default="landmarks",
+        help="anonymize: the face region, from 68 landmarks (default), a BiSeNet face parser"
+        " (occluders such as hands stay as they were; downloads the model once), or a fixed"
+        " ellipse in the aligned face",
+    )
+    p.add_argument(
+        "--parser-model",
+        default="resnet34",
+        help="--mask parser: resnet34 (default, the authors'), resnet18, or an ONNX file",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

@@ -38,7 +38,7 @@ from faceanon.limits import (
     MAX_STEPS,
     MIN_FACE_AREA,
 )
-from faceanon.masks import EllipseMask, LandmarkMask, Mask
+from faceanon.masks import KEEP_GRID, EllipseMask, LandmarkMask, Mask, ParsedMask
 from faceanon.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class FaceRecord:
     box: Box | None = None  # photos: where the face was found
     mask: EllipseMask | None = None  # aligned crops: the mask used
     align: tuple[float, float, float, float] | None = None  # photos, format 3: a, b, tx, ty
+    keep: bytes | None = None  # photos, parser masks: the cells kept as they were (occluders)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +116,8 @@ class Metadata:
                 face["align"] = list(f.align)
             if f.mask is not None:
                 face["mask"] = f.mask.to_json()
+            if f.keep is not None:
+                face["keep"] = base64.b64encode(f.keep).decode()
             faces.append(face)
         header: dict[str, Any] = {
             "faceanon": self.version,
@@ -174,9 +177,12 @@ class Metadata:
             if not np.allclose(m[1, :2], [-m[0, 1], m[0, 0]], rtol=0, atol=1e-12 * abs(m).max()):
                 raise ValueError("face alignments must be similarity transforms")
             align = (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 2]))
-            blob, mask = seal_face(key, nonce, i, g.mask)
+            parsed = g.mask if isinstance(g.mask, ParsedMask) else None
+            blob, outline = seal_face(key, nonce, i, g.mask if parsed is None else parsed.outline)
+            mask: Mask = outline if parsed is None else ParsedMask(outline, parsed.keep)
+            keep = None if parsed is None else parsed.keep_bytes()
             blobs.append(blob)
-            faces.append(replace(record, align=align))
+            faces.append(replace(record, align=align, keep=keep))
             decoded.append(Geometry(_alignment(align, g.alignment.size), mask))
         sealed = replace(
             self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)), crop=sizes.pop()
@@ -195,14 +201,14 @@ class Metadata:
 
         nonce, blob = self.sealed
         crop, step = self.crop or size, 8 * PARAMS
-        return [
-            Geometry(
-                _alignment(f.align, crop),
-                open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop),
-            )
-            for i, f in enumerate(self.faces)
-            if f.align is not None
-        ]
+        out = []
+        for i, f in enumerate(self.faces):
+            if f.align is None:
+                continue
+            outline = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
+            mask: Mask = outline if f.keep is None else ParsedMask.with_keep_bytes(outline, f.keep)
+            out.append(Geometry(_alignment(f.align, crop), mask))
+        return out
 
     def _open_aead(self, key: SecretKey) -> list[Geometry] | None:
         from cryptography.exceptions import InvalidTag
@@ -372,7 +378,8 @@ def _parse(data: Any) -> Metadata:
         box = None if "box" not in f else _box(f["box"], size)
         mask = None if "mask" not in f else _ellipse(f["mask"])
         align = None if "align" not in f else _align(f["align"], size)
-        faces.append(FaceRecord(nonce, box, mask, align))
+        keep = None if "keep" not in f else _keep(f["keep"])
+        faces.append(FaceRecord(nonce, box, mask, align, keep))
     steps = data["steps"]
     inversion = data.get("inversion")
     transform = data.get("transform")
@@ -404,6 +411,15 @@ def _parse(data: Any) -> Metadata:
     if meta.method in REVERSIBLE:
         _check_reversible(meta)
     return meta
+
+
+def _keep(value: Any) -> bytes:
+    """The kept cells of a parser mask: KEEP_GRID^2 bits, base64."""
+    text = _text(value, "kept cells", 4 * KEEP_GRID * KEEP_GRID // 24 + 4)
+    data = base64.b64decode(text, validate=True)
+    if len(data) != KEEP_GRID * KEEP_GRID // 8:
+        raise ValueError(f"kept cells must be {KEEP_GRID * KEEP_GRID // 8} bytes")
+    return data
 
 
 def _check_reversible(meta: Metadata) -> None:

@@ -91,6 +91,72 @@ class LandmarkMask:
         return np.asarray(cells.mean(axis=(1, 3)) >= 0.5)
 
 
+KEEP_GRID = 64  # the resolution of ParsedMask.keep across the crop
+
+
+def _cells(keep: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``keep`` (KEEP_GRID square) on a (height, width) grid: the majority of each coarser
+    cell, or each cell repeated on a finer grid."""
+    n = keep.shape[0]
+    if height == width == n:
+        return keep
+    if n % height == 0 and n % width == 0:
+        blocks = keep.reshape(height, n // height, width, n // width).astype(np.float64)
+        return np.asarray(blocks.mean(axis=(1, 3)) >= 0.5)
+    if height % n == 0 and width % n == 0:
+        return np.repeat(np.repeat(keep, height // n, axis=0), width // n, axis=1)
+    raise ValueError(f"the kept cells ({n}x{n}) do not fit a {height}x{width} grid")
+
+
+@dataclass(frozen=True, eq=False)
+class ParsedMask:
+    """A face parser's mask: the outline of what it calls face (a polygon, sealed with the
+    output like the landmark one) minus ``keep``, the cells inside that outline it does not call
+    face (a hand, a microphone, hair over the forehead): they stay as they were."""
+
+    outline: LandmarkMask
+    keep: np.ndarray  # bool (KEEP_GRID, KEEP_GRID) over the crop
+
+    def __post_init__(self) -> None:
+        if self.keep.shape != (KEEP_GRID, KEEP_GRID) or self.keep.dtype != bool:
+            raise ValueError(f"keep must be a {KEEP_GRID}x{KEEP_GRID} boolean grid")
+
+    @property
+    def polygon(self) -> np.ndarray:
+        return self.outline.polygon
+
+    @property
+    def size(self) -> int:
+        return self.outline.size
+
+    def crop_mask(self) -> np.ndarray:
+        return np.asarray(self.outline.crop_mask() & ~_cells(self.keep, self.size, self.size))
+
+    def grid(self, height: int, width: int) -> np.ndarray:
+        return np.asarray(self.outline.grid(height, width) & ~_cells(self.keep, height, width))
+
+    @classmethod
+    def from_parsing(cls, outline: LandmarkMask, face: np.ndarray) -> ParsedMask:
+        """Keep the cells where more than half of the outline's pixels are not face."""
+        size = outline.size
+        if size % KEEP_GRID or face.shape != (size, size):
+            raise ValueError(f"a parsed mask needs a crop side that {KEEP_GRID} divides")
+        other = (outline.crop_mask() & ~face).astype(np.float64)
+        k = size // KEEP_GRID
+        keep = other.reshape(KEEP_GRID, k, KEEP_GRID, k).mean(axis=(1, 3)) > 0.5
+        return cls(outline, np.asarray(keep))
+
+    def keep_bytes(self) -> bytes:
+        return np.packbits(self.keep).tobytes()
+
+    @classmethod
+    def with_keep_bytes(cls, outline: LandmarkMask, data: bytes) -> ParsedMask:
+        bits = np.unpackbits(np.frombuffer(data, np.uint8))
+        if bits.size != KEEP_GRID * KEEP_GRID:
+            raise ValueError(f"kept cells must be {KEEP_GRID * KEEP_GRID // 8} bytes")
+        return cls(outline, bits.reshape(KEEP_GRID, KEEP_GRID).astype(bool))
+
+
 def feathered(mask: Mask, grid: tuple[int, int], size: int, radius: float) -> np.ndarray:
     """Float32 (size, size) weights in [0, 1] for pasting a processed crop back.
 

@@ -16,7 +16,7 @@ import numpy as np
 from faceanon.container import Box, Geometry
 from faceanon.faces.align import Alignment, ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
-from faceanon.masks import EllipseMask, LandmarkMask, Mask, feathered
+from faceanon.masks import KEEP_GRID, EllipseMask, LandmarkMask, Mask, ParsedMask, feathered
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
@@ -48,6 +48,14 @@ def _box_geometry(box: Box, size: int) -> Geometry:
     return Geometry(alignment, LandmarkMask(alignment.to_crop(ellipse), size))
 
 
+def ellipse_polygon(size: int, points: int = 64) -> LandmarkMask:
+    """The default :class:`EllipseMask` of an aligned crop as a polygon (what photos seal)."""
+    e = EllipseMask()
+    angles = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    xy = np.stack([e.cx + e.rx * np.cos(angles), e.cy + e.ry * np.sin(angles)], axis=1)
+    return LandmarkMask(xy * size, size)
+
+
 def crop_geometry(size: int, mask: Mask | None = None) -> Geometry:
     """An aligned crop seen as a photo with one face: identity alignment, the default ellipse."""
     return Geometry(Alignment(np.eye(2, 3), size), EllipseMask() if mask is None else mask)
@@ -69,8 +77,10 @@ def _plausible(box: Box, alignment: Alignment, mask: LandmarkMask) -> bool:
 Segmenter = Callable[[np.ndarray], np.ndarray]
 
 
-def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> LandmarkMask | None:
-    """The outline of the largest region a face-parsing model marks as face, if any."""
+def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> Mask | None:
+    """What a face-parsing model marks as face: the outline of its largest region, minus the
+    cells inside it the model does not call face (:class:`ParsedMask`); None if it marks
+    almost nothing."""
     import cv2
 
     region = np.asarray(segmenter(crop), dtype=bool)
@@ -84,7 +94,10 @@ def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> LandmarkMask | No
     largest = max(contours, key=cv2.contourArea)
     if cv2.contourArea(largest) < 0.02 * region.size:
         return None
-    return LandmarkMask(largest.reshape(-1, 2).astype(np.float64), crop.shape[0])
+    outline = LandmarkMask(largest.reshape(-1, 2).astype(np.float64), crop.shape[0])
+    if crop.shape[0] % KEEP_GRID:
+        return outline
+    return ParsedMask.from_parsing(outline, region)
 
 
 class FaceFinder:
@@ -95,11 +108,15 @@ class FaceFinder:
     ``standard`` (the photo as is); ``pad`` and ``upscale`` give one of the two
     (benchmarks/recall.py, docs/benchmarks.md "Detection recall").
 
-    ``segmenter`` is the hook for a face-parsing model (none ships: no weights are
-    available offline): a callable taking the aligned (size, size, 3) uint8 crop and
-    returning a boolean (size, size) array, True on the pixels to anonymize (e.g. BiSeNet's
-    skin, brows, eyes, nose and mouth classes). The outline of its largest region replaces
-    the landmark polygon; if it marks almost nothing, the landmark polygon is kept.
+    The mask: the landmark polygon (default), a face parser's (``segmenter``), or with
+    ``ellipse`` the fixed ellipse of an aligned crop (the landmarks still align the face).
+
+    ``segmenter`` is a face-parsing model (:class:`faceanon.faces.parser.FaceParser`, or any
+    callable taking the aligned (size, size, 3) uint8 crop and returning a boolean (size, size)
+    array, True on the pixels to anonymize). The outline of its largest region replaces the
+    landmark polygon, and the cells inside it that the model does not call face are kept
+    (:class:`faceanon.masks.ParsedMask`); if it marks almost nothing, the landmark polygon is
+    kept.
     """
 
     def __init__(
@@ -110,6 +127,7 @@ class FaceFinder:
         sideways: bool = True,
         segmenter: Segmenter | None = None,
         recall: str = "high",  # faceanon.faces.detect.DEFAULT_RECALL
+        ellipse: bool = False,
     ):
         from faceanon.faces.detect import make_detector, with_recall
         from faceanon.faces.landmarks import Dlib68
@@ -117,6 +135,7 @@ class FaceFinder:
         self.detector = with_recall(make_detector(detector, threshold), recall)
         self.landmarks = Dlib68()
         self.size, self.sideways, self.segmenter = size, sideways, segmenter
+        self.ellipse = ellipse
 
     def find(self, photo: np.ndarray) -> list[Face]:
         """Every face; with ``sideways`` also faces lying at a quarter turn (3x detection)."""
@@ -139,9 +158,11 @@ class FaceFinder:
         alignment = ffhq_alignment(points, self.size)
         mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
         if _plausible(box, alignment, mask):
+            if self.ellipse:
+                return Face(box, Geometry(alignment, ellipse_polygon(self.size)))
             if self.segmenter is not None:
                 crop = warp_to_crop(photo, alignment)
-                mask = _segmented_mask(self.segmenter, crop) or mask
+                return Face(box, Geometry(alignment, _segmented_mask(self.segmenter, crop) or mask))
             return Face(box, Geometry(alignment, mask))
         return Face(box, _box_geometry(box, self.size), from_landmarks=False)
 
