@@ -300,15 +300,20 @@ def test_mask_hint_is_the_mask_the_method_uses():
 # --- through the whole photo pipeline -------------------------------------------------------
 
 
-def test_photo_round_trip_with_the_mask_controlnet_sees_the_same_hint(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "conditioning"),
+    [("ffhq-controlnet-mask", "segmentation_masks"), ("ffhq-controlnet-landmarks5", "landmarks_5")],
+)
+def test_photo_round_trip_sees_the_same_hint_both_ways(tmp_path, monkeypatch, name, conditioning):
     from PIL import Image
     from skimage import data
 
     from faceanon.backbones.controlnet import ControlNetBackbone
     from faceanon.cli import main
+    from faceanon.container import Metadata
     from faceanon.engine import network_calls
 
-    _controlnet_folder(tmp_path / "models")
+    _controlnet_folder(tmp_path / "models", conditioning)
     seen: list[torch.Tensor] = []
     original_eps = ControlNetBackbone.eps
 
@@ -320,33 +325,28 @@ def test_photo_round_trip_with_the_mask_controlnet_sees_the_same_hint(tmp_path, 
     monkeypatch.chdir(tmp_path)
     photo = data.astronaut()
     Image.fromarray(photo).save("astro.png")
-    model = ["--model-dir", str(tmp_path / "models"), "--steps", "3"]
+    model = ["--model-dir", str(tmp_path / "models")]
     assert main(["keygen", "-o", "my.key"]) == 0
     assert (
-        main(
-            ["anonymize", "astro.png", "-k", "my.key", "--backbone", "ffhq-controlnet-mask", *model]
-        )
+        main(["anonymize", "astro.png", "-k", "my.key", "--backbone", name, *model, "--steps", "3"])
         == 0
     )
-    assert (
-        main(
-            [
-                "deanonymize",
-                "astro_anonymized.png",
-                "-k",
-                "my.key",
-                "--model-dir",
-                str(tmp_path / "models"),
-            ]
-        )
-        == 0
-    )
+    assert main(["deanonymize", "astro_anonymized.png", "-k", "my.key", *model]) == 0
     # Every network call of both directions (3 steps, fixed-point:2 inversion: 10 each) went
-    # through the ControlNet with the same hint: the face mask at 256 px.
+    # through the ControlNet with the same hint.
     assert len(seen) == 2 * network_calls(3, 2)
     assert all(h is not None and torch.equal(h, seen[0]) for h in seen)
     hint = seen[0][0, 0]
-    assert 0.15 < hint.mean() < 0.6 and torch.equal(seen[0][0, 1], hint)
+    assert torch.equal(seen[0][0, 1], hint)
+    meta = Metadata.from_json(Image.open("astro_anonymized.png").text["faceanon"])
+    if conditioning == "segmentation_masks":  # the face mask at 256 px
+        assert 0.15 < hint.mean() < 0.6 and meta.faces[0].points is None
+    else:  # five 3 x 3 squares at the points stored in the clear
+        points = meta.faces[0].points
+        assert points is not None and len(points) == 5
+        x, y = points[0]  # the nose tip, near the crop centre
+        assert 100 < x < 156 and 110 < y < 170 and hint[y, x] == 1
+        assert 9 * 4 <= hint.sum() <= 9 * 5
     anonymized = np.asarray(Image.open("astro_anonymized.png").convert("RGB"))
     changed = (anonymized != photo).any(axis=-1)
     assert changed.sum() > 2000  # the face was replaced

@@ -15,7 +15,7 @@ from faceanon.cli import main
 from faceanon.container import Metadata
 from faceanon.errors import MetadataError, ModelUnavailableError
 from faceanon.faces.parser import CLASSES, FaceParser, model_file
-from faceanon.masks import KEEP_GRID, LandmarkMask, ParsedMask
+from faceanon.masks import KEEP_GRID, FaceMask, LandmarkMask, keep_from_bytes
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -92,7 +92,7 @@ def test_parser_marks_the_face_classes_and_not_the_occluder(parser_file):
 def test_parsed_mask_keeps_the_occluder_cells():
     _, skin, hand = _crop_with_hand()
     outline = LandmarkMask(np.array([[50.0, 50], [206, 50], [206, 245], [50, 245]]), 256)
-    mask = ParsedMask.from_parsing(outline, skin)
+    mask = FaceMask.from_parsing(outline, skin)
     assert mask.keep.shape == (KEEP_GRID, KEEP_GRID)
     grid = mask.grid(64, 64)
     hand_cells = hand.reshape(64, 4, 64, 4).all(axis=(1, 3))
@@ -100,8 +100,7 @@ def test_parsed_mask_keeps_the_occluder_cells():
     assert grid[skin.reshape(64, 4, 64, 4).all(axis=(1, 3))].all()
     # Coarser and finer grids agree with the 64 one; the bits round-trip.
     assert mask.grid(16, 16).sum() > 0 and mask.grid(256, 256).shape == (256, 256)
-    again = ParsedMask.with_keep_bytes(outline, mask.keep_bytes())
-    assert np.array_equal(again.keep, mask.keep)
+    assert np.array_equal(keep_from_bytes(mask.keep_bytes()), mask.keep)
 
 
 def _save(path, image):
@@ -155,7 +154,7 @@ def test_keyflip_with_the_parser_mask_round_trips(tmp_path, monkeypatch, parser_
     assert psnr(restored, photo, face) > psnr(anonymized, photo, face) + 8
 
 
-def test_damaged_kept_cells_are_a_metadata_error(tmp_path, monkeypatch, parser_file):
+def test_damaged_kept_cells_or_points_are_metadata_errors(tmp_path, monkeypatch, parser_file):
     monkeypatch.chdir(tmp_path)
     photo, _ = _astronaut_with_hand()
     _save("astro.png", photo)
@@ -166,10 +165,17 @@ def test_damaged_kept_cells_are_a_metadata_error(tmp_path, monkeypatch, parser_f
         == 0
     )
     text = Image.open("astro_anonymized.png").text["faceanon"]
-    bad = json.loads(text)
-    bad["faces"][0]["keep"] = bad["faces"][0]["keep"][:-8]
-    with pytest.raises((MetadataError, ValueError)):
-        Metadata.from_json(json.dumps(bad))
+    assert Metadata.from_json(text).faces[0].keep is not None
+    for field, value in (
+        ("keep", json.loads(text)["faces"][0]["keep"][:-8]),  # bits missing
+        ("points", [[3, 4000]]),  # a hint point outside the crop
+        ("points", [[1, 2]] * 69),  # more points than a face has landmarks
+        ("points", [[1.5, 2]]),
+    ):
+        bad = json.loads(text)
+        bad["faces"][0][field] = value
+        with pytest.raises(MetadataError, match=r"damaged \((kept cells|hint)"):
+            Metadata.from_json(json.dumps(bad))
 
 
 def test_missing_parser_model_is_one_line(tmp_path, monkeypatch):

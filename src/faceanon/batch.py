@@ -120,7 +120,8 @@ def read_checked(path: Path, aligned_size: int | None) -> Any:
     return picture
 
 
-def make_finder(args: argparse.Namespace, size: int) -> Any:
+def make_finder(args: argparse.Namespace, size: int, hint: str | None = None) -> Any:
+    """The face finder the arguments ask for; ``hint``: the backbone's ControlNet hint kind."""
     from faceanon.pipeline import FaceFinder
 
     segmenter, mask = None, getattr(args, "mask", "landmarks")  # other callers: the default
@@ -137,6 +138,7 @@ def make_finder(args: argparse.Namespace, size: int) -> Any:
             recall=args.recall,
             segmenter=segmenter,
             ellipse=mask == "ellipse",
+            hint=hint,
         )
     except ValueError as exc:
         raise FaceanonError(str(exc)) from None
@@ -246,6 +248,7 @@ class AnonymizeJob(Job):
 
         super().__init__(args, progress)
         self.key, self.anonymizer, self.size, self.nonce = key, None, 256, nonce
+        hint: str | None = None
         self.model: str | None = None  # what anonymizes the faces, for the user
         if args.method == "keyflip":
             from faceanon import photos
@@ -258,7 +261,8 @@ class AnonymizeJob(Job):
                 backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
             )
             self.size = backbone.image_size
-        self.finder = None if args.aligned else make_finder(args, self.size)
+            hint = getattr(backbone, "conditioning", None)
+        self.finder = None if args.aligned else make_finder(args, self.size, hint)
 
     def prepare(self, path: Path) -> Any:
         from faceanon.pipeline import Face, crop_geometry

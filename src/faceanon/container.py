@@ -38,7 +38,7 @@ from faceanon.limits import (
     MAX_STEPS,
     MIN_FACE_AREA,
 )
-from faceanon.masks import KEEP_GRID, EllipseMask, LandmarkMask, Mask, ParsedMask
+from faceanon.masks import KEEP_GRID, EllipseMask, FaceMask, LandmarkMask, Mask, keep_from_bytes
 from faceanon.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class FaceRecord:
     mask: EllipseMask | None = None  # aligned crops: the mask used
     align: tuple[float, float, float, float] | None = None  # photos, format 3: a, b, tx, ty
     keep: bytes | None = None  # photos, parser masks: the cells kept as they were (occluders)
+    points: tuple[tuple[int, int], ...] | None = None  # photos: a landmark ControlNet's hint
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +119,8 @@ class Metadata:
                 face["mask"] = f.mask.to_json()
             if f.keep is not None:
                 face["keep"] = base64.b64encode(f.keep).decode()
+            if f.points is not None:
+                face["points"] = [list(p) for p in f.points]
             faces.append(face)
         header: dict[str, Any] = {
             "faceanon": self.version,
@@ -177,12 +180,15 @@ class Metadata:
             if not np.allclose(m[1, :2], [-m[0, 1], m[0, 0]], rtol=0, atol=1e-12 * abs(m).max()):
                 raise ValueError("face alignments must be similarity transforms")
             align = (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 2]))
-            parsed = g.mask if isinstance(g.mask, ParsedMask) else None
-            blob, outline = seal_face(key, nonce, i, g.mask if parsed is None else parsed.outline)
-            mask: Mask = outline if parsed is None else ParsedMask(outline, parsed.keep)
-            keep = None if parsed is None else parsed.keep_bytes()
+            extra = g.mask if isinstance(g.mask, FaceMask) else None
+            blob, outline = seal_face(key, nonce, i, g.mask if extra is None else extra.outline)
+            mask: Mask = outline if extra is None else replace(extra, outline=outline)
+            keep = None if extra is None else extra.keep_bytes()
+            points = None
+            if extra is not None and extra.points is not None:
+                points = tuple((int(x), int(y)) for x, y in extra.points)
             blobs.append(blob)
-            faces.append(replace(record, align=align, keep=keep))
+            faces.append(replace(record, align=align, keep=keep, points=points))
             decoded.append(Geometry(_alignment(align, g.alignment.size), mask))
         sealed = replace(
             self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)), crop=sizes.pop()
@@ -206,7 +212,11 @@ class Metadata:
             if f.align is None:
                 continue
             outline = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
-            mask: Mask = outline if f.keep is None else ParsedMask.with_keep_bytes(outline, f.keep)
+            mask: Mask = outline
+            if f.keep is not None or f.points is not None:
+                keep = None if f.keep is None else keep_from_bytes(f.keep)
+                points = None if f.points is None else np.array(f.points, dtype=np.int64)
+                mask = FaceMask(outline, keep, points)
             out.append(Geometry(_alignment(f.align, crop), mask))
         return out
 
@@ -379,7 +389,8 @@ def _parse(data: Any) -> Metadata:
         mask = None if "mask" not in f else _ellipse(f["mask"])
         align = None if "align" not in f else _align(f["align"], size)
         keep = None if "keep" not in f else _keep(f["keep"])
-        faces.append(FaceRecord(nonce, box, mask, align, keep))
+        points = None if "points" not in f else _points(f["points"], data.get("crop"))
+        faces.append(FaceRecord(nonce, box, mask, align, keep, points))
     steps = data["steps"]
     inversion = data.get("inversion")
     transform = data.get("transform")
@@ -420,6 +431,24 @@ def _keep(value: Any) -> bytes:
     if len(data) != KEEP_GRID * KEEP_GRID // 8:
         raise ValueError(f"kept cells must be {KEEP_GRID * KEEP_GRID // 8} bytes")
     return data
+
+
+MAX_POINTS = 68
+
+
+def _points(value: Any, crop: Any) -> tuple[tuple[int, int], ...]:
+    """Hint points: at most 68 pairs of whole crop pixels."""
+    side = _integer(crop, "crop size", 8, 4096)
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_POINTS:
+        raise ValueError(f"hint points are not a list of 1 to {MAX_POINTS} points")
+    out = []
+    for point in value:
+        if not isinstance(point, list) or len(point) != 2:
+            raise ValueError("a hint point is not 2 numbers")
+        out.append(
+            (_integer(point[0], "hint x", 0, side - 1), _integer(point[1], "hint y", 0, side - 1))
+        )
+    return tuple(out)
 
 
 def _check_reversible(meta: Metadata) -> None:

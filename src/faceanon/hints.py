@@ -10,8 +10,11 @@ cells kept for occluders), which travels sealed with the output, so de-anonymiza
 hint anonymization saw. The landmark hints come from dlib's 68 points on the crop, mapped to
 the whole-body points: nose 30; eyes the centres of 36-41 and 42-47; mouth corners 48 and 54,
 upper and lower lip 51 and 57; the jaw line 0-16 for the 17 face-contour points; no dlib point
-is an ear, so the ears are the jaw's ends (0 and 16). They are found on the crop being
-processed (the original face, then the anonymized one), as the authors do.
+is an ear, so the ears are the jaw's ends (0 and 16). In photos they come from the landmarks
+that aligned the face and are stored with the output in the clear (``FaceMask.points``): a
+landmark-conditioned face shows those landmarks anyway, so sealing them would let the image
+check a key. Without stored points (aligned crops) they are found on the crop being processed,
+the original face and then the anonymized one, as the authors do.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class HintMaker:
         """Float32 (size, size) in {0, 1}."""
         if self.kind == "segmentation_masks":
             return mask_pixels(mask, self.size).astype(np.float32)
+        stored = getattr(mask, "points", None)  # found with the face, kept in the metadata
+        if stored is not None:
+            return draw_points(stored * (self.size / crop.shape[0]), self.size)
         if self._landmarks is None:
             from faceanon.faces.landmarks import Dlib68
 

@@ -109,17 +109,27 @@ def _cells(keep: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class ParsedMask:
-    """A face parser's mask: the outline of what it calls face (a polygon, sealed with the
-    output like the landmark one) minus ``keep``, the cells inside that outline it does not call
-    face (a hand, a microphone, hair over the forehead): they stay as they were."""
+class FaceMask:
+    """A photo face's mask and what travels beside its sealed outline.
+
+    ``keep``: the cells inside the outline that a face parser does not call face (a hand, a
+    microphone, hair over the forehead): they stay as they were. ``points``: a landmark
+    ControlNet's hint points (integer crop pixels), stored so that the restore draws the hint
+    the anonymization drew. Both are in the clear: what they show, the output shows too (the
+    kept pixels are the input's; a landmark-conditioned face keeps those landmarks).
+    """
 
     outline: LandmarkMask
-    keep: np.ndarray  # bool (KEEP_GRID, KEEP_GRID) over the crop
+    keep: np.ndarray | None = None  # bool (KEEP_GRID, KEEP_GRID) over the crop
+    points: np.ndarray | None = None  # int (N, 2), crop pixels
 
     def __post_init__(self) -> None:
-        if self.keep.shape != (KEEP_GRID, KEEP_GRID) or self.keep.dtype != bool:
+        if self.keep is not None and (
+            self.keep.shape != (KEEP_GRID, KEEP_GRID) or self.keep.dtype != bool
+        ):
             raise ValueError(f"keep must be a {KEEP_GRID}x{KEEP_GRID} boolean grid")
+        if self.points is not None and (self.points.ndim != 2 or self.points.shape[1] != 2):
+            raise ValueError("points must be (N, 2)")
 
     @property
     def polygon(self) -> np.ndarray:
@@ -130,13 +140,19 @@ class ParsedMask:
         return self.outline.size
 
     def crop_mask(self) -> np.ndarray:
-        return np.asarray(self.outline.crop_mask() & ~_cells(self.keep, self.size, self.size))
+        inside = self.outline.crop_mask()
+        if self.keep is None:
+            return inside
+        return np.asarray(inside & ~_cells(self.keep, self.size, self.size))
 
     def grid(self, height: int, width: int) -> np.ndarray:
-        return np.asarray(self.outline.grid(height, width) & ~_cells(self.keep, height, width))
+        cells = self.outline.grid(height, width)
+        if self.keep is None:
+            return cells
+        return np.asarray(cells & ~_cells(self.keep, height, width))
 
     @classmethod
-    def from_parsing(cls, outline: LandmarkMask, face: np.ndarray) -> ParsedMask:
+    def from_parsing(cls, outline: LandmarkMask, face: np.ndarray) -> FaceMask:
         """Keep the cells where more than half of the outline's pixels are not face."""
         size = outline.size
         if size % KEEP_GRID or face.shape != (size, size):
@@ -146,15 +162,28 @@ class ParsedMask:
         keep = other.reshape(KEEP_GRID, k, KEEP_GRID, k).mean(axis=(1, 3)) > 0.5
         return cls(outline, np.asarray(keep))
 
-    def keep_bytes(self) -> bytes:
-        return np.packbits(self.keep).tobytes()
+    def keep_bytes(self) -> bytes | None:
+        return None if self.keep is None else np.packbits(self.keep).tobytes()
 
-    @classmethod
-    def with_keep_bytes(cls, outline: LandmarkMask, data: bytes) -> ParsedMask:
-        bits = np.unpackbits(np.frombuffer(data, np.uint8))
-        if bits.size != KEEP_GRID * KEEP_GRID:
-            raise ValueError(f"kept cells must be {KEEP_GRID * KEEP_GRID // 8} bytes")
-        return cls(outline, bits.reshape(KEEP_GRID, KEEP_GRID).astype(bool))
+
+def keep_from_bytes(data: bytes) -> np.ndarray:
+    """The inverse of :meth:`FaceMask.keep_bytes`."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8))
+    if bits.size != KEEP_GRID * KEEP_GRID:
+        raise ValueError(f"kept cells must be {KEEP_GRID * KEEP_GRID // 8} bytes")
+    return bits.reshape(KEEP_GRID, KEEP_GRID).astype(bool)
+
+
+def with_points(mask: Mask, points: np.ndarray) -> FaceMask:
+    """``mask`` (a polygon or a FaceMask) carrying hint ``points``, as whole pixels inside
+    the crop (what the metadata stores)."""
+    size = getattr(mask, "size", 0)
+    ints = np.clip(np.floor(np.nan_to_num(points)), 0, size - 1).astype(np.int64)
+    if isinstance(mask, FaceMask):
+        return FaceMask(mask.outline, mask.keep, ints)
+    if not isinstance(mask, LandmarkMask):
+        raise ValueError(f"cannot attach points to a {type(mask).__name__}")
+    return FaceMask(mask, None, ints)
 
 
 def feathered(mask: Mask, grid: tuple[int, int], size: int, radius: float) -> np.ndarray:

@@ -16,7 +16,15 @@ import numpy as np
 from faceanon.container import Box, Geometry
 from faceanon.faces.align import Alignment, ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
-from faceanon.masks import KEEP_GRID, EllipseMask, LandmarkMask, Mask, ParsedMask, feathered
+from faceanon.masks import (
+    KEEP_GRID,
+    EllipseMask,
+    FaceMask,
+    LandmarkMask,
+    Mask,
+    feathered,
+    with_points,
+)
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
@@ -79,7 +87,7 @@ Segmenter = Callable[[np.ndarray], np.ndarray]
 
 def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> Mask | None:
     """What a face-parsing model marks as face: the outline of its largest region, minus the
-    cells inside it the model does not call face (:class:`ParsedMask`); None if it marks
+    cells inside it the model does not call face (:class:`FaceMask` ``keep``); None if it marks
     almost nothing."""
     import cv2
 
@@ -97,7 +105,7 @@ def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> Mask | None:
     outline = LandmarkMask(largest.reshape(-1, 2).astype(np.float64), crop.shape[0])
     if crop.shape[0] % KEEP_GRID:
         return outline
-    return ParsedMask.from_parsing(outline, region)
+    return FaceMask.from_parsing(outline, region)
 
 
 class FaceFinder:
@@ -110,12 +118,14 @@ class FaceFinder:
 
     The mask: the landmark polygon (default), a face parser's (``segmenter``), or with
     ``ellipse`` the fixed ellipse of an aligned crop (the landmarks still align the face).
+    ``hint`` (``landmarks_5`` / ``landmarks_26``: a landmark ControlNet's): the mask also
+    carries the hint points from these landmarks, stored with the output.
 
     ``segmenter`` is a face-parsing model (:class:`faceanon.faces.parser.FaceParser`, or any
     callable taking the aligned (size, size, 3) uint8 crop and returning a boolean (size, size)
     array, True on the pixels to anonymize). The outline of its largest region replaces the
     landmark polygon, and the cells inside it that the model does not call face are kept
-    (:class:`faceanon.masks.ParsedMask`); if it marks almost nothing, the landmark polygon is
+    (:class:`faceanon.masks.FaceMask`); if it marks almost nothing, the landmark polygon is
     kept.
     """
 
@@ -128,6 +138,7 @@ class FaceFinder:
         segmenter: Segmenter | None = None,
         recall: str = "high",  # faceanon.faces.detect.DEFAULT_RECALL
         ellipse: bool = False,
+        hint: str | None = None,
     ):
         from faceanon.faces.detect import make_detector, with_recall
         from faceanon.faces.landmarks import Dlib68
@@ -136,6 +147,7 @@ class FaceFinder:
         self.landmarks = Dlib68()
         self.size, self.sideways, self.segmenter = size, sideways, segmenter
         self.ellipse = ellipse
+        self.hint = hint if hint in ("landmarks_5", "landmarks_26") else None
 
     def find(self, photo: np.ndarray) -> list[Face]:
         """Every face; with ``sideways`` also faces lying at a quarter turn (3x detection)."""
@@ -157,14 +169,18 @@ class FaceFinder:
             points = self.landmarks(photo, box)
         alignment = ffhq_alignment(points, self.size)
         mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
-        if _plausible(box, alignment, mask):
-            if self.ellipse:
-                return Face(box, Geometry(alignment, ellipse_polygon(self.size)))
-            if self.segmenter is not None:
-                crop = warp_to_crop(photo, alignment)
-                return Face(box, Geometry(alignment, _segmented_mask(self.segmenter, crop) or mask))
-            return Face(box, Geometry(alignment, mask))
-        return Face(box, _box_geometry(box, self.size), from_landmarks=False)
+        if not _plausible(box, alignment, mask):
+            return Face(box, _box_geometry(box, self.size), from_landmarks=False)
+        region: Mask = mask
+        if self.ellipse:
+            region = ellipse_polygon(self.size)
+        elif self.segmenter is not None:
+            region = _segmented_mask(self.segmenter, warp_to_crop(photo, alignment)) or mask
+        if self.hint is not None:
+            from faceanon.hints import hint_points
+
+            region = with_points(region, hint_points(alignment.to_crop(points), self.hint))
+        return Face(box, Geometry(alignment, region))
 
 
 CropTransform = Callable[[list[np.ndarray], list[Mask], list[bytes | None]], list[np.ndarray]]

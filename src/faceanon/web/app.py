@@ -64,7 +64,7 @@ class Server:
     device: str = "cpu"
     default_backbone: str | None = None
     backbones: dict[str, Backbone] = field(default_factory=dict)
-    finders: dict[int, Any] = field(default_factory=dict)
+    finders: dict[tuple[int, str | None], Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one job at a time
 
     def backbone(self, name: str) -> Backbone:
@@ -76,12 +76,13 @@ class Server:
             self.backbones[name] = load_backbone(name, device=self.device)
         return self.backbones[name]
 
-    def finder(self, size: int) -> Any:
+    def finder(self, size: int, hint: str | None = None) -> Any:
+        """Faces cut at ``size`` px; ``hint``: a landmark ControlNet's (its points kept)."""
         from faceanon.pipeline import FaceFinder
 
-        if size not in self.finders:
-            self.finders[size] = FaceFinder(size=size)
-        return self.finders[size]
+        if (size, hint) not in self.finders:
+            self.finders[size, hint] = FaceFinder(size=size, hint=hint)
+        return self.finders[size, hint]
 
 
 def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
@@ -123,14 +124,15 @@ def anonymize_job(
 
     if method not in photos.METHODS:
         raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
-    anonymizer, key, size, model = None, None, 256, None
+    anonymizer, key, size, model, hint = None, None, 256, None, None
     if method == "keyflip":
         key = _key(key_upload, passphrase)
         backbone = server.backbone(backbone_name)
         anonymizer = Anonymizer(backbone)
         size, model = backbone.image_size, photos.describe_model(backbone)
+        hint = getattr(backbone, "conditioning", None)
     picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
-    faces = server.finder(size).find(picture.image)
+    faces = server.finder(size, hint).find(picture.image)
     if not faces:
         raise FaceanonError(f"{name}: no face found; nothing written")
     [outcome] = photos.anonymize(
