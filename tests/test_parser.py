@@ -186,3 +186,21 @@ def test_missing_parser_model_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailableError, match="not a face-parsing ONNX model") as info:
         FaceParser(tmp_path / "bad.onnx")
     assert "\n" not in str(info.value)
+
+
+def test_ellipse_mask_and_aligned_crops(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = data.astronaut()
+    _save("astro.png", photo)
+    assert main(["anonymize", "astro.png", "--method", "solid", "--mask", "ellipse"]) == 0
+    out = np.asarray(Image.open("astro_anonymized.png").convert("RGB"))
+    changed = (out != photo).any(axis=-1)
+    assert main(["anonymize", "astro.png", "--method", "solid", "-o", "lm.png"]) == 0
+    landmark = (np.asarray(Image.open("lm.png").convert("RGB")) != photo).any(axis=-1)
+    assert changed.sum() > 2000 and (changed != landmark).sum() > 500  # another region
+    # --mask means nothing for aligned crops: said, not ignored.
+    crop = np.asarray(Image.fromarray(photo[20:276, 120:376]))
+    _save("crop.png", crop)
+    assert (
+        main(["anonymize", "crop.png", "--aligned", "--method", "solid", "--mask", "parser"]) == 2
+    )

@@ -124,7 +124,7 @@ def make_finder(args: argparse.Namespace, size: int, hint: str | None = None) ->
     """The face finder the arguments ask for; ``hint``: the backbone's ControlNet hint kind."""
     from faceanon.pipeline import FaceFinder
 
-    segmenter, mask = None, getattr(args, "mask", "landmarks")  # other callers: the default
+    segmenter, mask = None, getattr(args, "mask", None) or "landmarks"
     if mask == "parser":
         from faceanon.faces.parser import FaceParser, model_file
 
@@ -262,6 +262,10 @@ class AnonymizeJob(Job):
             )
             self.size = backbone.image_size
             hint = getattr(backbone, "conditioning", None)
+        if args.aligned and getattr(args, "mask", None) is not None:
+            raise FaceanonError(
+                "--mask is for photos: --aligned crops use the ellipse their metadata records"
+            )
         self.finder = None if args.aligned else make_finder(args, self.size, hint)
 
     def prepare(self, path: Path) -> Any:

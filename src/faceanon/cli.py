@@ -436,10 +436,9 @@ def _add_common(
     p.add_argument(
         "--mask",
         choices=("landmarks", "parser", "ellipse"),
-        default="landmarks",
-        help="anonymize: the face region, from 68 landmarks (default), a BiSeNet face parser"
-        " (occluders such as hands stay as they were; downloads the model once), or a fixed"
-        " ellipse in the aligned face",
+        help="anonymize photos: the face region, from 68 landmarks (default), a BiSeNet face"
+        " parser (occluders such as hands stay as they were; downloads the model once), or a"
+        " fixed ellipse in the aligned face (--aligned crops always use the ellipse)",
     )
     p.add_argument(
         "--parser-model",
