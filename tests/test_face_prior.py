@@ -357,7 +357,9 @@ def test_default_model_anonymizes_the_example_photo_offline(tmp_path, monkeypatc
     assert psnr(right) > RESTORED_DB
     assert psnr(anon) < psnr(right) - 8 and psnr(bad) < psnr(right) - 8
     near = cv2.dilate(region, np.ones((41, 41), np.uint8)).astype(bool)
-    for image in (anon, right, bad):
+    # Not the wrong key's output: it opens the sealed polygon into a random draw of the prior
+    # (the seal nonce is random), which may reach past this margin.
+    for image in (anon, right):
         assert np.array_equal(image[~near], photo[~near])
     detector = make_detector("yunet")
     for image in (anon, bad):  # "a realistic other face": a detector still finds a face
