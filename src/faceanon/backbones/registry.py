@@ -85,7 +85,8 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "ffhq-controlnet-landmarks5",
             "the authors' ControlNet conditioned on 5 landmarks (3x3 squares; dlib's points on"
-            " each crop): landmarks_5/controlnet_epoch_15.pth via --model-dir",
+            " the face, stored with the output): landmarks_5/controlnet_epoch_15.pth via"
+            " --model-dir",
             "MIT (the authors' repository); trained on FFHQ (CC BY-NC-SA 4.0 images)",
             hub_id=paper.HUB_ID,
             files=paper.HUB_FILES["ffhq-controlnet-landmarks5"],
