@@ -16,6 +16,10 @@ class ImageError(FaceanonError):
     """An image cannot be read, has the wrong size, or cannot be written."""
 
 
+class VideoError(FaceanonError):
+    """A video cannot be read or written (not a video, no video stream, a broken stream)."""
+
+
 class MetadataError(FaceanonError):
     """An image lacks faceanon metadata, or the metadata is damaged."""
 

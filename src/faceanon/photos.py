@@ -71,12 +71,14 @@ def anonymize(
     progress: Progress | None = None,
     aligned: bool = False,
     fixed_nonce: bytes | None = None,
+    nonces: Sequence[Sequence[bytes | None]] | None = None,
 ) -> list[Outcome]:
     """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
     and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
     aligned face crop (``faces`` holds the crop itself). ``fixed_nonce``: the nonce of every face
     and of every metadata seal, only for tests that compare two runs byte for byte (default:
-    fresh random ones)."""
+    fresh random ones). ``nonces``: each face's nonce, given (a video's tracked person keeps
+    one); default: fresh ones."""
     reversible = method == "keyflip"
     if reversible:
         if anonymizer is None or key is None:
@@ -89,7 +91,7 @@ def anonymize(
         grid = (256, 256)
 
     def describe(
-        image: np.ndarray, found: Sequence[Face], nonces: list[bytes | None]
+        image: np.ndarray, found: Sequence[Face], nonces: Sequence[bytes | None]
     ) -> tuple[str, list[Geometry]]:
         """The metadata, and the geometry to anonymize with (for photos with a key: the
         geometry as the key will open it)."""
@@ -126,7 +128,8 @@ def anonymize(
             return [fixed_nonce] * count
         return anonymizer.new_nonces(count)
 
-    nonces = [new_nonces(len(found)) for found in faces]
+    if nonces is None:
+        nonces = [new_nonces(len(found)) for found in faces]
     described = [
         describe(image, found, face_nonces)
         for image, found, face_nonces in zip(images, faces, nonces, strict=True)

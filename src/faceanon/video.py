@@ -1,0 +1,540 @@
+"""Videos: every face in every frame found, tracked, anonymized (or restored); the sound kept.
+
+Streaming: frames are decoded, detected and tracked one by one, held only until no later
+detection can still fill a gap before them (``MAX_GAP`` frames), transformed ``CHUNK`` frames
+at a time (their faces batched across frames) and encoded; memory does not grow with the
+video's length (docs/benchmarks.md "Video").
+
+Tracking: detections are linked to the track whose last box overlaps most (IoU, greedy); a
+track not detected for up to ``MAX_GAP`` frames and then found again gets the boxes in between
+by linear interpolation, so no frame shows the face bare between two detections; every box is
+smoothed over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person
+keeps one anonymized identity through the video.
+
+Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
+size, rotation and colour description; the audio and subtitle streams are copied as they are
+(``audio=False`` drops the audio). ``keyflip`` writes a lossless video (FFV1 on RGB in Matroska:
+a lossy codec would change the anonymized faces and the restore would fail) and everything the
+restore needs except the key as a Matroska attachment ``faceanon.json``: per frame the photo
+metadata of faceanon/container.py (face polygons sealed under the key). The classic methods
+write H.264 (CRF 18) in the input's container (MP4, MOV or Matroska; others become Matroska).
+
+Outputs are written to a temporary file beside the target and given its name only when
+complete; a stream that breaks mid-file keeps the frames decoded before the break and says
+where it broke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from faceanon.errors import FaceanonError, MetadataError, OutputExistsError, VideoError
+
+if TYPE_CHECKING:
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.base import Backbone
+    from faceanon.container import Box
+    from faceanon.keys import SecretKey
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+ATTACHMENT = "faceanon.json"
+ATTACHMENT_MIME = "application/x-faceanon+json"
+DOCUMENT_VERSION = 1
+MAX_GAP = 5  # frames a track may go undetected and still be filled in
+CHUNK = 8  # frames transformed together
+MIN_IOU = 0.3
+MAX_DOCUMENT_BYTES = 512 * 2**20
+
+Progress = Callable[[int, int | None, int], None]  # (frames done, frames in total, faces)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_suffix(src: Path, method: str) -> str:
+    """``.mkv`` for keyflip (lossless FFV1); the input's container for the classic methods
+    where it takes H.264 (mp4, mov, mkv), else ``.mkv``."""
+    suffix = src.suffix.lower()
+    if method == "keyflip" or suffix not in (".mp4", ".mov", ".mkv", ".m4v"):
+        return ".mkv"
+    return suffix
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def open_video(path: Path) -> Any:
+    """The input container, or one line: not found, not a video, no video stream."""
+    import av
+
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise VideoError(f"{path}: not a video ({_first_line(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: no video stream")
+    return container
+
+
+# --- tracking ---------------------------------------------------------------------------------
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: int
+    nonce: bytes | None
+    boxes: dict[int, Box] = field(default_factory=dict)
+    turns: dict[int, int] = field(default_factory=dict)
+    last: int = -1
+
+
+class Tracker:
+    """IoU tracking with gap filling; boxes of frames already emitted are forgotten."""
+
+    def __init__(self, new_nonce: Callable[[], bytes | None], max_gap: int = MAX_GAP) -> None:
+        self.new_nonce, self.max_gap = new_nonce, max_gap
+        self.tracks: list[Track] = []
+        self.count = 0  # tracks started
+        self.filled = 0  # face-frames given an interpolated box
+
+    def update(self, index: int, detections: Sequence[tuple[Box, int]]) -> None:
+        live = [t for t in self.tracks if index - t.last <= self.max_gap + 1]
+        pairs = sorted(
+            (
+                (_iou(t.boxes[t.last], box), ti, di)
+                for ti, t in enumerate(live)
+                for di, (box, _) in enumerate(detections)
+            ),
+            reverse=True,
+        )
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for overlap, ti, di in pairs:
+            if overlap < MIN_IOU or ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            self._extend(live[ti], index, *detections[di])
+        for di, (box, turns) in enumerate(detections):
+            if di not in used_d:
+                track = Track(self.count, self.new_nonce())
+                self.count += 1
+                self._extend(track, index, box, turns)
+                self.tracks.append(track)
+
+    def _extend(self, track: Track, index: int, box: Box, turns: int) -> None:
+        if track.last >= 0 and index - track.last > 1:  # a gap: interpolate the boxes
+            start, gap = track.boxes[track.last], index - track.last
+            for k in range(1, gap):
+                w = k / gap
+                track.boxes[track.last + k] = tuple(  # type: ignore[assignment]
+                    (1 - w) * a + w * b for a, b in zip(start, box, strict=True)
+                )
+                track.turns[track.last + k] = turns
+                self.filled += 1
+        track.boxes[index], track.turns[index], track.last = box, turns, index
+
+    def faces(self, index: int) -> list[tuple[Track, Box, int]]:
+        """The tracks with a box in frame ``index``, each box averaged with its neighbours'."""
+        out = []
+        for t in self.tracks:
+            if index not in t.boxes:
+                continue
+            near = [t.boxes[j] for j in (index - 1, index, index + 1) if j in t.boxes]
+            box = tuple(float(np.mean([b[i] for b in near])) for i in range(4))
+            out.append((t, box, t.turns[index]))
+        return out  # type: ignore[return-value]
+
+    def forget(self, before: int) -> None:
+        """Drop the boxes of frames before ``before - 1`` (kept: one for smoothing) and the
+        tracks that can no longer be extended."""
+        for t in self.tracks:
+            for j in [j for j in t.boxes if j < before - 1]:
+                del t.boxes[j], t.turns[j]
+        self.tracks = [t for t in self.tracks if t.boxes or t.last >= before - self.max_gap - 1]
+
+
+# --- reading and writing ------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    index: int
+    rgb: np.ndarray
+    pts: int | None
+    time_base: Fraction | None
+
+
+@dataclass
+class Summary:
+    frames: int = 0
+    faces: int = 0  # face-frames processed
+    tracks: int = 0
+    filled: int = 0  # face-frames given an interpolated box
+    broke: str | None = None  # where and why decoding stopped early
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Iterator[Frame]:
+    """Decoded frames as RGB, in presentation order; the other streams' packets go to ``copy``.
+    A broken stream ends the frames and is noted in ``summary.broke``."""
+    import av
+
+    video = container.streams.video[0]
+    others = [s for s in container.streams if s.type in ("audio", "subtitle")]
+    index = 0
+    try:
+        for packet in container.demux(video, *others):
+            if packet.stream.type != "video":
+                copy(packet)
+                continue
+            for frame in packet.decode():
+                rgb = frame.to_ndarray(format="rgb24")
+                yield Frame(index, rgb, frame.pts, frame.time_base)
+                index += 1
+    except (av.FFmpegError, ValueError) as exc:
+        summary.broke = f"the stream breaks after frame {index}: {_first_line(exc)}"
+
+
+class Writer:
+    """An output video: the video stream re-encoded, the input's audio/subtitles copied."""
+
+    def __init__(self, path: Path, source: Any, *, lossless: bool, audio: bool) -> None:
+        import av
+
+        self.path = path
+        self.container = av.open(str(path), "w", format="matroska" if lossless else None)
+        vin = source.streams.video[0]
+        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        codec = "ffv1" if lossless else "libx264"
+        self.video: Any = cast(Any, self.container.add_stream(codec, rate=rate))
+        self.video.width, self.video.height = vin.codec_context.width, vin.codec_context.height
+        self.video.time_base = vin.time_base
+        self.lossless = lossless
+        if lossless:
+            self.video.pix_fmt = "bgr0"  # RGB, exactly: what the restore reads back
+        else:
+            self.video.pix_fmt = "yuv420p"
+            self.video.options = {"crf": "18", "preset": "medium"}
+            for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
+                value = getattr(vin.codec_context, name, None)
+                if value:
+                    setattr(self.video.codec_context, name, value)
+        self.copies: dict[int, Any] = {}
+        self.dropped: list[str] = []
+        for stream in source.streams:
+            if stream.type not in ("audio", "subtitle") or (stream.type == "audio" and not audio):
+                continue
+            try:
+                self.copies[stream.index] = self.container.add_stream_from_template(stream)
+            except (av.FFmpegError, ValueError) as exc:
+                self.dropped.append(f"{stream.type} stream {stream.index} ({_first_line(exc)})")
+
+    def copy(self, packet: Any) -> None:
+        target = self.copies.get(packet.stream.index)
+        if target is None or packet.dts is None:
+            return
+        packet.stream = target
+        self.container.mux(packet)
+
+    def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+
+    def attach(self, data: bytes) -> None:
+        self.container.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
+
+    def close(self) -> None:
+        for packet in self.video.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def _temporary(dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}-", suffix=dst.suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def _publish(tmp: Path, dst: Path, overwrite: bool) -> None:
+    from faceanon.io import publish_exclusive
+
+    os.chmod(tmp, 0o644)
+    try:
+        if overwrite:
+            os.replace(tmp, dst)
+        else:
+            publish_exclusive(str(tmp), dst)
+    except FileExistsError:
+        raise OutputExistsError(f"{dst}: already exists (pass --overwrite to replace it)") from None
+
+
+def _with_attachment(video: Path, data: bytes, dst: Path) -> None:
+    """Copy every stream of ``video`` into ``dst`` with ``data`` attached (Matroska writes
+    attachments in its header, so they are added once everything is known)."""
+    import av
+
+    with av.open(str(video)) as source, av.open(str(dst), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        out.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
+        for packet in source.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+
+
+# --- anonymize ----------------------------------------------------------------------------
+
+
+def anonymize_video(
+    src: Path,
+    dst: Path,
+    method: str,
+    finder: Any,
+    *,
+    anonymizer: Anonymizer | None = None,
+    key: SecretKey | None = None,
+    batch_size: int = 1,
+    audio: bool = True,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Summary:
+    """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module)."""
+    from faceanon import photos
+    from faceanon.faces.detect import detect_turned
+
+    started = time.monotonic()
+    summary = Summary()
+    reversible = method == "keyflip"
+    source = open_video(src)
+    total = source.streams.video[0].frames or None
+    if anonymizer is not None:
+        make_nonce: Callable[[], bytes | None] = lambda: anonymizer.new_nonces(1)[0]  # noqa: E731
+    else:
+        make_nonce = lambda: None  # noqa: E731
+    tracker = Tracker(make_nonce)
+    pending: deque[Frame] = deque()
+    records: list[str | None] = []
+    tmp = _temporary(dst)
+    writer: Writer | None = None
+    try:
+        writer = Writer(tmp, source, lossless=reversible, audio=audio)
+        summary.notes += [f"{src}: dropped {d}" for d in writer.dropped]
+
+        def emit(chunk: list[Frame]) -> None:
+            assert writer is not None
+            faces, nonces = [], []
+            for f in chunk:
+                found = tracker.faces(f.index)
+                faces.append([finder.at(f.rgb, box, turns) for _, box, turns in found])
+                nonces.append([t.nonce for t, _, _ in found])
+            outcomes = photos.anonymize(
+                [f.rgb for f in chunk],
+                faces,
+                method,
+                anonymizer=anonymizer,
+                key=key,
+                batch_size=batch_size,
+                nonces=nonces,
+            )
+            for f, outcome, found_faces in zip(chunk, outcomes, faces, strict=True):
+                writer.write(outcome.image, f.pts, f.time_base)
+                records.append(outcome.metadata if found_faces else None)
+                summary.faces += len(found_faces)
+            summary.frames += len(chunk)
+            if progress is not None:
+                progress(summary.frames, total, summary.faces)
+
+        for frame in _frames(source, summary, writer.copy):
+            found = detect_turned(
+                finder.detector, frame.rgb, (0, 1, 3) if finder.sideways else (0,)
+            )
+            tracker.update(frame.index, [(d.box, d.turns) for d in found])
+            pending.append(frame)
+            while len(pending) >= MAX_GAP + 1 + CHUNK:
+                emit([pending.popleft() for _ in range(CHUNK)])
+                tracker.forget(pending[0].index)
+        while pending:
+            emit([pending.popleft() for _ in range(min(CHUNK, len(pending)))])
+        writer.close()
+        writer = None
+        summary.tracks = tracker.count
+        summary.filled = tracker.filled
+        if summary.frames == 0:
+            raise VideoError(f"{src}: no frame could be decoded ({summary.broke or 'empty'})")
+        if reversible:
+            document = {
+                "faceanon_video": DOCUMENT_VERSION,
+                "frames": summary.frames,
+                "metadata": records,
+            }
+            final = _temporary(dst)
+            try:
+                _with_attachment(tmp, json.dumps(document, separators=(",", ":")).encode(), final)
+                _publish(final, dst, overwrite)
+            finally:
+                final.unlink(missing_ok=True)
+        else:
+            _publish(tmp, dst, overwrite)
+    except FaceanonError:
+        raise
+    except Exception as exc:  # PyAV's and the encoders' errors: one line naming the file
+        raise VideoError(f"{dst}: cannot write the video ({_first_line(exc)})") from None
+    finally:
+        if writer is not None:
+            with contextlib.suppress(Exception):  # already failing: report the first error
+                writer.container.close()
+        source.close()
+        tmp.unlink(missing_ok=True)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+# --- deanonymize --------------------------------------------------------------------------
+
+
+def read_document(path: Path, container: Any) -> list[str | None]:
+    """The per-frame metadata of an anonymized video, checked."""
+    attachment = next(
+        (s for s in container.streams if s.type == "attachment" and s.name == ATTACHMENT), None
+    )
+    if attachment is None:
+        raise MetadataError(
+            f"{path}: no faceanon metadata in this video (stripped, re-encoded, or not made by"
+            " faceanon anonymize --method keyflip)"
+        )
+    data = bytes(attachment.data)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise MetadataError(f"{path}: faceanon metadata too large ({len(data)} bytes)")
+    try:
+        document = json.loads(data)
+        if document.get("faceanon_video") != DOCUMENT_VERSION:
+            raise ValueError("unknown version")
+        records = document["metadata"]
+        if not isinstance(records, list) or not all(
+            r is None or isinstance(r, str) for r in records
+        ):
+            raise ValueError("metadata is not a list of texts")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise MetadataError(f"{path}: faceanon metadata is damaged ({_first_line(exc)})") from None
+    return records
+
+
+def deanonymize_video(
+    src: Path,
+    dst: Path,
+    key: SecretKey,
+    backbone_for: Callable[[Path, Any], Backbone],
+    finder_for: Callable[[int], Any],
+    *,
+    batch_size: int = 1,
+    audio: bool = True,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Summary:
+    """The faces of a video made by :func:`anonymize_video` with keyflip restored by ``key``
+    (lossless FFV1 output). ``backbone_for(path, metadata)`` loads the model a frame names."""
+    from faceanon import photos
+
+    started = time.monotonic()
+    summary = Summary()
+    source = open_video(src)
+    tmp = _temporary(dst)
+    writer: Writer | None = None
+    try:
+        records = read_document(src, source)
+        total = len(records)
+        writer = Writer(tmp, source, lossless=True, audio=audio)
+        batch: list[tuple[Frame, Any]] = []
+
+        def flush() -> None:
+            assert writer is not None
+            work = [(f, m) for f, m in batch if m is not None]
+            restored: dict[int, np.ndarray] = {}
+            if work:
+                items = []
+                for f, meta in work:
+                    backbone = backbone_for(src, meta)
+                    size = backbone.image_size
+                    name = f"{src} frame {f.index}"
+                    meta, geometry = photos.restore_geometry(
+                        name, f.rgb, meta, key, size, partial(finder_for, size)
+                    )
+                    items.append((f.rgb, meta, backbone, geometry))
+                    summary.faces += len(geometry)
+                outs = photos.restore(items, key, batch_size=batch_size)
+                restored = {f.index: o.image for (f, _), o in zip(work, outs, strict=True)}
+            for f, _ in batch:
+                writer.write(restored.get(f.index, f.rgb), f.pts, f.time_base)
+            summary.frames += len(batch)
+            batch.clear()
+            if progress is not None:
+                progress(summary.frames, total, summary.faces)
+
+        for frame in _frames(source, summary, writer.copy):
+            if frame.index >= len(records):
+                raise MetadataError(f"{src}: more frames than its metadata describes (edited?)")
+            text = records[frame.index]
+            meta = (
+                None if text is None else photos.read_metadata(f"{src} frame {frame.index}", text)
+            )
+            batch.append((frame, meta))
+            if len(batch) >= CHUNK:
+                flush()
+        flush()
+        writer.close()
+        writer = None
+        if summary.frames == 0:
+            raise VideoError(f"{src}: no frame could be decoded ({summary.broke or 'empty'})")
+        if summary.frames < len(records) and summary.broke is None:
+            summary.notes.append(
+                f"warning: {src}: {len(records) - summary.frames} frames fewer than anonymized"
+                " (cut?)"
+            )
+        _publish(tmp, dst, overwrite)
+    except FaceanonError:
+        raise
+    except Exception as exc:
+        raise VideoError(f"{dst}: cannot write the video ({_first_line(exc)})") from None
+    finally:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.container.close()
+        source.close()
+        tmp.unlink(missing_ok=True)
+    summary.seconds = time.monotonic() - started
+    return summary
