@@ -280,6 +280,12 @@ def _process_videos(
         progress.end()
         for note in summary.notes:
             _say(note)
+        if not summary.written:
+            _say(
+                f"{src}: no face found in {summary.frames} frames; nothing written"
+                " (--write-faceless writes it)"
+            )
+            continue
         if summary.broke:
             _say(f"warning: {src}: {summary.broke}; the frames before it were written")
         filled = f", {summary.filled} filled between detections" if summary.filled else ""
@@ -325,6 +331,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 audio=not args.no_audio,
                 overwrite=args.overwrite,
+                write_faceless=args.write_faceless,
                 progress=progress,
             )
 

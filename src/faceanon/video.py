@@ -5,10 +5,10 @@ detection can still fill a gap before them (``MAX_GAP`` frames), transformed ``C
 at a time (their faces batched across frames) and encoded; memory does not grow with the
 video's length (docs/benchmarks.md "Video").
 
-Tracking: detections are linked to the track whose last box overlaps most (IoU, greedy); a
-track not detected for up to ``MAX_GAP`` frames and then found again gets the boxes in between
-by linear interpolation, so no frame shows the face bare between two detections; every box is
-smoothed over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person
+Tracking: detections are linked to the track whose box, moved on as it last moved, overlaps
+most (IoU, greedy); a track not detected for up to ``MAX_GAP`` frames and then found again gets
+the boxes in between by linear interpolation, so no frame shows the face bare between two
+detections; every box is smoothed over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person
 keeps one anonymized identity through the video.
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
@@ -113,6 +113,13 @@ class Track:
     boxes: dict[int, Box] = field(default_factory=dict)
     turns: dict[int, int] = field(default_factory=dict)
     last: int = -1
+    velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box change per frame
+
+    def predict(self, index: int) -> Box:
+        """Where the box should be in frame ``index``, moving as it last moved."""
+        steps = index - self.last
+        box = self.boxes[self.last]
+        return tuple(b + steps * v for b, v in zip(box, self.velocity, strict=True))  # type: ignore[return-value]
 
 
 class Tracker:
@@ -128,7 +135,7 @@ class Tracker:
         live = [t for t in self.tracks if index - t.last <= self.max_gap + 1]
         pairs = sorted(
             (
-                (_iou(t.boxes[t.last], box), ti, di)
+                (_iou(t.predict(index), box), ti, di)
                 for ti, t in enumerate(live)
                 for di, (box, _) in enumerate(detections)
             ),
@@ -150,6 +157,9 @@ class Tracker:
                 self.tracks.append(track)
 
     def _extend(self, track: Track, index: int, box: Box, turns: int) -> None:
+        if track.last >= 0:
+            gap, start = index - track.last, track.boxes[track.last]
+            track.velocity = tuple((b - a) / gap for a, b in zip(start, box, strict=True))  # type: ignore[assignment]
         if track.last >= 0 and index - track.last > 1:  # a gap: interpolate the boxes
             start, gap = track.boxes[track.last], index - track.last
             for k in range(1, gap):
@@ -201,6 +211,7 @@ class Summary:
     broke: str | None = None  # where and why decoding stopped early
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    written: bool = True  # False: no face in any frame, and nothing written
 
 
 def _frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Iterator[Frame]:
@@ -331,9 +342,11 @@ def anonymize_video(
     batch_size: int = 1,
     audio: bool = True,
     overwrite: bool = False,
+    write_faceless: bool = False,
     progress: Progress | None = None,
 ) -> Summary:
-    """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module)."""
+    """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
+    A video without a face in any frame is not written unless ``write_faceless``."""
     from faceanon import photos
     from faceanon.faces.detect import detect_turned
 
@@ -396,7 +409,9 @@ def anonymize_video(
         summary.filled = tracker.filled
         if summary.frames == 0:
             raise VideoError(f"{src}: no frame could be decoded ({summary.broke or 'empty'})")
-        if reversible:
+        if summary.faces == 0 and not write_faceless:
+            summary.written = False
+        elif reversible:
             document = {
                 "faceanon_video": DOCUMENT_VERSION,
                 "frames": summary.frames,

@@ -1,0 +1,162 @@
+"""Videos (issue 13): clips made by scripts/make_clip.py from the public-domain astronaut."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_clip import make_clip  # noqa: E402
+
+from faceanon.cli import main  # noqa: E402
+
+av = pytest.importorskip("av")
+FRAMES = 14
+FAST = ["--recall", "standard", "--upright-only"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", FRAMES, (480, 270))
+
+
+def _frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _audio_packets(path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        return [bytes(p) for p in container.demux(audio=0) if p.dts is not None]
+
+
+def _psnr(a, b, where) -> float:
+    err = ((a.astype(np.float64) - b)[where] ** 2).mean()
+    return float(10 * np.log10(255.0**2 / max(err, 1e-12)))
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch, clip):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    assert main(["keygen", "-o", "my.key"]) == 0
+    return tmp_path
+
+
+def test_blur_keeps_timing_size_and_sound(work, capsys):
+    assert main(["anonymize", "clip.mp4", "--method", "blur", *FAST]) == 0
+    out = capsys.readouterr().err
+    assert "clip.mp4 -> clip_anonymized.mp4 (14 frames, 14 face-frames in 1 tracks" in out
+    with av.open("clip.mp4") as a, av.open("clip_anonymized.mp4") as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        assert (vb.width, vb.height, vb.average_rate) == (va.width, va.height, va.average_rate)
+        assert vb.codec_context.name == "h264" and abs(a.duration - b.duration) < 50_000
+    assert _audio_packets("clip_anonymized.mp4") == _audio_packets("clip.mp4") != []
+    original, blurred = _frames("clip.mp4"), _frames("clip_anonymized.mp4")
+    assert len(blurred) == FRAMES
+    for x, y in zip(original, blurred, strict=True):
+        changed = np.abs(x.astype(int) - y).max(axis=-1) > 20
+        assert 150 < changed.sum() < 0.1 * changed.size  # the face, and only the face
+    assert (
+        main(["anonymize", "clip.mp4", "--method", "blur", *FAST, "--no-audio", "-o", "quiet.mkv"])
+        == 0
+    )
+    assert _audio_packets("quiet.mkv") == []
+
+
+def test_keyflip_video_is_lossless_and_restores(work, capsys):
+    fast = ["--backbone", "closed-form", "--steps", "50", *FAST]
+    assert main(["anonymize", "clip.mp4", "-k", "my.key", *fast]) == 0
+    with av.open("clip_anonymized.mkv") as container:
+        assert container.streams.video[0].codec_context.name == "ffv1"
+        attachment = next(s for s in container.streams if s.type == "attachment")
+        document = json.loads(bytes(attachment.data))
+    assert document["frames"] == FRAMES and len(document["metadata"]) == FRAMES
+    nonces = {json.loads(m)["faces"][0]["nonce"] for m in document["metadata"]}
+    assert len(nonces) == 1  # one tracked person, one nonce: one anonymized identity
+    assert main(["deanonymize", "clip_anonymized.mkv", "-k", "my.key"]) == 0
+    assert main(["deanonymize", "clip_anonymized.mkv", "-k", "my.key", "-o", "again.mkv"]) == 0
+    original = _frames("clip.mp4")
+    anonymized, restored = _frames("clip_anonymized.mkv"), _frames("clip_deanonymized.mkv")
+    assert len(restored) == FRAMES and _audio_packets("clip_deanonymized.mkv") == _audio_packets(
+        "clip.mp4"
+    )
+    for x, y, z in zip(original, anonymized, restored, strict=True):
+        face = (x != y).any(axis=-1)
+        assert face.sum() > 300
+        assert _psnr(z, x, face) > _psnr(y, x, face) + 8
+    # Lossless: away from the face the anonymized video is the decoded input, bit for bit.
+    ys, xs = np.nonzero((original[0] != anonymized[0]).any(axis=-1))
+    assert np.array_equal(anonymized[0][:, xs.max() + 20 :], original[0][:, xs.max() + 20 :])
+    # Restoring twice gives the same video; a wrong key another face.
+    assert all(np.array_equal(a, b) for a, b in zip(restored, _frames("again.mkv"), strict=True))
+
+
+def test_tracking_fills_missed_detections(work, monkeypatch, capsys):
+    from faceanon.faces import detect
+
+    original_detect = detect.detect_turned
+    calls = {"n": 0}
+
+    def flaky(detector, image, turns=(0, 1, 3)):
+        calls["n"] += 1
+        if calls["n"] in (5, 6, 7):  # the detector misses the face in frames 4-6
+            return []
+        return original_detect(detector, image, turns)
+
+    monkeypatch.setattr(detect, "detect_turned", flaky)
+    assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST]) == 0
+    out = capsys.readouterr().err
+    assert "14 face-frames in 1 tracks, 3 filled between detections" in out
+    for x, y in zip(_frames("clip.mp4"), _frames("clip_anonymized.mp4"), strict=True):
+        assert (np.abs(x.astype(int) - y).max(axis=-1) > 40).sum() > 300  # no bare frame
+
+
+def test_bad_videos_are_one_line_each(work, capsys):
+    Path("text.mp4").write_text("not a video at all")
+    data = Path("clip.mp4").read_bytes()
+    Path("cut.mp4").write_bytes(data[: len(data) // 2])
+    assert main(["anonymize", "text.mp4", "--method", "blur", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "error: text.mp4: not a video" in err and "Traceback" not in err
+    assert main(["deanonymize", "clip.mp4", "-k", "my.key"]) == 1
+    err = capsys.readouterr().err
+    assert "clip.mp4: no faceanon metadata in this video" in err
+    assert not Path("clip_deanonymized.mkv").exists()  # never a half-written output
+    code = main(["anonymize", "cut.mp4", "--method", "blur", *FAST])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 0:  # what decodes is kept, and the break is said
+        assert len(_frames("cut_anonymized.mp4")) < FRAMES
+    # An existing output is never replaced without --overwrite.
+    Path("clip_anonymized.mp4").write_bytes(b"mine")
+    assert main(["anonymize", "clip.mp4", "--method", "blur", *FAST]) == 1
+    assert Path("clip_anonymized.mp4").read_bytes() == b"mine"
+    assert not [p for p in Path().iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_video_without_faces_is_not_written(work, capsys, tmp_path):
+    import av as pyav
+
+    with pyav.open("empty.mp4", "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(5):
+            frame = pyav.VideoFrame.from_ndarray(
+                np.full((64, 64, 3), 40 * i, np.uint8), format="rgb24"
+            )
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+    assert main(["anonymize", "empty.mp4", "--method", "blur", *FAST]) == 0
+    assert "empty.mp4: no face found in 5 frames; nothing written" in capsys.readouterr().err
+    assert not Path("empty_anonymized.mp4").exists()
+    assert main(["anonymize", "empty.mp4", "--method", "blur", *FAST, "--write-faceless"]) == 0
+    assert len(_frames("empty_anonymized.mp4")) == 5
