@@ -8,8 +8,8 @@ video's length (docs/benchmarks.md "Video").
 Tracking: detections are linked to the track whose box, moved on as it last moved, overlaps
 most (IoU, greedy); a track not detected for up to ``MAX_GAP`` frames and then found again gets
 the boxes in between by linear interpolation, so no frame shows the face bare between two
-detections; every box is smoothed over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person
-keeps one anonymized identity through the video.
+detections; every box is smoothed over its neighbours (3 frames). Each track has one nonce, so
+with ``keyflip`` a person keeps one anonymized identity through the video.
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
