@@ -46,8 +46,11 @@ def make_clip(
     copies: int = 1,
     audio: bool = True,
     codec: str = "libx264",
+    rotation: int = 0,
 ) -> Path:
-    """Write the clip (H.264 + AAC by default; the container from ``path``'s suffix)."""
+    """Write the clip (H.264 + AAC by default; the container from ``path``'s suffix).
+    ``rotation`` (90 or 270): stored turned, with the display rotation that turns it back, as
+    a phone held upright records."""
     import av
     from skimage import data
 
@@ -55,12 +58,16 @@ def make_clip(
     width, height = size
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        turned = rotation % 180 == 90
+        video.width, video.height = (height, width) if turned else (width, height)
+        video.pix_fmt = "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
         sound = out.add_stream("aac", rate=48000, layout="mono") if audio else None
         for i in range(frames):
-            picture = av.VideoFrame.from_ndarray(
-                frame_at(photo, i, frames, width, height, copies), format="rgb24"
-            )
+            image = frame_at(photo, i, frames, width, height, copies)
+            image = np.ascontiguousarray(np.rot90(image, -rotation // 90)) if rotation else image
+            picture = av.VideoFrame.from_ndarray(image, format="rgb24")
             for packet in video.encode(picture):
                 out.mux(packet)
         for packet in video.encode():

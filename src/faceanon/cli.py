@@ -332,6 +332,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
                 audio=not args.no_audio,
                 overwrite=args.overwrite,
                 write_faceless=args.write_faceless,
+                lossy=args.lossy,
                 progress=progress,
             )
 
@@ -596,6 +597,12 @@ def _add_common(
     )
     p.add_argument(
         "--no-audio", action="store_true", help="videos: drop the sound (default: copied as is)"
+    )
+    p.add_argument(
+        "--lossy",
+        action="store_true",
+        help="videos, keyflip: H.264 instead of lossless FFV1 (smaller; the restore is less"
+        " accurate)",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

@@ -6,10 +6,11 @@ at a time (their faces batched across frames) and encoded; memory does not grow 
 video's length (docs/benchmarks.md "Video").
 
 Tracking: detections are linked to the track whose box, moved on as it last moved, overlaps
-most (IoU, greedy); a track not detected for up to ``MAX_GAP`` frames and then found again gets
-the boxes in between by linear interpolation, so no frame shows the face bare between two
-detections; every box is smoothed over its neighbours (3 frames). Each track has one nonce, so
-with ``keyflip`` a person keeps one anonymized identity through the video.
+most (IoU; failing that, the nearest centre within 0.75 box sides; greedy); a track not
+detected for up to ``MAX_GAP`` frames and then found again gets the boxes in between by linear
+interpolation, so no frame shows the face bare between two detections; every box is smoothed
+over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person keeps
+one anonymized identity through the video.
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
@@ -56,6 +57,9 @@ DOCUMENT_VERSION = 1
 MAX_GAP = 5  # frames a track may go undetected and still be filled in
 CHUNK = 8  # frames transformed together
 MIN_IOU = 0.3
+MAX_JUMP = (
+    0.75  # a face found this many box sides from where its track was heading still continues it
+)
 MAX_DOCUMENT_BYTES = 512 * 2**20
 
 Progress = Callable[[int, int | None, int], None]  # (frames done, frames in total, faces)
@@ -98,6 +102,19 @@ def open_video(path: Path) -> Any:
 # --- tracking ---------------------------------------------------------------------------------
 
 
+def _affinity(predicted: Box, box: Box) -> float:
+    """How well a detection continues a track: above 1 for an overlap (1 + IoU >= MIN_IOU),
+    else up to 1 for a centre within MAX_JUMP box sides of the prediction, else 0."""
+    overlap = _iou(predicted, box)
+    if overlap >= MIN_IOU:
+        return 1.0 + overlap
+    side = ((predicted[2] - predicted[0]) + (box[2] - box[0])) / 2
+    dx = (predicted[0] + predicted[2] - box[0] - box[2]) / 2
+    dy = (predicted[1] + predicted[3] - box[1] - box[3]) / 2
+    jump = float(np.hypot(dx, dy)) / max(side, 1e-6)
+    return max(0.0, 1.0 - jump / MAX_JUMP)
+
+
 def _iou(a: Box, b: Box) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -135,7 +152,7 @@ class Tracker:
         live = [t for t in self.tracks if index - t.last <= self.max_gap + 1]
         pairs = sorted(
             (
-                (_iou(t.predict(index), box), ti, di)
+                (_affinity(t.predict(index), box), ti, di)
                 for ti, t in enumerate(live)
                 for di, (box, _) in enumerate(detections)
             ),
@@ -143,8 +160,8 @@ class Tracker:
         )
         used_t: set[int] = set()
         used_d: set[int] = set()
-        for overlap, ti, di in pairs:
-            if overlap < MIN_IOU or ti in used_t or di in used_d:
+        for affinity, ti, di in pairs:
+            if affinity <= 0 or ti in used_t or di in used_d:
                 continue
             used_t.add(ti)
             used_d.add(di)
@@ -200,6 +217,7 @@ class Frame:
     rgb: np.ndarray
     pts: int | None
     time_base: Fraction | None
+    rotation: int = 0  # the display rotation the container asks for (degrees)
 
 
 @dataclass
@@ -229,7 +247,8 @@ def _frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> It
                 continue
             for frame in packet.decode():
                 rgb = frame.to_ndarray(format="rgb24")
-                yield Frame(index, rgb, frame.pts, frame.time_base)
+                rotation = int(getattr(frame, "rotation", 0) or 0)
+                yield Frame(index, rgb, frame.pts, frame.time_base, rotation)
                 index += 1
     except (av.FFmpegError, ValueError) as exc:
         summary.broke = f"the stream breaks after frame {index}: {_first_line(exc)}"
@@ -238,18 +257,20 @@ def _frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> It
 class Writer:
     """An output video: the video stream re-encoded, the input's audio/subtitles copied."""
 
-    def __init__(self, path: Path, source: Any, *, lossless: bool, audio: bool) -> None:
+    def __init__(
+        self, path: Path, source: Any, *, lossless: bool, audio: bool, matroska: bool = False
+    ) -> None:
         import av
 
         self.path = path
-        self.container = av.open(str(path), "w", format="matroska" if lossless else None)
+        self.container = av.open(str(path), "w", format="matroska" if matroska else None)
         vin = source.streams.video[0]
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
         codec = "ffv1" if lossless else "libx264"
         self.video: Any = cast(Any, self.container.add_stream(codec, rate=rate))
         self.video.width, self.video.height = vin.codec_context.width, vin.codec_context.height
         self.video.time_base = vin.time_base
-        self.lossless = lossless
+        self.lossless, self.started = lossless, False
         if lossless:
             self.video.pix_fmt = "bgr0"  # RGB, exactly: what the restore reads back
         else:
@@ -271,16 +292,20 @@ class Writer:
 
     def copy(self, packet: Any) -> None:
         target = self.copies.get(packet.stream.index)
-        if target is None or packet.dts is None:
+        if target is None or packet.size == 0:  # not copied, or the end-of-stream marker
             return
         packet.stream = target
         self.container.mux(packet)
 
-    def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None) -> None:
+    def write(self, rgb: np.ndarray, like: Frame) -> None:
+        """``rgb`` as the frame ``like`` was: its timestamp and display rotation."""
         import av
 
+        if not self.started and like.rotation:
+            self.video.set_display_rotation(like.rotation)
+        self.started = True
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts, frame.time_base = pts, time_base
+        frame.pts, frame.time_base = like.pts, like.time_base
         for packet in self.video.encode(frame):
             self.container.mux(packet)
 
@@ -322,7 +347,7 @@ def _with_attachment(video: Path, data: bytes, dst: Path) -> None:
         streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
         out.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
         for packet in source.demux():
-            if packet.dts is None:
+            if packet.size == 0:  # the demuxer's end-of-stream marker
                 continue
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
@@ -343,10 +368,12 @@ def anonymize_video(
     audio: bool = True,
     overwrite: bool = False,
     write_faceless: bool = False,
+    lossy: bool = False,
     progress: Progress | None = None,
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
-    A video without a face in any frame is not written unless ``write_faceless``."""
+    A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
+    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, and the restore less accurate."""
     from faceanon import photos
     from faceanon.faces.detect import detect_turned
 
@@ -365,8 +392,18 @@ def anonymize_video(
     tmp = _temporary(dst)
     writer: Writer | None = None
     try:
-        writer = Writer(tmp, source, lossless=reversible, audio=audio)
-        summary.notes += [f"{src}: dropped {d}" for d in writer.dropped]
+        writer = Writer(
+            tmp, source, lossless=reversible and not lossy, audio=audio, matroska=reversible
+        )
+        summary.notes += [f"warning: {src}: dropped {d}" for d in writer.dropped]
+        if reversible and lossy:
+            summary.notes.append(
+                f"warning: {dst}: lossy H.264 changes the anonymized faces a little; their"
+                ' restore will be less accurate (docs/benchmarks.md "Video")'
+            )
+        depth = source.streams.video[0].codec_context.pix_fmt or ""
+        if any(bits in depth for bits in ("10", "12", "16")):
+            summary.notes.append(f"warning: {src}: {depth} input is written with 8 bits")
 
         def emit(chunk: list[Frame]) -> None:
             assert writer is not None
@@ -385,7 +422,7 @@ def anonymize_video(
                 nonces=nonces,
             )
             for f, outcome, found_faces in zip(chunk, outcomes, faces, strict=True):
-                writer.write(outcome.image, f.pts, f.time_base)
+                writer.write(outcome.image, f)
                 records.append(outcome.metadata if found_faces else None)
                 summary.faces += len(found_faces)
             summary.frames += len(chunk)
@@ -493,7 +530,7 @@ def deanonymize_video(
     try:
         records = read_document(src, source)
         total = len(records)
-        writer = Writer(tmp, source, lossless=True, audio=audio)
+        writer = Writer(tmp, source, lossless=True, audio=audio, matroska=True)
         batch: list[tuple[Frame, Any]] = []
 
         def flush() -> None:
@@ -514,7 +551,7 @@ def deanonymize_video(
                 outs = photos.restore(items, key, batch_size=batch_size)
                 restored = {f.index: o.image for (f, _), o in zip(work, outs, strict=True)}
             for f, _ in batch:
-                writer.write(restored.get(f.index, f.rgb), f.pts, f.time_base)
+                writer.write(restored.get(f.index, f.rgb), f)
             summary.frames += len(batch)
             batch.clear()
             if progress is not None:
