@@ -15,22 +15,38 @@ from pathlib import Path
 import numpy as np
 
 
+def placement(
+    i: int, frames: int, width: int, height: int, copies: int = 1, turn: float = 12.0
+) -> list[tuple[int, int, int, float]]:
+    """Where each copy of the photo is in frame ``i``: (x, y, side, angle in degrees)."""
+    phase = i / max(frames - 1, 1)
+    out = []
+    for c in range(copies):
+        side = int(height * (0.8 + 0.25 * phase) / max(1, copies**0.5))
+        angle = turn * float(np.sin(2 * np.pi * phase + c))
+        x = int((width - side) * (0.1 + 0.6 * phase) / copies + c * width / copies)
+        y = int((height - side) * 0.3)
+        out.append((x, y, side, angle))
+    return out
+
+
 def frame_at(
-    photo: np.ndarray, i: int, frames: int, width: int, height: int, copies: int = 1
+    photo: np.ndarray,
+    i: int,
+    frames: int,
+    width: int,
+    height: int,
+    copies: int = 1,
+    turn: float = 12.0,
 ) -> np.ndarray:
-    """Frame ``i``: each copy of the photo slides right, grows and turns a little."""
+    """Frame ``i``: each copy of the photo slides right, grows and turns by up to ``turn``."""
     import cv2
 
     canvas = np.full((height, width, 3), 190, np.uint8)
-    phase = i / max(frames - 1, 1)
-    for c in range(copies):
-        side = int(height * (0.8 + 0.25 * phase) / max(1, copies**0.5))
-        angle = 12 * np.sin(2 * np.pi * phase + c)
+    for x, y, side, angle in placement(i, frames, width, height, copies, turn):
         small = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
-        turn = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
-        small = cv2.warpAffine(small, turn, (side, side), borderValue=(190, 190, 190))
-        x = int((width - side) * (0.1 + 0.6 * phase) / copies + c * width / copies)
-        y = int((height - side) * 0.3)
+        rotation = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
+        small = cv2.warpAffine(small, rotation, (side, side), borderValue=(190, 190, 190))
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + side, width), min(y + side, height)
         if x1 > x0 and y1 > y0:
@@ -47,6 +63,7 @@ def make_clip(
     audio: bool = True,
     codec: str = "libx264",
     rotation: int = 0,
+    turn: float = 12.0,
 ) -> Path:
     """Write the clip (H.264 + AAC by default; the container from ``path``'s suffix).
     ``rotation`` (90 or 270): stored turned, with the display rotation that turns it back, as
@@ -65,7 +82,7 @@ def make_clip(
             video.set_display_rotation(rotation)
         sound = out.add_stream("aac", rate=48000, layout="mono") if audio else None
         for i in range(frames):
-            image = frame_at(photo, i, frames, width, height, copies)
+            image = frame_at(photo, i, frames, width, height, copies, turn)
             image = np.ascontiguousarray(np.rot90(image, -rotation // 90)) if rotation else image
             picture = av.VideoFrame.from_ndarray(image, format="rgb24")
             for packet in video.encode(picture):
@@ -96,10 +113,19 @@ def main() -> None:
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument("--turn", type=float, default=12.0, help="largest roll, degrees")
     parser.add_argument("--no-audio", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    make_clip(args.output, args.frames, (width, height), args.fps, args.copies, not args.no_audio)
+    make_clip(
+        args.output,
+        args.frames,
+        (width, height),
+        args.fps,
+        args.copies,
+        not args.no_audio,
+        turn=args.turn,
+    )
     print(args.output)
 
 

@@ -187,3 +187,27 @@ def test_lossy_keyflip_warns_and_still_restores(work, capsys):
     x, y, z = _frames("clip.mp4")[3], _frames("lossy.mkv")[3], _frames("back.mkv")[3]
     face = np.abs(x.astype(int) - y).max(axis=-1) > 40
     assert _psnr(z, x, face) > _psnr(y, x, face) + 3
+
+
+def test_colours_of_a_bt709_video_are_kept(work):
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:] = (200, 60, 30)
+    with av.open("c709.mp4", "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        context = stream.codec_context
+        context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
+        context.color_range = 1  # limited
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+        for p in stream.encode(frame):
+            out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+    before = _frames("c709.mp4")[0][32, 32].astype(int)
+    assert main(["anonymize", "c709.mp4", "--method", "blur", "--write-faceless"]) == 0
+    with av.open("c709_anonymized.mp4") as container:
+        decoded = next(container.decode(video=0))
+        assert decoded.colorspace == 1 and decoded.color_range == 1
+        after = decoded.to_ndarray(format="rgb24")[32, 32].astype(int)
+    assert np.abs(after - before).max() <= 3  # BT.601 re-encoding would move red by ~12

@@ -9,8 +9,9 @@ Tracking: detections are linked to the track whose box, moved on as it last move
 most (IoU; failing that, the nearest centre within 0.75 box sides; greedy); a track not
 detected for up to ``MAX_GAP`` frames and then found again gets the boxes in between by linear
 interpolation, so no frame shows the face bare between two detections; every box is smoothed
-over its neighbours (3 frames). Each track has one nonce, so with ``keyflip`` a person keeps
-one anonymized identity through the video.
+over its neighbours (3 frames); a track's first box also covers the ``HOLD`` frames before it,
+and its last box, moved on, the ``HOLD`` frames after it. Each track has one nonce, so with
+``keyflip`` a person keeps one anonymized identity through the video.
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
@@ -54,7 +55,8 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 ATTACHMENT = "faceanon.json"
 ATTACHMENT_MIME = "application/x-faceanon+json"
 DOCUMENT_VERSION = 1
-MAX_GAP = 5  # frames a track may go undetected and still be filled in
+MAX_GAP = 10  # frames a track may go undetected and still be filled in (0.4 s at 25 fps)
+HOLD = 3  # frames covered before a track's first detection and after its last
 CHUNK = 8  # frames transformed together
 MIN_IOU = 0.3
 MAX_JUMP = (
@@ -130,6 +132,7 @@ class Track:
     boxes: dict[int, Box] = field(default_factory=dict)
     turns: dict[int, int] = field(default_factory=dict)
     last: int = -1
+    first: int = -1
     velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box change per frame
 
     def predict(self, index: int) -> Box:
@@ -147,6 +150,7 @@ class Tracker:
         self.tracks: list[Track] = []
         self.count = 0  # tracks started
         self.filled = 0  # face-frames given an interpolated box
+        self.held = 0  # face-frames covered just before a track starts or after it ends
 
     def update(self, index: int, detections: Sequence[tuple[Box, int]]) -> None:
         live = [t for t in self.tracks if index - t.last <= self.max_gap + 1]
@@ -174,6 +178,8 @@ class Tracker:
                 self.tracks.append(track)
 
     def _extend(self, track: Track, index: int, box: Box, turns: int) -> None:
+        if track.last < 0:
+            track.first = index
         if track.last >= 0:
             gap, start = index - track.last, track.boxes[track.last]
             track.velocity = tuple((b - a) / gap for a, b in zip(start, box, strict=True))  # type: ignore[assignment]
@@ -189,23 +195,32 @@ class Tracker:
         track.boxes[index], track.turns[index], track.last = box, turns, index
 
     def faces(self, index: int) -> list[tuple[Track, Box, int]]:
-        """The tracks with a box in frame ``index``, each box averaged with its neighbours'."""
+        """The tracks with a box in frame ``index``, each box averaged with its neighbours';
+        and, for ``HOLD`` frames before a track's first detection and after its last, the
+        first box and the last one moved on (a face is often missed as it comes and goes).
+        Call it once per frame, in order: it counts the frames held."""
         out = []
         for t in self.tracks:
-            if index not in t.boxes:
-                continue
-            near = [t.boxes[j] for j in (index - 1, index, index + 1) if j in t.boxes]
-            box = tuple(float(np.mean([b[i] for b in near])) for i in range(4))
-            out.append((t, box, t.turns[index]))
+            if index in t.boxes:
+                near = [t.boxes[j] for j in (index - 1, index, index + 1) if j in t.boxes]
+                box = tuple(float(np.mean([b[i] for b in near])) for i in range(4))
+                out.append((t, box, t.turns[index]))
+            elif t.first - HOLD <= index < t.first:
+                out.append((t, t.boxes[t.first], t.turns[t.first]))
+                self.held += 1
+            elif t.last < index <= t.last + HOLD:
+                out.append((t, t.predict(index), t.turns[t.last]))
+                self.held += 1
         return out  # type: ignore[return-value]
 
     def forget(self, before: int) -> None:
         """Drop the boxes of frames before ``before - 1`` (kept: one for smoothing) and the
         tracks that can no longer be extended."""
         for t in self.tracks:
-            for j in [j for j in t.boxes if j < before - 1]:
+            for j in [j for j in t.boxes if j < before - 1 and j != t.last]:
                 del t.boxes[j], t.turns[j]
-        self.tracks = [t for t in self.tracks if t.boxes or t.last >= before - self.max_gap - 1]
+        horizon = before - max(self.max_gap, HOLD) - 1
+        self.tracks = [t for t in self.tracks if t.last >= horizon]
 
 
 # --- reading and writing ------------------------------------------------------------------
@@ -226,6 +241,7 @@ class Summary:
     faces: int = 0  # face-frames processed
     tracks: int = 0
     filled: int = 0  # face-frames given an interpolated box
+    held: int = 0  # face-frames covered before a track's first or after its last detection
     broke: str | None = None  # where and why decoding stopped early
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -280,6 +296,10 @@ class Writer:
                 value = getattr(vin.codec_context, name, None)
                 if value:
                     setattr(self.video.codec_context, name, value)
+            # The RGB frames go back to YUV with the input's matrix and range (decoding used
+            # them), not the converter's default, so colours come out as they went in.
+            self.colorspace = vin.codec_context.colorspace or None
+            self.color_range = vin.codec_context.color_range or None
         self.copies: dict[int, Any] = {}
         self.dropped: list[str] = []
         for stream in source.streams:
@@ -305,6 +325,12 @@ class Writer:
             self.video.set_display_rotation(like.rotation)
         self.started = True
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if not self.lossless:
+            frame = frame.reformat(
+                format="yuv420p",
+                dst_colorspace=self.colorspace,
+                dst_color_range=self.color_range,
+            )
         frame.pts, frame.time_base = like.pts, like.time_base
         for packet in self.video.encode(frame):
             self.container.mux(packet)
@@ -356,6 +382,20 @@ def _with_attachment(video: Path, data: bytes, dst: Path) -> None:
 # --- anonymize ----------------------------------------------------------------------------
 
 
+def detect(finder: Any, frame: Frame) -> list[Any]:
+    """The faces of a frame: searched as the frame is displayed (its rotation applied), and,
+    with ``finder.sideways``, only if none is found there, in the two quarter turns (a photo
+    searches all three at once and keeps turned-only faces only without an upright one: the
+    same faces, for a third of the detector calls in frames that show a face)."""
+    from faceanon.faces.detect import detect_turned
+
+    upright = (frame.rotation // 90) % 4
+    found = detect_turned(finder.detector, frame.rgb, (upright,))
+    if found or not finder.sideways:
+        return found
+    return detect_turned(finder.detector, frame.rgb, ((upright + 1) % 4, (upright + 3) % 4))
+
+
 def anonymize_video(
     src: Path,
     dst: Path,
@@ -369,13 +409,14 @@ def anonymize_video(
     overwrite: bool = False,
     write_faceless: bool = False,
     lossy: bool = False,
+    max_gap: int = MAX_GAP,
     progress: Progress | None = None,
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
     A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
-    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, and the restore less accurate."""
+    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, and the restore less accurate.
+    ``max_gap`` 0: no gap filling (each frame only its own detections; benchmarks)."""
     from faceanon import photos
-    from faceanon.faces.detect import detect_turned
 
     started = time.monotonic()
     summary = Summary()
@@ -386,7 +427,7 @@ def anonymize_video(
         make_nonce: Callable[[], bytes | None] = lambda: anonymizer.new_nonces(1)[0]  # noqa: E731
     else:
         make_nonce = lambda: None  # noqa: E731
-    tracker = Tracker(make_nonce)
+    tracker = Tracker(make_nonce, max_gap)
     pending: deque[Frame] = deque()
     records: list[str | None] = []
     tmp = _temporary(dst)
@@ -430,12 +471,10 @@ def anonymize_video(
                 progress(summary.frames, total, summary.faces)
 
         for frame in _frames(source, summary, writer.copy):
-            found = detect_turned(
-                finder.detector, frame.rgb, (0, 1, 3) if finder.sideways else (0,)
-            )
+            found = detect(finder, frame)
             tracker.update(frame.index, [(d.box, d.turns) for d in found])
             pending.append(frame)
-            while len(pending) >= MAX_GAP + 1 + CHUNK:
+            while len(pending) >= max_gap + 1 + CHUNK:
                 emit([pending.popleft() for _ in range(CHUNK)])
                 tracker.forget(pending[0].index)
         while pending:
@@ -443,7 +482,9 @@ def anonymize_video(
         writer.close()
         writer = None
         summary.tracks = tracker.count
-        summary.filled = tracker.filled
+        summary.filled, summary.held = tracker.filled, tracker.held
+        if total and summary.frames < total and summary.broke is None:
+            summary.broke = f"the stream ends after frame {summary.frames} of {total} (truncated?)"
         if summary.frames == 0:
             raise VideoError(f"{src}: no frame could be decoded ({summary.broke or 'empty'})")
         if summary.faces == 0 and not write_faceless:
