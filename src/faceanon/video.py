@@ -117,6 +117,15 @@ def _affinity(predicted: Box, box: Box) -> float:
     return max(0.0, 1.0 - jump / MAX_JUMP)
 
 
+def _usable(box: Box, width: int, height: int) -> bool:
+    """A box (a held one may drift) that is not empty and lies mostly inside the frame."""
+    x0, y0, x1, y1 = box
+    if not (x1 - x0 > 4 and y1 - y0 > 4):
+        return False
+    inside = max(0.0, min(x1, width) - max(x0, 0)) * max(0.0, min(y1, height) - max(y0, 0))
+    return inside >= 0.25 * (x1 - x0) * (y1 - y0)
+
+
 def _iou(a: Box, b: Box) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -145,8 +154,10 @@ class Track:
 class Tracker:
     """IoU tracking with gap filling; boxes of frames already emitted are forgotten."""
 
-    def __init__(self, new_nonce: Callable[[], bytes | None], max_gap: int = MAX_GAP) -> None:
-        self.new_nonce, self.max_gap = new_nonce, max_gap
+    def __init__(
+        self, new_nonce: Callable[[], bytes | None], max_gap: int = MAX_GAP, hold: int = HOLD
+    ) -> None:
+        self.new_nonce, self.max_gap, self.hold = new_nonce, max_gap, hold
         self.tracks: list[Track] = []
         self.count = 0  # tracks started
         self.filled = 0  # face-frames given an interpolated box
@@ -205,10 +216,10 @@ class Tracker:
                 near = [t.boxes[j] for j in (index - 1, index, index + 1) if j in t.boxes]
                 box = tuple(float(np.mean([b[i] for b in near])) for i in range(4))
                 out.append((t, box, t.turns[index]))
-            elif t.first - HOLD <= index < t.first:
+            elif t.first - self.hold <= index < t.first:
                 out.append((t, t.boxes[t.first], t.turns[t.first]))
                 self.held += 1
-            elif t.last < index <= t.last + HOLD:
+            elif t.last < index <= t.last + self.hold:
                 out.append((t, t.predict(index), t.turns[t.last]))
                 self.held += 1
         return out  # type: ignore[return-value]
@@ -219,7 +230,7 @@ class Tracker:
         for t in self.tracks:
             for j in [j for j in t.boxes if j < before - 1 and j != t.last]:
                 del t.boxes[j], t.turns[j]
-        horizon = before - max(self.max_gap, HOLD) - 1
+        horizon = before - max(self.max_gap, self.hold) - 1
         self.tracks = [t for t in self.tracks if t.last >= horizon]
 
 
@@ -335,9 +346,6 @@ class Writer:
         for packet in self.video.encode(frame):
             self.container.mux(packet)
 
-    def attach(self, data: bytes) -> None:
-        self.container.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
-
     def close(self) -> None:
         for packet in self.video.encode():
             self.container.mux(packet)
@@ -410,12 +418,13 @@ def anonymize_video(
     write_faceless: bool = False,
     lossy: bool = False,
     max_gap: int = MAX_GAP,
+    hold: int = HOLD,
     progress: Progress | None = None,
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
     A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
     keyflip writes H.264 (CRF 18) instead of FFV1, smaller, and the restore less accurate.
-    ``max_gap`` 0: no gap filling (each frame only its own detections; benchmarks)."""
+    ``max_gap`` and ``hold`` 0: each frame only its own detections (benchmarks)."""
     from faceanon import photos
 
     started = time.monotonic()
@@ -427,7 +436,7 @@ def anonymize_video(
         make_nonce: Callable[[], bytes | None] = lambda: anonymizer.new_nonces(1)[0]  # noqa: E731
     else:
         make_nonce = lambda: None  # noqa: E731
-    tracker = Tracker(make_nonce, max_gap)
+    tracker = Tracker(make_nonce, max_gap, hold)
     pending: deque[Frame] = deque()
     records: list[str | None] = []
     tmp = _temporary(dst)
@@ -450,7 +459,8 @@ def anonymize_video(
             assert writer is not None
             faces, nonces = [], []
             for f in chunk:
-                found = tracker.faces(f.index)
+                height, width = f.rgb.shape[:2]
+                found = [fb for fb in tracker.faces(f.index) if _usable(fb[1], width, height)]
                 faces.append([finder.at(f.rgb, box, turns) for _, box, turns in found])
                 nonces.append([t.nonce for t, _, _ in found])
             outcomes = photos.anonymize(
