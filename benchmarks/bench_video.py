@@ -5,9 +5,9 @@ astronaut (never from the datasets):
    ``deface`` (its defaults, blur) on the same 720p clip, each also as a ratio to a yardstick
    timed in the same run: a plain PyAV decode + encode of that clip (H.264, CRF 18);
 2. coverage: the fraction of face-frames where a face visible in the input is left
-   unprocessed, by faceanon with its tracker, faceanon with per-frame detection only
-   (no gap filling, no holding) and deface (``--replacewith solid``), on a clip with 3 faces turning by up
-   to 55 degrees; ground truth: where the clip maker put the astronaut's face;
+   unprocessed, by faceanon with its tracker, faceanon with per-frame detection only (no gap
+   filling, no holding) and deface (``--replacewith solid``), on a clip with 3 faces turning
+   by up to 55 degrees; ground truth: where the clip maker put the astronaut's face;
 3. memory: peak RSS of ``faceanon anonymize --method blur`` on a short clip and on one 10x
    longer (each in its own process);
 4. the reversible method (face-prior, keyflip) with lossless FFV1 and with ``--lossy`` H.264:
