@@ -116,6 +116,13 @@ def test_tracking_fills_missed_detections(work, monkeypatch, capsys):
         return original_detect(detector, image, turns)
 
     monkeypatch.setattr(detect, "detect_turned", flaky)
+    assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST, "-o", "found.mp4"]) == 0
+    # The search around the lost track finds the face again (the whole-frame search missed).
+    assert "14 face-frames in 1 tracks, 3 found by the turned search" in capsys.readouterr().err
+    from faceanon import video
+
+    calls["n"] = 0
+    monkeypatch.setattr(video, "RECOVER_ANGLES", ())  # without it, the gap is interpolated
     assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST]) == 0
     out = capsys.readouterr().err
     assert "14 face-frames in 1 tracks, 3 filled between detections" in out
