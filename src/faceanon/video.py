@@ -10,7 +10,8 @@ most (IoU; failing that, the nearest centre within 0.75 box sides; greedy); a tr
 detected for up to ``MAX_GAP`` frames and then found again gets the boxes in between by linear
 interpolation, so no frame shows the face bare between two detections; every box is smoothed
 over its neighbours (3 frames); where a live track is not found, the region it is heading to is
-searched again turned by +-45 degrees (faces rolled that far); a track's first box also covers
+searched again turned by +-45 degrees (faces rolled that far), and a new track is followed back
+through the frames not yet written the same way; a track's first box also covers
 the ``HOLD`` frames before it, and its last box, moved on, the ``HOLD`` frames after it. Each
 track has one nonce, so with ``keyflip`` a person keeps one anonymized identity through the
 video.
@@ -166,7 +167,8 @@ class Tracker:
         self.filled = 0  # face-frames given an interpolated box
         self.held = 0  # face-frames covered just before a track starts or after it ends
 
-    def update(self, index: int, detections: Sequence[tuple[Box, int]]) -> None:
+    def update(self, index: int, detections: Sequence[tuple[Box, int]]) -> list[Track]:
+        """Link frame ``index``'s detections to the tracks; the tracks it starts."""
         live = [t for t in self.tracks if index - t.last <= self.max_gap + 1]
         pairs = sorted(
             (
@@ -184,12 +186,20 @@ class Tracker:
             used_t.add(ti)
             used_d.add(di)
             self._extend(live[ti], index, *detections[di])
+        started = []
         for di, (box, turns) in enumerate(detections):
             if di not in used_d:
                 track = Track(self.count, self.new_nonce())
                 self.count += 1
                 self._extend(track, index, box, turns)
                 self.tracks.append(track)
+                started.append(track)
+        return started
+
+    @staticmethod
+    def prepend(track: Track, index: int, box: Box, turns: int) -> None:
+        """Frame ``index``, just before the track's first, found to hold its face too."""
+        track.boxes[index], track.turns[index], track.first = box, turns, index
 
     def _extend(self, track: Track, index: int, box: Box, turns: int) -> None:
         if track.last < 0:
@@ -445,6 +455,21 @@ def recover(finder: Any, frame: Frame, expected: Sequence[Box], found: Sequence[
     return out
 
 
+def look_back(finder: Any, tracker: Tracker, track: Track, pending: Sequence[Frame]) -> int:
+    """Extend a new track backwards through the frames not yet written, while the turned
+    search around its box finds the face; the frames it was found in."""
+    found = 0
+    for frame in reversed(pending):
+        if frame.index != track.first - 1:
+            break
+        hits = recover(finder, frame, [track.boxes[track.first]], [])
+        if not hits:
+            break
+        tracker.prepend(track, frame.index, hits[0], (frame.rotation // 90) % 4)
+        found += 1
+    return found
+
+
 def anonymize_video(
     src: Path,
     dst: Path,
@@ -529,7 +554,9 @@ def anonymize_video(
                 extra = recover(finder, frame, tracker.expected(frame.index), [b for b, _ in found])
                 summary.recovered += len(extra)
                 found += [(b, (frame.rotation // 90) % 4) for b in extra]
-            tracker.update(frame.index, found)
+            for track in tracker.update(frame.index, found):
+                if recovery:  # a face that comes in rolled is often found only later
+                    summary.recovered += look_back(finder, tracker, track, pending)
             pending.append(frame)
             while len(pending) >= max_gap + 1 + CHUNK:
                 emit([pending.popleft() for _ in range(CHUNK)])
