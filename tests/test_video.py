@@ -218,3 +218,59 @@ def test_colours_of_a_bt709_video_are_kept(work):
         assert decoded.colorspace == 1 and decoded.color_range == 1
         after = decoded.to_ndarray(format="rgb24")[32, 32].astype(int)
     assert np.abs(after - before).max() <= 3  # BT.601 re-encoding would move red by ~12
+
+
+def _flat_video(path, pts, pix_fmt="yuv420p"):
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, pix_fmt
+        stream.time_base = Fraction(1, 1000)
+        for t in pts:
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame = frame.reformat(format=pix_fmt)
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+
+
+def _pts(path) -> list[int]:
+    with av.open(str(path)) as container:
+        return [f.pts for f in container.decode(video=0)]
+
+
+def test_variable_frame_rate_10_bit_and_sound_only_inputs(work, capsys):
+    _flat_video("vfr.mkv", (0, 40, 200, 240, 900))  # gaps: a variable frame rate
+    assert main(["anonymize", "vfr.mkv", "--method", "blur", "--write-faceless"]) == 0
+    assert _pts("vfr_anonymized.mkv") == _pts("vfr.mkv")  # every frame's time kept
+    _flat_video("deep.mkv", (0, 40, 80), "yuv420p10le")
+    assert main(["anonymize", "deep.mkv", "--method", "blur", "--write-faceless"]) == 0
+    assert "deep.mkv: yuv420p10le input is written with 8 bits" in capsys.readouterr().err
+    with av.open("sound.mp4", "w") as out:
+        stream = out.add_stream("aac", rate=48000, layout="mono")
+        chunk = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        chunk.sample_rate, chunk.pts = 48000, 0
+        for p in [*stream.encode(chunk), *stream.encode()]:
+            out.mux(p)
+    assert main(["anonymize", "sound.mp4", "--method", "blur"]) == 1
+    assert "error: sound.mp4: no video stream" in capsys.readouterr().err
+
+
+def test_a_folder_of_photos_and_videos(work, capsys):
+    from PIL import Image
+    from skimage import data
+
+    Path("in").mkdir()
+    Path("in/clip.mp4").write_bytes(Path("clip.mp4").read_bytes())
+    Image.fromarray(data.astronaut()).save("in/photo.png")
+    assert main(["anonymize", "in", "--method", "blur", *FAST, "-o", "out"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "anonymized videos: files 1, written 1" in err and "anonymized: files 1, written 1" in err
+    )
+    assert Path("out/clip_anonymized.mp4").is_file() and Path("out/photo_anonymized.png").is_file()
