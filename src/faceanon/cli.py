@@ -289,9 +289,9 @@ def _process_videos(
         if summary.broke:
             _say(f"warning: {src}: {summary.broke}; the frames before it were written")
         filled = f", {summary.filled} filled between detections" if summary.filled else ""
-        if getattr(summary, "recovered", 0):
+        if summary.recovered:
             filled += f", {summary.recovered} found by the turned search"
-        if getattr(summary, "held", 0):
+        if summary.held:
             filled += f", {summary.held} held at track ends"
         tracks = f" in {summary.tracks} tracks" if tag == "anonymized" else ""
         _say(

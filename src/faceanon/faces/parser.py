@@ -79,7 +79,12 @@ class FaceParser:
     uint8 RGB crop."""
 
     def __init__(self, model: Path | str, classes: tuple[str, ...] = FACE) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelUnavailableError(
+                "--mask parser needs onnxruntime: pip install 'faceanon[parser]'"
+            ) from None
 
         unknown = sorted(set(classes) - set(CLASSES))
         if unknown:
