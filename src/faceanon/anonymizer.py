@@ -165,6 +165,46 @@ class Anonymizer:
         )
         return to_uint8(out)
 
+    def deidentify(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[Mask],
+        strength: float = 0.6,
+        repeats: int = 1,
+        progress: Progress | None = None,
+        seed: int | None = None,
+    ) -> list[np.ndarray]:
+        """Irreversible anonymization (``--method hydro``, after HYDRO): the keyed map with a
+        throw-away random key and nonces, then ``repeats`` times :func:`renoise_latent` at
+        ``strength``. Neither key nor noise is kept: there is nothing to restore with.
+        ``seed``: only for tests (default: fresh randomness from the operating system)."""
+        import secrets
+
+        from faceanon.methods.keyflip import keyflip_latent, renoise_latent
+
+        if isinstance(repeats, bool) or not 1 <= repeats <= 10:
+            raise ValueError(f"repeats must be from 1 to 10, got {repeats}")
+        rng = np.random.default_rng(seed)
+        key = SecretKey(rng.bytes(16)) if seed is not None else SecretKey.generate()
+        nonces: list[bytes | None] = [rng.bytes(16) for _ in images]
+        change: torch.Tensor | Change = (
+            self.signs(key, nonces)
+            if self.transform == "flip"
+            else self.mixing(key, nonces, masks, False)
+        )
+        _, h, w = self.backbone.latent_shape
+        grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
+        hints = getattr(self.backbone, "hints", None)
+        hint = None if hints is None else torch.from_numpy(hints(images, masks))
+        generator = torch.Generator().manual_seed(
+            int(rng.integers(2**62)) if seed is not None else secrets.randbits(62)
+        )
+        z = self.backbone.encode(to_tensor(images, self.backbone.image_size))
+        z = keyflip_latent(self.backbone, z, change, grids, self.steps, progress, self.refine, hint)
+        for _ in range(repeats):
+            z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)
+        return to_uint8(self.backbone.decode(z))
+
     def new_nonces(self, count: int) -> list[bytes | None]:
         """Fresh random nonces, or None each in paper mode."""
         return [None if self.paper_mode else new_nonce() for _ in range(count)]

@@ -250,10 +250,10 @@ class AnonymizeJob(Job):
         self.key, self.anonymizer, self.size, self.nonce = key, None, 256, nonce
         hint: str | None = None
         self.model: str | None = None  # what anonymizes the faces, for the user
-        if args.method == "keyflip":
+        if args.method in ("keyflip", "hydro"):
             from faceanon import photos
 
-            if key is None:
+            if key is None and args.method == "keyflip":
                 raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
             backbone = load_backbone(args.backbone, args.model_dir, args.device)
             self.model = photos.describe_model(backbone)
@@ -290,6 +290,8 @@ class AnonymizeJob(Job):
             progress=self.progress,
             aligned=self.args.aligned,
             fixed_nonce=self.nonce,
+            strength=getattr(self.args, "strength", 0.6),
+            repeats=getattr(self.args, "repeats", 1),
         )
         return [
             Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)

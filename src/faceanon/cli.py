@@ -494,6 +494,16 @@ def _steps(text: str) -> int:
     return int(text)
 
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a strength in (0, 1]")
+    return value
+
+
 def _threshold(text: str) -> float:
     try:
         value = float(text)
@@ -669,9 +679,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, DEFAULT_BACKBONE, key_required=False)
     p.add_argument(
         "--method",
-        choices=("keyflip", "blur", "pixelate", "solid"),
+        choices=("keyflip", "hydro", "blur", "pixelate", "solid"),
         default="keyflip",
-        help="keyflip (reversible, default) or an irreversible classic method",
+        help="keyflip (reversible, default); hydro (irreversible: keyflip with a throw-away key,"
+        " then re-noised and denoised, after HYDRO); or a classic method",
+    )
+    p.add_argument(
+        "--strength",
+        type=_strength,
+        default=0.6,
+        help="hydro: how far the face is re-noised, a fraction of the steps (default 0.6)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        metavar="1-10",
+        help="hydro: re-noise rounds (default 1)",
     )
     add_engine_arguments(p)
     p.set_defaults(run=cmd_anonymize)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 3  # 1: aligned crops only; 2: AEAD-sealed geometry (both still read)
 READS = (1, 2, FORMAT_VERSION)
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
-METHODS = ("keyflip", "blur", "pixelate", "solid")
+METHODS = ("keyflip", "hydro", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip",)
 SEAL_NONCE_BYTES = 16
 CHECK_BYTES = 16

@@ -16,7 +16,7 @@ import numpy as np
 from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata
 from faceanon.errors import MetadataError
 from faceanon.masks import EllipseMask
-from faceanon.pipeline import Face, classic, crop_geometry, keyflip, transform_photos
+from faceanon.pipeline import Face, classic, crop_geometry, hydro, keyflip, transform_photos
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from faceanon.methods.keyflip import Progress
 
 CLASSIC = ("blur", "pixelate", "solid")
-METHODS = ("keyflip", *CLASSIC)
+METHODS = ("keyflip", "hydro", *CLASSIC)  # hydro: irreversible, on the diffusion backbone
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,16 @@ def anonymize(
     aligned: bool = False,
     fixed_nonce: bytes | None = None,
     nonces: Sequence[Sequence[bytes | None]] | None = None,
+    strength: float = 0.6,
+    repeats: int = 1,
 ) -> list[Outcome]:
     """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
     and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
     aligned face crop (``faces`` holds the crop itself). ``fixed_nonce``: the nonce of every face
     and of every metadata seal, only for tests that compare two runs byte for byte (default:
     fresh random ones). ``nonces``: each face's nonce, given (a video's tracked person keeps
-    one); default: fresh ones."""
+    one); default: fresh ones. ``strength`` and ``repeats``: ``hydro``'s (see
+    :meth:`Anonymizer.deidentify`)."""
     reversible = method == "keyflip"
     if reversible:
         if anonymizer is None or key is None:
@@ -86,6 +89,12 @@ def anonymize(
         backbone = anonymizer.backbone
         transform = keyflip(anonymizer, key, batch_size, progress)
         grid: tuple[int, int] = tuple(backbone.latent_shape[1:])  # type: ignore[assignment]
+    elif method == "hydro":
+        if anonymizer is None:
+            raise ValueError("hydro needs an anonymizer (its backbone)")
+        transform = hydro(anonymizer, strength, repeats, batch_size, progress)
+        grid = tuple(anonymizer.backbone.latent_shape[1:])  # type: ignore[assignment]
+        anonymizer, key = None, None  # nothing keyed is written
     else:
         transform = classic(_classic(method))
         grid = (256, 256)

@@ -213,6 +213,27 @@ def keyflip(
     return run
 
 
+def hydro(
+    anonymizer: Anonymizer,
+    strength: float,
+    repeats: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> CropTransform:
+    """The irreversible method (:meth:`Anonymizer.deidentify`) as a crop transform."""
+
+    def run(
+        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
+    ) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i in range(0, len(crops), batch_size):
+            part = slice(i, i + batch_size)
+            out += anonymizer.deidentify(crops[part], masks[part], strength, repeats, progress)
+        return out
+
+    return run
+
+
 def transform_photos(
     photos: Sequence[np.ndarray],
     geometry: Sequence[Sequence[Geometry]],

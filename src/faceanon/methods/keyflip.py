@@ -50,15 +50,7 @@ def keyflip_latent(
 
     with torch.inference_mode():
         mask = mask.to(z0.device)
-        masked = getattr(backbone, "masked_eps", None)
-
-        def eps(z: torch.Tensor, t: int) -> torch.Tensor:
-            if masked is not None:  # a model that predicts the outside from the outside alone
-                return masked(z, t, mask)  # type: ignore[no-any-return]
-            if hint is not None:
-                return backbone.eps(z, t, hint=hint)  # type: ignore[call-arg]
-            return backbone.eps(z, t)
-
+        eps = _eps(backbone, mask, hint)  # face-prior: the outside predicted from the outside
         trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
         if callable(signs):
             changed = signs(trajectory[-1])
@@ -66,6 +58,64 @@ def keyflip_latent(
             changed = signs.to(device=z0.device, dtype=z0.dtype) * trajectory[-1]
         z_t = torch.where(mask, changed, trajectory[-1])  # eq. 4 (6)
         return sample(eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
+
+
+def renoise_latent(
+    backbone: Backbone,
+    z0: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    strength: float,
+    generator: torch.Generator,
+    progress: Progress | None = None,
+    hint: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The irreversible step of ``--method hydro`` (HYDRO's noise-and-restore): inside
+    ``mask``, z0 noised to level k = round(strength * steps) with fresh Gaussian noise, then
+    sampled back to level 0 while the outside is re-injected at every level as z0 noised with
+    the same fresh draw (so it ends exactly at z0). The noise is new each call and kept nowhere:
+    nothing can undo it. ``progress`` counts the k network calls."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    levels = backbone.schedule.levels(steps)
+    k = max(1, round(strength * levels.steps))
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    outside = [
+        z0 * a**0.5 + noise * (1 - a) ** 0.5 for a in levels.alphas[: k + 1]
+    ]  # the outside at each level, ending at z0 (alpha-bar 1 at level 0)
+    outside[0] = z0
+    from faceanon.diffusion.schedule import Levels
+
+    head = Levels(levels.alphas[: k + 1], levels.timesteps[: k + 1])
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, k)
+
+    with torch.inference_mode():
+        mask = mask.to(z0.device)
+        eps = _eps(backbone, mask, hint)
+        return sample(eps, outside[k], head, mask, outside, tick)
+
+
+def _eps(
+    backbone: Backbone, mask: torch.Tensor, hint: torch.Tensor | None
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """The noise predictor the method calls: a masked one where the backbone has it, a
+    conditioned one with a hint, else the plain one."""
+    masked = getattr(backbone, "masked_eps", None)
+
+    def eps(z: torch.Tensor, t: int) -> torch.Tensor:
+        if masked is not None:
+            return masked(z, t, mask)  # type: ignore[no-any-return]
+        if hint is not None:
+            return backbone.eps(z, t, hint=hint)  # type: ignore[call-arg]
+        return backbone.eps(z, t)
+
+    return eps
 
 
 def keyflip_images(

@@ -33,7 +33,7 @@ async function loadOptions() {
 function updateMethod() {
   const reversible = $("method").value === "keyflip";
   $("key-fieldset").disabled = !reversible;
-  $("backbone").disabled = !reversible;
+  $("backbone").disabled = !reversible && $("method").value !== "hydro";
 }
 $("method").onchange = updateMethod;
 

@@ -125,8 +125,8 @@ def anonymize_job(
     if method not in photos.METHODS:
         raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
     anonymizer, key, size, model, hint = None, None, 256, None, None
-    if method == "keyflip":
-        key = _key(key_upload, passphrase)
+    if method in ("keyflip", "hydro"):
+        key = _key(key_upload, passphrase) if method == "keyflip" else None
         backbone = server.backbone(backbone_name)
         anonymizer = Anonymizer(backbone)
         size, model = backbone.image_size, photos.describe_model(backbone)
