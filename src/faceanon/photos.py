@@ -137,7 +137,7 @@ def anonymize(
             return [fixed_nonce] * count
         return anonymizer.new_nonces(count)
 
-    if nonces is None:
+    if nonces is None or not reversible:  # only the reversible method has nonces to keep
         nonces = [new_nonces(len(found)) for found in faces]
     described = [
         describe(image, found, face_nonces)
