@@ -307,6 +307,29 @@ def _process_videos(
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
+def _photos_and_videos(
+    args: argparse.Namespace,
+    tag: str,
+    make_job: Callable[[Any], Any],
+    video_runner: Callable[[], Callable[..., Any]],
+) -> int:
+    """The videos among the inputs (``video_runner()`` makes their ``run(src, dst, progress)``,
+    only if there are any), then the photos."""
+    videos, rest = _split_videos(args, tag)
+    code = EXIT_OK
+    if videos:
+        code = _process_videos(args, tag, videos, video_runner())
+        if not rest:
+            return code
+        args.inputs = rest
+    return max(code, _process(args, tag, make_job))
+
+
+def _video_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options both video commands pass on."""
+    return {"batch_size": args.batch_size, "audio": not args.no_audio, "overwrite": args.overwrite}
+
+
 def cmd_anonymize(args: argparse.Namespace) -> int:
     from functools import partial
 
@@ -315,36 +338,27 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     if args.method == "keyflip" and args.key is None:
         raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
     key = _load_key(args.key) if args.method == "keyflip" else None
-    videos, rest = _split_videos(args, "anonymized")
-    code = EXIT_OK
-    if videos:
+
+    def video_runner() -> Callable[..., Any]:
         from faceanon import video
 
         job = AnonymizeJob(args, key)
         if job.model:
             _say(f"model: {job.model}")
+        return lambda src, dst, progress: video.anonymize_video(
+            src,
+            dst,
+            args.method,
+            job.finder,
+            anonymizer=job.anonymizer,
+            key=key,
+            write_faceless=args.write_faceless,
+            lossy=args.lossy,
+            progress=progress,
+            **_video_options(args),
+        )
 
-        def run(src: Path, dst: Path, progress: Any) -> Any:
-            return video.anonymize_video(
-                src,
-                dst,
-                args.method,
-                job.finder,
-                anonymizer=job.anonymizer,
-                key=key,
-                batch_size=args.batch_size,
-                audio=not args.no_audio,
-                overwrite=args.overwrite,
-                write_faceless=args.write_faceless,
-                lossy=args.lossy,
-                progress=progress,
-            )
-
-        code = _process_videos(args, "anonymized", videos, run)
-        if not rest:
-            return code
-        args.inputs = rest
-    return max(code, _process(args, "anonymized", partial(AnonymizeJob, args, key)))
+    return _photos_and_videos(args, "anonymized", partial(AnonymizeJob, args, key), video_runner)
 
 
 def cmd_deanonymize(args: argparse.Namespace) -> int:
@@ -353,31 +367,18 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     from faceanon.batch import DeanonymizeJob
 
     key = _load_key(args.key)
-    videos, rest = _split_videos(args, "deanonymized")
-    code = EXIT_OK
-    if videos:
+
+    def video_runner() -> Callable[..., Any]:
         from faceanon import video
 
         job = DeanonymizeJob(args, key)
+        return lambda src, dst, progress: video.deanonymize_video(
+            src, dst, key, job.backbone_for, job.finder, progress=progress, **_video_options(args)
+        )
 
-        def run(src: Path, dst: Path, progress: Any) -> Any:
-            return video.deanonymize_video(
-                src,
-                dst,
-                key,
-                job.backbone_for,
-                job.finder,
-                batch_size=args.batch_size,
-                audio=not args.no_audio,
-                overwrite=args.overwrite,
-                progress=progress,
-            )
-
-        code = _process_videos(args, "deanonymized", videos, run)
-        if not rest:
-            return code
-        args.inputs = rest
-    return max(code, _process(args, "deanonymized", partial(DeanonymizeJob, args, key)))
+    return _photos_and_videos(
+        args, "deanonymized", partial(DeanonymizeJob, args, key), video_runner
+    )
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -200,17 +200,7 @@ def keyflip(
 ) -> CropTransform:
     """The reversible method (``undo``: its inverse) as a crop transform, ``batch_size`` crops
     per network call."""
-
-    def run(
-        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
-    ) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for i in range(0, len(crops), batch_size):
-            part = slice(i, i + batch_size)
-            out += anonymizer.apply(crops[part], key, masks[part], nonces[part], progress, undo)
-        return out
-
-    return run
+    return _in_batches(batch_size, lambda c, m, n: anonymizer.apply(c, key, m, n, progress, undo))
 
 
 def hydro(
@@ -221,6 +211,13 @@ def hydro(
     progress: Progress | None = None,
 ) -> CropTransform:
     """The irreversible method (:meth:`Anonymizer.deidentify`) as a crop transform."""
+    return _in_batches(
+        batch_size, lambda c, m, n: anonymizer.deidentify(c, m, strength, repeats, progress)
+    )
+
+
+def _in_batches(batch_size: int, transform: CropTransform) -> CropTransform:
+    """``transform`` run on ``batch_size`` crops at a time (one network batch each)."""
 
     def run(
         crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
@@ -228,7 +225,7 @@ def hydro(
         out: list[np.ndarray] = []
         for i in range(0, len(crops), batch_size):
             part = slice(i, i + batch_size)
-            out += anonymizer.deidentify(crops[part], masks[part], strength, repeats, progress)
+            out += transform(crops[part], masks[part], nonces[part])
         return out
 
     return run

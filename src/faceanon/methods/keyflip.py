@@ -39,15 +39,7 @@ def keyflip_latent(
     ``hint``: a conditioned backbone's hint images (B, 3, S, S), used in both directions.
     """
     levels = backbone.schedule.levels(steps)
-    total = network_calls(steps, refine)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
+    tick = _counter(progress, network_calls(steps, refine))
     with torch.inference_mode():
         mask = mask.to(z0.device)
         eps = _eps(backbone, mask, hint)  # face-prior: the outside predicted from the outside
@@ -87,18 +79,24 @@ def renoise_latent(
     from faceanon.diffusion.schedule import Levels
 
     head = Levels(levels.alphas[: k + 1], levels.timesteps[: k + 1])
+    tick = _counter(progress, k)
+    with torch.inference_mode():
+        mask = mask.to(z0.device)
+        eps = _eps(backbone, mask, hint)
+        return sample(eps, outside[k], head, mask, outside, tick)
+
+
+def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
+    """A callback for each network call that reports ``(calls so far, total)``."""
     done = 0
 
     def tick() -> None:
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, k)
+            progress(done, total)
 
-    with torch.inference_mode():
-        mask = mask.to(z0.device)
-        eps = _eps(backbone, mask, hint)
-        return sample(eps, outside[k], head, mask, outside, tick)
+    return tick
 
 
 def _eps(
