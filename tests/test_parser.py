@@ -133,16 +133,21 @@ def test_solid_with_the_parser_mask_leaves_the_occluder(tmp_path, monkeypatch, p
     assert (landmark != photo).any(axis=-1)[inner].mean() > 0.9
 
 
-def test_keyflip_with_the_parser_mask_round_trips(tmp_path, monkeypatch, parser_file):
-    monkeypatch.chdir(tmp_path)
+def _keyflip_with_parser(parser_file, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """astro.png (with the bar over the mouth) anonymized by keyflip with the parser mask into
+    astro_anonymized.png under my.key, in the current folder; the photo and the bar."""
     photo, hand = _astronaut_with_hand()
     _save("astro.png", photo)
     assert main(["keygen", "-o", "my.key"]) == 0
-    fast = ["--backbone", "closed-form", "--steps", "50", "--mask", "parser"]
-    assert (
-        main(["anonymize", "astro.png", "-k", "my.key", *fast, "--parser-model", str(parser_file)])
-        == 0
-    )
+    fast = ["--backbone", "closed-form", "--steps", str(steps), "--mask", "parser"]
+    model = ["--parser-model", str(parser_file)]
+    assert main(["anonymize", "astro.png", "-k", "my.key", *fast, *model]) == 0
+    return photo, hand
+
+
+def test_keyflip_with_the_parser_mask_round_trips(tmp_path, monkeypatch, parser_file):
+    monkeypatch.chdir(tmp_path)
+    photo, hand = _keyflip_with_parser(parser_file, steps=50)
     meta = Metadata.from_json(Image.open("astro_anonymized.png").text["faceanon"])
     assert meta.faces[0].keep is not None  # the kept cells travel in the clear
     anonymized = np.asarray(Image.open("astro_anonymized.png").convert("RGB"))
@@ -156,14 +161,7 @@ def test_keyflip_with_the_parser_mask_round_trips(tmp_path, monkeypatch, parser_
 
 def test_damaged_kept_cells_or_points_are_metadata_errors(tmp_path, monkeypatch, parser_file):
     monkeypatch.chdir(tmp_path)
-    photo, _ = _astronaut_with_hand()
-    _save("astro.png", photo)
-    assert main(["keygen", "-o", "my.key"]) == 0
-    fast = ["--backbone", "closed-form", "--steps", "5", "--mask", "parser"]
-    assert (
-        main(["anonymize", "astro.png", "-k", "my.key", *fast, "--parser-model", str(parser_file)])
-        == 0
-    )
+    _keyflip_with_parser(parser_file, steps=5)
     text = Image.open("astro_anonymized.png").text["faceanon"]
     assert Metadata.from_json(text).faces[0].keep is not None
     for field, value in (
