@@ -364,3 +364,37 @@ def test_default_model_anonymizes_the_example_photo_offline(tmp_path, monkeypatc
     detector = make_detector("yunet")
     for image in (anon, bad):  # "a realistic other face": a detector still finds a face
         assert any(d.score > 0.75 for d in detector.detect(image))
+
+
+def test_factors_stay_right_after_set_num_threads() -> None:
+    """torch 2.13's batched CPU LU returns zero pivots and wrong determinants, silently, once
+    torch.set_num_threads(n > 1) was called (every face-prior eps then fails or is wrong).
+    Run in a fresh process: the thread setting is global."""
+    import subprocess
+    import sys
+
+    script = """
+import torch
+from faceanon.backbones.face_prior import Factored
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+d, k = 40, 12
+gram = torch.randn(d, d, generator=g, dtype=torch.float64)
+gram = gram @ gram.T / d
+m = torch.randn(k, d, d, generator=g, dtype=torch.float64)
+m = m @ m.transpose(1, 2) / d
+f = Factored.of(gram, m, torch.randn(k, d, generator=g, dtype=torch.float64))
+big = torch.eye(d, dtype=torch.float64) + gram @ m
+rhs = torch.randn(k, d, 3, generator=g, dtype=torch.float64)
+q = torch.linalg.lu_solve(f.lu, f.pivots, rhs)
+residual = float((big @ q - rhs).abs().max())
+import numpy as np
+logdet = np.linalg.slogdet(big.numpy())[1]
+print(residual, float(np.abs(f.logdet.numpy() - logdet).max()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    residual, logdet_error = map(float, done.stdout.split())
+    assert residual < 1e-8
+    assert logdet_error < 1e-8

@@ -256,8 +256,13 @@ class Factored:
     def of(cls, gram: torch.Tensor, m: torch.Tensor, means: torch.Tensor) -> Factored:
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
         big = eye + gram @ m
-        lu, pivots = torch.linalg.lu_factor(big)
-        return cls(gram, m, lu, pivots, torch.linalg.slogdet(big)[1], means @ gram)
+        # One matrix at a time: torch 2.13's batched LU on CPU returns garbage (zero pivots,
+        # wrong determinants, no error) once torch.set_num_threads(n > 1) has been called.
+        factors = [torch.linalg.lu_factor(b) for b in big]
+        lu = torch.stack([f[0] for f in factors])
+        pivots = torch.stack([f[1] for f in factors])
+        logdet = torch.stack([torch.linalg.slogdet(b)[1] for b in big])
+        return cls(gram, m, lu, pivots, logdet, means @ gram)
 
 
 def mixture_posterior(
