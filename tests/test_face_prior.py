@@ -378,7 +378,7 @@ import torch
 from faceanon.backbones.face_prior import Factored
 torch.set_num_threads(2)
 g = torch.Generator().manual_seed(0)
-d, k = 40, 12
+d, k = 200, 12  # the bug shows from about d = 150
 gram = torch.randn(d, d, generator=g, dtype=torch.float64)
 gram = gram @ gram.T / d
 m = torch.randn(k, d, d, generator=g, dtype=torch.float64)
