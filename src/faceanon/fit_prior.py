@@ -84,6 +84,28 @@ def read_images(
         yield label, image
 
 
+def frame_crop(image: np.ndarray) -> np.ndarray:
+    """A face crop as the detector needs it: enlarged 2x (bicubic) and framed on each side by
+    its own size of reflected border."""
+    import cv2
+
+    h, w = image.shape[:2]
+    up = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(up, h, h, w, w, cv2.BORDER_REFLECT_101)
+
+
+def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
+    """The face whose box centre is nearest the image centre (a framed crop's own face, not
+    one of its reflections); None if there is none."""
+    cx, cy = shape[1] / 2, shape[0] / 2
+
+    def distance(face: Face) -> float:
+        x0, y0, x1, y1 = face.box
+        return float(np.hypot((x0 + x1) / 2 - cx, (y0 + y1) / 2 - cy))
+
+    return min(faces, key=distance) if faces else None
+
+
 def align_crop(finder: FaceFinder, image: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The crop's face as the pipeline sees it: (3, 64, 64) float32 latent in [-1, 1] and
     the padded fraction of its aligned crop; None if no face is found."""
@@ -92,18 +114,11 @@ def align_crop(finder: FaceFinder, image: np.ndarray) -> tuple[np.ndarray, float
     from faceanon.faces.align import warp_to_crop
 
     h, w = image.shape[:2]
-    up = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
-    framed = cv2.copyMakeBorder(up, h, h, w, w, cv2.BORDER_REFLECT_101)
-    faces = finder.find(framed)
-    if not faces:
+    framed = frame_crop(image)
+    face = central_face(finder.find(framed), framed.shape)
+    if face is None:
         return None
-    cx, cy = framed.shape[1] / 2, framed.shape[0] / 2
-
-    def distance(face: Face) -> float:
-        x0, y0, x1, y1 = face.box
-        return float(np.hypot((x0 + x1) / 2 - cx, (y0 + y1) / 2 - cy))
-
-    alignment = min(faces, key=distance).geometry.alignment
+    alignment = face.geometry.alignment
     crop = warp_to_crop(framed, alignment)
     inside = np.zeros(framed.shape[:2], np.float32)
     inside[h : h + 2 * h, w : w + 2 * w] = 1.0

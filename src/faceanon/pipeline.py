@@ -209,11 +209,17 @@ def hydro(
     repeats: int,
     batch_size: int,
     progress: Progress | None = None,
+    seed: int | None = None,
 ) -> CropTransform:
-    """The irreversible method (:meth:`Anonymizer.deidentify`) as a crop transform."""
-    return _in_batches(
-        batch_size, lambda c, m, n: anonymizer.deidentify(c, m, strength, repeats, progress)
-    )
+    """The irreversible method (:meth:`Anonymizer.deidentify`) as a crop transform. ``seed``:
+    repeatable randomness, for evaluations only (default: fresh from the operating system)."""
+    seeds = None if seed is None else np.random.default_rng(seed)
+
+    def run(crops: list[np.ndarray], masks: list[Mask], _: list[bytes | None]) -> list[np.ndarray]:
+        batch_seed = None if seeds is None else int(seeds.integers(2**62))
+        return anonymizer.deidentify(crops, masks, strength, repeats, progress, batch_seed)
+
+    return _in_batches(batch_size, run)
 
 
 def _in_batches(batch_size: int, transform: CropTransform) -> CropTransform:

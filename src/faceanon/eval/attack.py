@@ -17,10 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from faceanon.pipeline import Face, FaceFinder
 
 SIDE = 64
 
@@ -163,3 +167,184 @@ def load(path: Path) -> Reconstructor:
 @torch.inference_mode()
 def reconstruct(model: Reconstructor, published: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat([model(published[i : i + batch]) for i in range(0, len(published), batch)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The attack on a method of ``faceanon evaluate`` (``--attack reconstruct``)
+
+
+class Attackable(Protocol):
+    """A method of :mod:`faceanon.eval.protocols` that publishes one condition."""
+
+    label: str
+    published: str  # the condition the attacker gets to see
+    grid: tuple[int, int]
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]: ...
+
+    def publish(
+        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
+    ) -> list[np.ndarray]: ...
+
+
+def correction_transform(model: Reconstructor) -> Callable[..., list[np.ndarray]]:
+    """A crop transform applying the attack: each aligned crop plus the reconstructor's
+    correction, computed at SIDE px and enlarged to the crop's size (the published crop's own
+    detail is kept; the network only adds what it learnt to put back)."""
+
+    def run(crops: list[np.ndarray], masks: object, nonces: object) -> list[np.ndarray]:
+        if not crops:
+            return []
+        small = to_batch(crops)
+        correction = reconstruct(model, small) - small
+        size = crops[0].shape[:2]
+        up = nn.functional.interpolate(correction, size=size, mode="bilinear", align_corners=False)
+        full = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return to_images(full + up)
+
+    return run
+
+
+def training_photos(
+    folder: Path,
+    count: int,
+    finder: FaceFinder,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[np.ndarray, Face]]:
+    """``count`` (photo, face) pairs for the attacker's training set from ``folder`` (images,
+    or the zip shards of faces64), drawn in a seeded order: one face per image, the one
+    nearest its centre. Images under 128 px are face crops: framed as
+    :func:`faceanon.fit_prior.align_crop` frames them, so the detector finds the face.
+    Unreadable images and images without a face are skipped."""
+    from faceanon.errors import FaceanonError
+    from faceanon.fit_prior import central_face, frame_crop, list_images, read_images
+
+    items = list_images(folder)
+    if not items:
+        raise FaceanonError(f"{folder}: no images (*.jpg, *.png, or zip shards of them)")
+    order = np.random.default_rng(seed).permutation(len(items))
+    out: list[tuple[np.ndarray, Face]] = []
+    for start in range(0, len(items), 256):  # read in name order within a block: zip access
+        block = sorted(order[start : start + 256].tolist())
+        for _, image in read_images([items[i] for i in block]):
+            if image is None or min(image.shape[:2]) < 16:
+                continue
+            photo = frame_crop(image) if min(image.shape[:2]) < 128 else image
+            face = central_face(finder.find(photo), photo.shape)
+            if face is not None:
+                out.append((photo, face))
+                if progress is not None:
+                    progress(len(out), count)
+                if len(out) == count:
+                    return out
+    if not out:
+        raise FaceanonError(f"{folder}: no face found in any image")
+    return out
+
+
+def training_pairs(
+    method: Attackable,
+    photos: Sequence[tuple[np.ndarray, Face]],
+    seed: int = 0,
+    chunk: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(published, original) SIDE-px crops: the method run by the attacker on their photos
+    (``method.publish``, keys and randomness of their own), cut at each face's alignment."""
+    from faceanon.faces.align import warp_to_crop
+
+    rng = np.random.default_rng(seed)
+    published: list[torch.Tensor] = []
+    originals: list[torch.Tensor] = []
+    for start in range(0, len(photos), chunk):
+        part = photos[start : start + chunk]
+        outputs = method.publish(
+            [p for p, _ in part], [[f] for _, f in part], int(rng.integers(2**62))
+        )
+        for (photo, face), output in zip(part, outputs, strict=True):
+            alignment = face.geometry.alignment
+            published.append(to_batch([warp_to_crop(output, alignment)])[0])
+            originals.append(to_batch([warp_to_crop(photo, alignment)])[0])
+        if progress is not None:
+            progress(len(published), len(photos))
+    return torch.stack(published), torch.stack(originals)
+
+
+@dataclass
+class AttackedMethod:
+    """A method of the evaluation plus the reconstruction attack on its published output: its
+    own conditions, and ``<published> -> reconstructed`` (the attacker's network applied to
+    each face of the published photo, at the face geometry found on the original: the
+    attacker's best case)."""
+
+    method: Attackable
+    model: Reconstructor
+    record: dict[str, float | int]
+
+    @property
+    def label(self) -> str:
+        return self.method.label
+
+    @property
+    def reconstructed(self) -> str:
+        return f"{self.method.published} -> reconstructed"
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        from faceanon.eval.protocols import paste
+
+        out = self.method.run(photo, faces, name)
+        transform = correction_transform(self.model)
+        out[self.reconstructed] = paste(
+            out[self.method.published], faces, transform, [None] * len(faces), self.method.grid
+        )
+        return out
+
+
+def attack_method(
+    method: Attackable,
+    photos: Sequence[tuple[np.ndarray, Face]],
+    minutes: float,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    stage: Callable[[str, int, int], None] | None = None,
+) -> AttackedMethod:
+    """Make the attacker's pairs with ``method``, hold out a tenth, train for ``minutes``
+    (at most 100,000 steps of 32), and measure the held-out L1 of the published crops and of
+    their reconstructions (the attack must lower it to be an attack at all)."""
+    label = method.label
+
+    def pairs_progress(done: int, total: int) -> None:
+        if stage is not None:
+            stage(f"attack {label}: pairs", done, total)
+
+    x, y = training_pairs(method, photos, seed, progress=pairs_progress)
+    held = max(1, len(x) // 10)
+    limit = max(1.0, 60.0 * minutes)
+    started = time.monotonic()
+
+    def train_progress(step: int, steps: int, loss: float) -> None:
+        if stage is not None:
+            done = min(int(limit), max(1, int(time.monotonic() - started)))
+            stage(f"attack {label}: training (seconds)", done, int(limit))
+
+    model, record = train(
+        x[held:],
+        y[held:],
+        steps=100_000,
+        seed=seed,
+        time_limit=limit,
+        checkpoint=checkpoint,
+        progress=train_progress,
+    )
+    rebuilt = reconstruct(model, x[:held])
+    summary: dict[str, float | int] = {
+        "training_pairs": len(x) - held,
+        "held_out_pairs": held,
+        "steps": record.steps,
+        "seconds": round(record.seconds, 1),
+        "final_loss": round(float(np.mean(record.losses[-20:])), 4) if record.losses else 0.0,
+        "held_out_l1_published": round(float((x[:held] - y[:held]).abs().mean()), 4),
+        "held_out_l1_reconstructed": round(float((rebuilt - y[:held]).abs().mean()), 4),
+    }
+    return AttackedMethod(method, model, summary)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from faceanon.keys import SecretKey
 
 BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
-KEYFLIP_METHODS = ("keyflip", "key-reuse")
+DIFFUSION_METHODS = ("keyflip", "key-reuse", "hydro")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +54,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=["keyflip"],
         metavar="M",
-        help="keyflip, key-reuse (the attack), blur[:strength], pixelate[:blocks], solid, "
-        f"baselines (= {' '.join(BASELINES)})",
+        help="keyflip, key-reuse (the attack), hydro[:strength] (default 0.6), "
+        f"blur[:strength], pixelate[:blocks], solid, baselines (= {' '.join(BASELINES)})",
+    )
+    p.add_argument(
+        "--attack",
+        choices=("reconstruct",),
+        help="reconstruct: for each method, train a network on (method output, original) face "
+        "crops of --attack-images and add its reconstruction of the published faces as a row",
+    )
+    p.add_argument(
+        "--attack-images",
+        type=Path,
+        help="the attacker's own photos or face crops (a folder, or faces64's zip shards); "
+        "keep their identities out of the evaluation set",
+    )
+    p.add_argument(
+        "--attack-faces", type=int, default=1000, help="training faces per method (default 1000)"
+    )
+    p.add_argument(
+        "--attack-minutes",
+        type=float,
+        default=3.0,
+        help="training time per method, after its pairs are made (default 3)",
     )
     p.add_argument(
         "--recognizers",
@@ -95,24 +116,24 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.batch import load_backbone, resolve_transform
-    from faceanon.eval.protocols import ClassicMethod, KeyflipMethod, KeyReuseAttack
+    from faceanon.eval.protocols import ClassicMethod, HydroMethod, KeyflipMethod, KeyReuseAttack
     from faceanon.methods.classic import Blur, Pixelate, Solid
 
     specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
     specs = list(dict.fromkeys(specs))
     backbone = None
-    if any(s in KEYFLIP_METHODS for s in specs):
+    if any(s.partition(":")[0] in DIFFUSION_METHODS for s in specs):
         backbone = load_backbone(args.backbone, args.model_dir, args.device)
     size = 256 if backbone is None else backbone.image_size
     # The evaluation's key comes from the seed, so a run can be repeated exactly.
     key = _eval_key(args.seed)
 
-    def keyflip(paper_mode: bool) -> KeyflipMethod:
+    def anonymizer(paper_mode: bool) -> Anonymizer:
         assert backbone is not None
-        anonymizer = Anonymizer(
-            backbone, args.steps, paper_mode, args.inversion, resolve_transform(args)
-        )
-        return KeyflipMethod(anonymizer, key, args.seed, args.batch_size)
+        return Anonymizer(backbone, args.steps, paper_mode, args.inversion, resolve_transform(args))
+
+    def keyflip(paper_mode: bool) -> KeyflipMethod:
+        return KeyflipMethod(anonymizer(paper_mode), key, args.seed, args.batch_size)
 
     methods: list[Any] = []
     for spec in specs:
@@ -128,6 +149,11 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
                 methods.append(keyflip(args.paper_mode))
             elif kind == "key-reuse" and not value:
                 methods.append(KeyReuseAttack(keyflip(True), keyflip(False)))
+            elif kind == "hydro":
+                strength = float(value or 0.6)
+                if not 0 < strength <= 1:
+                    raise ValueError
+                methods.append(HydroMethod(anonymizer(False), strength, args.seed, args.batch_size))
             else:
                 raise ValueError
         except ValueError:
@@ -179,6 +205,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
     if args.limit is not None and args.limit < 1:
         raise FaceanonError("--limit must be at least 1")
+    if args.attack and (args.attack_images is None or not args.attack_images.is_dir()):
+        raise FaceanonError("--attack reconstruct needs --attack-images, a folder of images")
+    if args.attack and (args.attack_faces < 10 or args.attack_minutes <= 0):
+        raise FaceanonError("--attack-faces must be at least 10 and --attack-minutes positive")
     # The dataset first: a bad pairs file is reported before any model is loaded.
     pairs = images = None
     identities = None
@@ -204,6 +234,9 @@ def evaluate(args: argparse.Namespace) -> int:
     finder = FaceFinder(args.detector, None, size, sideways=not args.upright_only)
 
     started = time.monotonic()
+    progress = _Progress()
+    if args.attack:
+        methods = _attacked(args, methods, size, progress)
     results, probes = protocols.run(
         args.images,
         pairs,
@@ -213,13 +246,21 @@ def evaluate(args: argparse.Namespace) -> int:
         finder,
         None if args.no_cache else args.cache,
         args.examples,
-        _Progress(),
+        progress,
         args.limit if args.pairs is not None else None,
         args.seed,
         identities,
     )
     import torch
 
+    from faceanon.eval.attack import AttackedMethod
+
+    attacked = [m for m in methods if isinstance(m, AttackedMethod)]
+    if attacked:
+        results["reconstruction_attack"] = {
+            m.label: {"published": m.method.published, "reconstructed": m.reconstructed, **m.record}
+            for m in attacked
+        }
     config = {
         "protocol": args.protocol,
         "images": str(args.images),
@@ -231,6 +272,15 @@ def evaluate(args: argparse.Namespace) -> int:
         "recognizers": {r.name: r.version for r in recognizers},
         "detector": args.detector,
         "sideways": not args.upright_only,
+        "attack": None
+        if not args.attack
+        else {
+            "kind": args.attack,
+            "images": str(args.attack_images),
+            "faces": args.attack_faces,
+            "minutes": args.attack_minutes,
+            "network": "faceanon.eval.attack.Reconstructor (width 32), L1, Adam, 64 px",
+        },
         "faceanon": __version__,
         "torch": torch.__version__,
         "seconds": round(time.monotonic() - started, 1),
@@ -239,6 +289,38 @@ def evaluate(args: argparse.Namespace) -> int:
     written = report.write(results, config, probes, args.output)
     print(f"evaluate: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _attacked(
+    args: argparse.Namespace, methods: list[Any], size: int, progress: _Progress
+) -> list[Any]:
+    """``--attack reconstruct``: each method that publishes one condition, wrapped with the
+    network trained against it on the attacker's photos (the key-reuse attack is left as is)."""
+    from faceanon.eval import attack
+    from faceanon.pipeline import FaceFinder
+
+    # The attacker's faces: found once, the same for every method; crops need no wide search.
+    finder = FaceFinder(args.detector, None, size, sideways=False, recall="standard")
+    photos = attack.training_photos(
+        args.attack_images,
+        args.attack_faces,
+        finder,
+        args.seed,
+        lambda done, total: progress("attack: faces", done, total),
+    )
+    out = []
+    for method in methods:
+        if not hasattr(method, "publish"):
+            out.append(method)
+            continue
+        slug = "".join(c if c.isalnum() else "-" for c in method.label)
+        checkpoint = args.output / "attack" / f"{slug}.pt"
+        out.append(
+            attack.attack_method(
+                method, photos, args.attack_minutes, args.seed, checkpoint, progress
+            )
+        )
+    return out
 
 
 def _identities(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, str] | None:

@@ -202,18 +202,29 @@ class Method(Protocol):
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]: ...
 
 
-def _paste(
+def paste(
     photo: np.ndarray,
     faces: Sequence[Face],
     transform: Any,
     nonces: Sequence[Any],
     grid: tuple[int, int],
 ) -> np.ndarray:
+    """``photo`` with each face cut out, transformed and pasted back, as the pipeline does."""
+    return paste_many([photo], [faces], transform, [nonces], grid)[0]
+
+
+def paste_many(
+    photos: Sequence[np.ndarray],
+    faces: Sequence[Sequence[Face]],
+    transform: Any,
+    nonces: Sequence[Sequence[Any]],
+    grid: tuple[int, int],
+) -> list[np.ndarray]:
+    """:func:`paste` for several photos, their faces' crops in one call of ``transform``."""
     from faceanon.pipeline import transform_photos
 
-    return transform_photos(
-        [photo], [[f.geometry for f in faces]], [list(nonces)], transform, grid
-    )[0]
+    geometry = [[f.geometry for f in photo_faces] for photo_faces in faces]
+    return transform_photos(photos, geometry, [list(n) for n in nonces], transform, grid)
 
 
 @dataclass
@@ -222,12 +233,65 @@ class ClassicMethod:
     apply: Callable[[Sequence[np.ndarray]], list[np.ndarray]]
     grid: tuple[int, int] = (256, 256)
 
+    @property
+    def published(self) -> str:
+        return self.label
+
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         from faceanon.pipeline import classic
 
         return {
-            self.label: _paste(photo, faces, classic(self.apply), [None] * len(faces), self.grid)
+            self.label: paste(photo, faces, classic(self.apply), [None] * len(faces), self.grid)
         }
+
+    def publish(
+        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
+    ) -> list[np.ndarray]:
+        """What an attacker gets by running the method on photos of their own (the
+        reconstruction attack's training inputs)."""
+        from faceanon.pipeline import classic
+
+        nonces = [[None] * len(f) for f in faces]
+        return paste_many(photos, faces, classic(self.apply), nonces, self.grid)
+
+
+@dataclass
+class HydroMethod:
+    """``--method hydro``: irreversible; nothing to restore, so one condition. Its randomness
+    comes from the run's seed and the image name, so a run can be repeated exactly."""
+
+    anonymizer: Anonymizer
+    strength: float
+    seed: int
+    batch_size: int = 8
+
+    @property
+    def label(self) -> str:
+        return f"hydro {self.strength:g}"
+
+    published = label
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        _, h, w = self.anonymizer.backbone.latent_shape
+        return (h, w)
+
+    def _transform(self, seed: int) -> Any:
+        from faceanon.pipeline import hydro
+
+        return hydro(self.anonymizer, self.strength, 1, self.batch_size, seed=seed)
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        digest = hashlib.sha256(f"{self.seed}\0{name}\0hydro".encode()).digest()
+        seed = int.from_bytes(digest[:7], "big")
+        nonces = [None] * len(faces)
+        return {self.label: paste(photo, faces, self._transform(seed), nonces, self.grid)}
+
+    def publish(
+        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
+    ) -> list[np.ndarray]:
+        nonces = [[None] * len(f) for f in faces]
+        return paste_many(photos, faces, self._transform(seed), nonces, self.grid)
 
 
 def image_nonces(seed: int, name: str, count: int) -> list[bytes | None]:
@@ -264,17 +328,31 @@ class KeyflipMethod:
 
         return keyflip(self.anonymizer, key, self.batch_size, undo=undo)
 
+    published = "keyflip: anonymized"
+
+    def publish(
+        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
+    ) -> list[np.ndarray]:
+        """The attacker's training inputs: keyflip with keys and nonces of their own (one
+        random key per call, a random nonce per face), never the evaluation's key."""
+        from faceanon.keys import SecretKey
+
+        rng = np.random.default_rng(seed)
+        key = SecretKey(rng.bytes(len(self.key.material)))
+        nonces = [[None if self.anonymizer.paper_mode else rng.bytes(16) for _ in f] for f in faces]
+        return paste_many(photos, faces, self.transform(key), nonces, self.grid)
+
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
         it): the worst case, counted in the report."""
         nonces = self.nonces(name, len(faces))
-        anonymized = _paste(photo, faces, self.transform(self.key), nonces, self.grid)
+        anonymized = paste(photo, faces, self.transform(self.key), nonces, self.grid)
         out = {"keyflip: anonymized": anonymized}
-        out["keyflip: de-anonymized"] = _paste(
+        out["keyflip: de-anonymized"] = paste(
             anonymized, faces, self.transform(self.key, undo=True), nonces, self.grid
         )
         for label, key in self.wrong.items():
-            out[f"keyflip: {label}"] = _paste(
+            out[f"keyflip: {label}"] = paste(
                 anonymized, faces, self.transform(key, undo=True), nonces, self.grid
             )
         return out
@@ -326,7 +404,7 @@ class KeyReuseAttack:
             anon = method.anonymizer
             _, h, w = anon.backbone.latent_shape
             nonces = method.nonces(name, len(faces))
-            anonymized = _paste(photo, faces, method.transform(method.key), nonces, method.grid)
+            anonymized = paste(photo, faces, method.transform(method.key), nonces, method.grid)
             if mode not in self.estimate:  # the known pair: estimate r inside the mask
                 z, z_anon = inverted_noise(
                     anon, self._crops(photo, faces[:1]) + self._crops(anonymized, faces[:1])
@@ -352,7 +430,7 @@ class KeyReuseAttack:
             ) -> list[np.ndarray]:
                 return anon.flip(crops, signs, masks)
 
-            out[f"attack: {mode}"] = _paste(anonymized, faces, attack, nonces, method.grid)
+            out[f"attack: {mode}"] = paste(anonymized, faces, attack, nonces, method.grid)
         return out
 
 
