@@ -58,3 +58,67 @@ def test_the_attack_learns_to_undo_blur(face, tmp_path):
 def test_untrained_network_returns_the_published_face(face):
     batch = attack.to_batch(_toy_faces(face, 2, 3))
     torch.testing.assert_close(attack.reconstruct(attack.Reconstructor(), batch), batch)
+
+
+def test_the_attack_on_a_method_of_the_evaluation(face, tmp_path, closed_form):
+    """attack_method: the attacker's faces (64-px crops, framed for the detector), pairs made
+    by the method, a network that lowers the held-out error; the reconstructed condition
+    changes the published photo inside the face region only and brings the face closer."""
+    import cv2
+    from PIL import Image
+
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.eval.protocols import (
+        ClassicMethod,
+        HydroMethod,
+        KeyflipMethod,
+        face_region,
+        quality,
+    )
+    from faceanon.keys import SecretKey
+    from faceanon.pipeline import FaceFinder
+
+    folder = tmp_path / "attacker"
+    folder.mkdir()
+    for i, crop in enumerate(_toy_faces(face, 40, 4)):
+        Image.fromarray(crop).save(folder / f"{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"not an image")  # skipped, not fatal
+    finder = FaceFinder(sideways=False, recall="standard")
+    photos = attack.training_photos(folder, 30, finder, seed=0)
+    assert len(photos) == 30 and all(p.shape[0] >= 128 for p, _ in photos)
+
+    blur = ClassicMethod("blur 0.05", Blur(0.05))
+    attacked = attack.attack_method(
+        blur, photos, minutes=5, steps=80, batch=8, width=16, checkpoint=tmp_path / "b.pt"
+    )
+    record = attacked.record
+    assert record["training_pairs"] == 27 and record["steps"] == 80
+    assert record["held_out_l1_reconstructed"] < 0.95 * record["held_out_l1_published"]
+    assert (tmp_path / "b.pt").is_file()
+
+    photo = np.ascontiguousarray(face)
+    faces = finder.find(photo)
+    out = attacked.run(photo, faces, "probe")
+    published, rebuilt = out["blur 0.05"], out["blur 0.05 -> reconstructed"]
+    region = face_region(photo.shape, faces)
+    changed = np.any(published != rebuilt, axis=-1)
+    assert changed.any()
+    # Outside the face polygon grown by the paste's feather band: untouched.
+    grown = cv2.dilate(region.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    assert not changed[~grown].any()
+    assert (
+        quality(photo, rebuilt, region)["psnr_face"]
+        > quality(photo, published, region)["psnr_face"]
+    )
+
+    # The attacker's keyflip pairs use keys of their own, never the evaluation's.
+    anonymizer = Anonymizer(closed_form, 5, transform="flip")
+    keyflip = KeyflipMethod(anonymizer, SecretKey(bytes(16)), seed=0)
+    mine = keyflip.run(photo, faces, "probe")["keyflip: anonymized"]
+    theirs = keyflip.publish([photo], [faces], seed=1)[0]
+    assert np.abs(mine.astype(int) - theirs).mean() > 1
+    # Hydro in the evaluation: repeatable per image name, another face for another name.
+    hydro = HydroMethod(anonymizer, 0.5, seed=0)
+    first = hydro.run(photo, faces, "a")["hydro 0.5"]
+    assert np.array_equal(first, hydro.run(photo, faces, "a")["hydro 0.5"])
+    assert not np.array_equal(first, hydro.run(photo, faces, "b")["hydro 0.5"])

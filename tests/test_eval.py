@@ -433,3 +433,34 @@ def test_bootstrap_interval_brackets_the_tar():
     lo, hi = bootstrap_interval(genuine, 0.5)
     assert lo < 0.3 < hi and lo > 0.18 and hi < 0.42  # binomial sd ~4.6 points
     assert bootstrap_interval(np.ones(50), 0.5) == (1.0, 1.0)
+
+
+def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
+    """--attack reconstruct: a trained network per method, its row beside the method's, the
+    gain table, the checkpoint; without --attack-images: one line, exit 2."""
+    from faceanon.cli import main
+
+    _dataset(tmp_path / "images")
+    pairs = tmp_path / "pairs.tsv"
+    rows = [f"id{i}/img0.png\tid{i}/img1.png\t1" for i in range(4)]
+    rows += [f"id{i}/img0.png\tid{(i + 1) % 4}/img1.png\t0" for i in range(4)]
+    pairs.write_text("image_a\timage_b\tsame\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    argv = ["evaluate", "--images", str(tmp_path / "images"), "--pairs", str(pairs)]
+    argv += ["--method", "blur", "--recognizers", "sface", "--no-cache", "--examples", "0"]
+    argv += ["--attack", "reconstruct", "--attack-minutes", "0.01", "-o", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 2  # no --attack-images
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--attack-images" in err
+    assert main([*argv, "--attack-images", str(tmp_path / "images")]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    attack = saved["results"]["reconstruction_attack"]["blur 0.04"]
+    assert attack["reconstructed"] == "blur 0.04 -> reconstructed"
+    assert attack["training_pairs"] + attack["held_out_pairs"] == 8 and attack["steps"] >= 1
+    assert saved["config"]["attack"]["faces"] == 1000
+    rows_by_condition = saved["results"]["verification"]["recognizers"]["sface"]["conditions"]
+    assert "blur 0.04 -> reconstructed" in rows_by_condition
+    report = (out / "report.md").read_text()
+    assert "## Reconstruction attack" in report and "| blur 0.04 | " in report
+    assert (out / "attack" / "blur-0-04.pt").is_file()

@@ -308,10 +308,14 @@ def attack_method(
     seed: int = 0,
     checkpoint: Path | None = None,
     stage: Callable[[str, int, int], None] | None = None,
+    steps: int = 100_000,
+    batch: int = 32,
+    width: int = 32,
 ) -> AttackedMethod:
     """Make the attacker's pairs with ``method``, hold out a tenth, train for ``minutes``
-    (at most 100,000 steps of 32), and measure the held-out L1 of the published crops and of
-    their reconstructions (the attack must lower it to be an attack at all)."""
+    (or ``steps`` of ``batch`` pairs, whichever ends first), and measure the held-out L1 of
+    the published crops and of their reconstructions (the attack must lower it to be an
+    attack at all)."""
     label = method.label
 
     def pairs_progress(done: int, total: int) -> None:
@@ -331,7 +335,9 @@ def attack_method(
     model, record = train(
         x[held:],
         y[held:],
-        steps=100_000,
+        steps=steps,
+        batch=batch,
+        width=width,
         seed=seed,
         time_limit=limit,
         checkpoint=checkpoint,
