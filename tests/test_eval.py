@@ -339,15 +339,21 @@ def test_keyflip_wrong_keys_and_key_reuse_attack(tmp_path, closed_form):
     )
 
 
-def test_evaluate_cli_writes_the_report(tmp_path, capsys):
-    from faceanon.cli import main
-    from faceanon.transforms import DEFAULT_TRANSFORM
-
+def _pairs_dataset(tmp_path: Path) -> Path:
+    """:func:`_dataset` in ``tmp_path / "images"`` and its pairs file (4 genuine, 4 not)."""
     _dataset(tmp_path / "images")
     pairs = tmp_path / "pairs.tsv"
     rows = [f"id{i}/img0.png\tid{i}/img1.png\t1" for i in range(4)]
     rows += [f"id{i}/img0.png\tid{(i + 1) % 4}/img1.png\t0" for i in range(4)]
     pairs.write_text("image_a\timage_b\tsame\n" + "\n".join(rows) + "\n")
+    return pairs
+
+
+def test_evaluate_cli_writes_the_report(tmp_path, capsys):
+    from faceanon.cli import main
+    from faceanon.transforms import DEFAULT_TRANSFORM
+
+    pairs = _pairs_dataset(tmp_path)
     out = tmp_path / "report"
     argv = ["evaluate", "--images", str(tmp_path / "images"), "--pairs", str(pairs)]
     argv += ["--method", "keyflip", "pixelate", "--backbone", "closed-form", "--steps", "5"]
@@ -440,11 +446,7 @@ def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
     gain table, the checkpoint; without --attack-images: one line, exit 2."""
     from faceanon.cli import main
 
-    _dataset(tmp_path / "images")
-    pairs = tmp_path / "pairs.tsv"
-    rows = [f"id{i}/img0.png\tid{i}/img1.png\t1" for i in range(4)]
-    rows += [f"id{i}/img0.png\tid{(i + 1) % 4}/img1.png\t0" for i in range(4)]
-    pairs.write_text("image_a\timage_b\tsame\n" + "\n".join(rows) + "\n")
+    pairs = _pairs_dataset(tmp_path)
     out = tmp_path / "report"
     argv = ["evaluate", "--images", str(tmp_path / "images"), "--pairs", str(pairs)]
     argv += ["--method", "blur", "--recognizers", "sface", "--no-cache", "--examples", "0"]

@@ -200,6 +200,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise FaceanonError(f"{args.images}: not a folder of images")
     if args.protocol == "linkage":
+        if args.attack:
+            raise FaceanonError("--attack is for the verification and similarity protocols")
         return _linkage(args)
     if (args.protocol == "verification") != (args.pairs is not None):
         raise FaceanonError("--protocol verification needs --pairs; similarity takes none")
