@@ -89,11 +89,12 @@ def test_the_attack_on_a_method_of_the_evaluation(face, tmp_path, closed_form):
 
     blur = ClassicMethod("blur 0.05", Blur(0.05))
     attacked = attack.attack_method(
-        blur, photos, minutes=5, steps=80, batch=8, width=16, checkpoint=tmp_path / "b.pt"
+        blur, photos, minutes=5, steps=40, batch=8, width=16, checkpoint=tmp_path / "b.pt"
     )
     record = attacked.record
-    assert record["training_pairs"] == 27 and record["steps"] == 80
-    assert record["held_out_l1_reconstructed"] < 0.95 * record["held_out_l1_published"]
+    assert record["training_pairs"] == 27 and record["steps"] == 40
+    # Learning itself is tested above; here: the held-out measurement sees it.
+    assert record["held_out_l1_reconstructed"] < 0.99 * record["held_out_l1_published"]
     assert (tmp_path / "b.pt").is_file()
 
     photo = np.ascontiguousarray(face)
