@@ -262,13 +262,14 @@ def training_pairs(
         outputs = method.publish(
             [p for p, _ in part], [[f] for _, f in part], int(rng.integers(2**62))
         )
-        for (photo, face), output in zip(part, outputs, strict=True):
-            alignment = face.geometry.alignment
-            published.append(to_batch([warp_to_crop(output, alignment)])[0])
-            originals.append(to_batch([warp_to_crop(photo, alignment)])[0])
+        alignments = [face.geometry.alignment for _, face in part]
+        pairs = zip(part, outputs, alignments, strict=True)
+        crops = [(warp_to_crop(o, a), warp_to_crop(p, a)) for (p, _), o, a in pairs]
+        published.append(to_batch([c for c, _ in crops]))
+        originals.append(to_batch([c for _, c in crops]))
         if progress is not None:
-            progress(len(published), len(photos))
-    return torch.stack(published), torch.stack(originals)
+            progress(min(start + chunk, len(photos)), len(photos))
+    return torch.cat(published), torch.cat(originals)
 
 
 @dataclass

@@ -238,11 +238,7 @@ class ClassicMethod:
         return self.label
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
-        from faceanon.pipeline import classic
-
-        return {
-            self.label: paste(photo, faces, classic(self.apply), [None] * len(faces), self.grid)
-        }
+        return {self.label: self.publish([photo], [faces], 0)[0]}
 
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
@@ -283,9 +279,7 @@ class HydroMethod:
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         digest = hashlib.sha256(f"{self.seed}\0{name}\0hydro".encode()).digest()
-        seed = int.from_bytes(digest[:7], "big")
-        nonces = [None] * len(faces)
-        return {self.label: paste(photo, faces, self._transform(seed), nonces, self.grid)}
+        return {self.label: self.publish([photo], [faces], int.from_bytes(digest[:7], "big"))[0]}
 
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
