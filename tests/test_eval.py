@@ -222,6 +222,22 @@ class TintRecognizer:
         return vector / np.linalg.norm(vector)
 
 
+def test_landmark_shift_measures_moved_features():
+    """0 for the photo itself; a copy moved by 6 px (about a tenth of her eye span) about 0.1,
+    in either direction: points are compared in the original's crop, in eye-span units."""
+    from faceanon.eval.protocols import landmark_shift
+    from faceanon.pipeline import FaceFinder
+
+    photo = _photo()
+    finder = FaceFinder(sideways=False)
+    faces = finder.find(photo)
+    assert len(faces) == 1 and landmark_shift(finder, photo, photo, faces) == 0.0
+    for step in (6, -6):
+        moved = np.roll(photo, step, axis=1)
+        assert 0.06 < landmark_shift(finder, photo, moved, faces) < 0.2
+    assert np.isnan(landmark_shift(finder, photo, photo, []))
+
+
 def test_verification_with_classic_methods(tmp_path):
     from faceanon.eval import protocols
     from faceanon.eval.protocols import ClassicMethod, Pair
@@ -254,6 +270,8 @@ def test_verification_with_classic_methods(tmp_path):
     assert quality["blur 0.02"]["psnr_outside"]["mean"] > 30
     assert quality["blur 0.02"]["changed_outside"]["mean"] < 0.15  # only the feather band
     assert blur["genuine_pairs"] == 4
+    shift = {c: quality[c]["landmark_shift"]["mean"] for c in ("blur 0.02", "solid")}
+    assert shift["blur 0.02"] < 0.05 < shift["solid"]  # a black patch has no landmarks to keep
     # The originals are cached: a second run reads them instead of recomputing.
     again, _ = protocols.run(
         tmp_path / "images",

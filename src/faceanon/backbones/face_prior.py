@@ -261,7 +261,9 @@ class Factored:
         factors = [torch.linalg.lu_factor(b) for b in big]
         lu = torch.stack([f[0] for f in factors])
         pivots = torch.stack([f[1] for f in factors])
-        logdet = torch.stack([torch.linalg.slogdet(b)[1] for b in big])
+        # det(I + G M_k) > 0 (the eigenvalues of G M_k, like those of M^1/2 G M^1/2, are >= 0):
+        # the log determinant is that of the LU factors' diagonal.
+        logdet = lu.diagonal(dim1=1, dim2=2).abs().log().sum(dim=1)
         return cls(gram, m, lu, pivots, logdet, means @ gram)
 
 

@@ -475,6 +475,28 @@ def found_again(finder: FaceFinder, image: np.ndarray, faces: Sequence[Face]) ->
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def landmark_shift(
+    finder: FaceFinder, original: np.ndarray, image: np.ndarray, faces: Sequence[Face]
+) -> float:
+    """Pose and expression kept? The 68 landmarks found in ``image`` vs in ``original``, in
+    each face's aligned crop (upright, so faces lying sideways count too) and at the original's
+    box: mean point distance over the outer-eye-corner distance (the 300-W NME), mean over
+    ``faces``. 0 for an unchanged face; about 0.1 means points moved a tenth of the eye span."""
+    from faceanon.faces.align import warp_to_crop
+
+    shifts = []
+    for f in faces:
+        a = f.geometry.alignment
+        x0, y0, x1, y1 = f.box
+        corners = a.to_crop(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
+        box = (*corners.min(axis=0), *corners.max(axis=0))
+        before = finder.landmarks(warp_to_crop(original, a), box)
+        after = finder.landmarks(warp_to_crop(image, a), box)
+        span = np.linalg.norm(before[36] - before[45])
+        shifts.append(float(np.linalg.norm(before - after, axis=1).mean() / max(span, 1.0)))
+    return float(np.mean(shifts)) if shifts else float("nan")
+
+
 def process_probe(
     name: str,
     images: Path,
@@ -496,7 +518,11 @@ def process_probe(
     }
     scores = (
         {
-            cond: {**quality(photo, image, region), "face_found": found_again(finder, image, faces)}
+            cond: {
+                **quality(photo, image, region),
+                "face_found": found_again(finder, image, faces),
+                "landmark_shift": landmark_shift(finder, photo, image, faces),
+            }
             for cond, image in conditions.items()
         }
         if faces

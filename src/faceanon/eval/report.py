@@ -123,11 +123,14 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
         "Original vs condition, mean over probes with a face. Face: inside the mask polygons; "
         "outside: every other pixel (the feather band included); changed: fraction of those "
         "outside pixels that differ at all; face found: share of the faces that the detector"
-        " (YuNet, as in the pipeline) still finds in the output (box IoU >= 0.3).",
+        " (YuNet, as in the pipeline) still finds in the output (box IoU >= 0.3); landmark"
+        " shift (pose and expression kept?): the 68 dlib landmarks found in the output's aligned"
+        " crop vs the original's, at the original's box, mean distance in % of the outer eye"
+        " corners' distance (0 when unchanged).",
         "",
     ]
     header = ["condition", "PSNR face", "SSIM face", "MSE face", "PSNR image", "SSIM image"]
-    header += ["PSNR outside", "changed outside %", "face found %"]
+    header += ["PSNR outside", "changed outside %", "face found %", "landmark shift %"]
     rows = []
     for cond, q in results["quality"].items():
         rows.append(
@@ -141,6 +144,7 @@ def markdown(results: dict[str, Any], config: dict[str, Any]) -> str:
                 _num(q["psnr_outside"]["mean"], 2),
                 _pct(q["changed_outside"]["mean"]),
                 _pct(q["face_found"]["mean"]) if "face_found" in q else "-",
+                _pct(q["landmark_shift"]["mean"]) if "landmark_shift" in q else "-",
             ]
         )
     lines += _table(header, rows)
