@@ -37,20 +37,28 @@ def main() -> None:
     from faceanon.methods.classic import Blur, Pixelate, Solid
     from faceanon.pipeline import FaceFinder
 
-    config = json.loads((args.report / "results.json").read_text())["config"]
-    backbone = load_backbone(config["backbone"]["name"], None, "cpu")
+    data = json.loads((args.report / "results.json").read_text())
+    config, attacked_labels = data["config"], list(data["results"]["reconstruction_attack"])
     b = config["backbone"]
+    backbone = load_backbone(b["name"], None, "cpu")
     anonymizer = Anonymizer(backbone, b["steps"], b["paper_mode"], b["inversion"], b["transform"])
-    methods = [
-        ClassicMethod("blur 0.02", Blur(0.02)),
-        ClassicMethod("blur 0.04", Blur(0.04)),
-        ClassicMethod("blur 0.08", Blur(0.08)),
-        ClassicMethod("pixelate 16", Pixelate(16)),
-        ClassicMethod("pixelate 8", Pixelate(8)),
-        ClassicMethod("solid", Solid()),
-        KeyflipMethod(anonymizer, _eval_key(config["seed"]), config["seed"]),
-        HydroMethod(anonymizer, 0.6, config["seed"]),
-    ]
+
+    def method(label: str) -> ClassicMethod | KeyflipMethod | HydroMethod:
+        """The report's method of that label (as faceanon evaluate --method made it)."""
+        kind, _, value = label.partition(" ")
+        if kind == "blur":
+            return ClassicMethod(label, Blur(float(value)))
+        if kind == "pixelate":
+            return ClassicMethod(label, Pixelate(int(value)))
+        if kind == "solid":
+            return ClassicMethod(label, Solid())
+        if kind == "keyflip":
+            return KeyflipMethod(anonymizer, _eval_key(config["seed"]), config["seed"])
+        if kind == "hydro":
+            return HydroMethod(anonymizer, float(value), config["seed"])
+        raise SystemExit(f"{args.report}: unknown method {label!r}")
+
+    methods = [method(label) for label in attacked_labels]
     photo = np.ascontiguousarray(astronaut())
     finder = FaceFinder("yunet", None, backbone.image_size)
     faces = finder.find(photo)

@@ -1,13 +1,15 @@
-"""hydro's strength trade-off from a ``faceanon evaluate --attack reconstruct`` report.
+"""hydro's strength trade-off, from ``faceanon evaluate`` reports.
 
-For each attacked method of the report (hydro at each strength, and whatever else was run
-beside it as a reference): privacy (TAR at FAR 1% published and after the attacker's
-reconstruction, per recognizer) against the realism proxies of the same run (the detector still
-finds a face, landmark shift = pose and expression kept, SSIM of the face, PSNR outside).
-Writes a Markdown table (into ``--doc`` between its markers) and a plot of hydro's curve.
+Each row is a method of one report: every hydro strength, and the methods the reconstruction
+attack was run on (``--attack reconstruct``), as references. Privacy: TAR at FAR 1% with each
+recognizer for the published face, and after the attacker's reconstruction where the report
+has it; realism proxies of the same run: the detector still finds a face, landmark shift (pose
+and expression kept), SSIM of the face, PSNR outside it. Writes a Markdown table (into
+``--doc`` between its markers) and a plot of hydro's curve.
 
     python benchmarks/hydro_tradeoff.py reports/celeba-wild-hydro-curve \
-        --doc docs/evaluation.md --plot docs/images/hydro-tradeoff.png
+        reports/celeba-wild-hydro-attack --doc docs/evaluation.md \
+        --plot docs/images/hydro-tradeoff.png
 """
 
 from __future__ import annotations
@@ -24,33 +26,37 @@ FAR = "tar@0.01"
 QUALITY = ("face_found", "landmark_shift", "ssim_face", "psnr_outside")
 
 
-def rows(results: dict) -> list[dict]:
-    """One row per attacked method: its TARs before/after the attack and its quality means."""
-    out = []
+def rows(results: dict, report: str) -> list[dict]:
+    """One row per hydro condition and per attacked method: TARs (published, and
+    reconstructed when attacked) and the quality means."""
+    attacks = results.get("reconstruction_attack", {})
+    labels = [c for c in results["quality"] if c.startswith("hydro ") and "->" not in c]
+    labels += [m for m in attacks if m not in labels]
     recognizers = results["verification"]["recognizers"]
-    for method, a in results["reconstruction_attack"].items():
-        q = results["quality"][a["published"]]
-        kind, _, value = method.partition(" ")
+
+    def tars(condition: str) -> dict[str, float]:
+        return {r: v["conditions"][condition][FAR] for r, v in recognizers.items()}
+
+    out = []
+    for label in labels:
+        a = attacks.get(label)
+        published = a["published"] if a else label
+        q = results["quality"][published]
+        kind, _, value = label.partition(" ")
+        first = next(iter(recognizers.values()))
         out.append(
             {
-                "method": method,
+                "method": label,
+                "report": report,
                 "strength": float(value) if kind == "hydro" else None,
-                "published": {
-                    r: v["conditions"][a["published"]][FAR] for r, v in recognizers.items()
-                },
-                "reconstructed": {
-                    r: v["conditions"][a["reconstructed"]][FAR] for r, v in recognizers.items()
-                },
-                "pairs": recognizers[next(iter(recognizers))]["conditions"][a["published"]][
-                    "genuine_pairs"
-                ],
-                "training_pairs": a["training_pairs"],
-                "steps": a["steps"],
-                "l1": (a["held_out_l1_published"], a["held_out_l1_reconstructed"]),
+                "published": tars(published),
+                "reconstructed": tars(a["reconstructed"]) if a else None,
+                "pairs": first["conditions"][published]["genuine_pairs"],
+                "attacker": a,
                 **{k: q.get(k, {}).get("mean", math.nan) for k in QUALITY},
             }
         )
-    return sorted(out, key=lambda r: (r["strength"] is None, r["strength"] or 0.0))
+    return out
 
 
 def _num(value: float, digits: int) -> str:
@@ -58,28 +64,30 @@ def _num(value: float, digits: int) -> str:
 
 
 def table(found: list[dict], recognizers: list[str]) -> list[str]:
-    head = ["method", *(f"{r} TAR@1% published -> reconstructed" for r in recognizers)]
-    head += [
-        "face found %",
-        "landmark shift %",
-        "SSIM face",
-        "PSNR outside",
-        "attacker: pairs / steps / held-out L1",
-    ]
+    head = ["method", "report", *(f"{r} TAR@1%" for r in recognizers)]
+    head += ["face found %", "landmark shift %", "SSIM face", "PSNR outside"]
+    head += ["attacker: pairs / steps / held-out L1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in found:
-        cells = [r["method"]]
-        cells += [
-            f"{100 * r['published'][n]:.0f} -> {100 * r['reconstructed'][n]:.0f}"
-            for n in recognizers
-        ]
+        cells = [r["method"], r["report"]]
+        for n in recognizers:
+            cell = f"{100 * r['published'][n]:.0f}"
+            if r["reconstructed"] is not None:
+                cell += f" -> {100 * r['reconstructed'][n]:.0f}"
+            cells.append(cell)
         cells += [
             _num(100 * r["face_found"], 0),
             _num(100 * r["landmark_shift"], 1),
-            f"{r['ssim_face']:.3f}",
-            f"{r['psnr_outside']:.1f}",
-            f"{r['training_pairs']} / {r['steps']} / {r['l1'][0]:.3f} -> {r['l1'][1]:.3f}",
+            _num(r["ssim_face"], 3),
+            _num(r["psnr_outside"], 1),
         ]
+        a = r["attacker"]
+        cells.append(
+            f"{a['training_pairs']} / {a['steps']} / {a['held_out_l1_published']:.3f} -> "
+            f"{a['held_out_l1_reconstructed']:.3f}"
+            if a
+            else "-"
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -90,66 +98,72 @@ def plot(found: list[dict], recognizers: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hydro = [r for r in found if r["strength"] is not None]
+    hydro = sorted((r for r in found if r["strength"] is not None), key=lambda r: r["strength"])
     x = [r["strength"] for r in hydro]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for n, colour in zip(recognizers, ("C0", "C1", "C2", "C3"), strict=False):
+        left.plot(x, [100 * r["published"][n] for r in hydro], "-o", color=colour, label=n)
+        attacked = [r for r in hydro if r["reconstructed"] is not None]
+        if not attacked:
+            continue
         left.plot(
-            x, [100 * r["published"][n] for r in hydro], "--o", color=colour, label=f"{n} published"
-        )
-        left.plot(
-            x,
-            [100 * r["reconstructed"][n] for r in hydro],
-            "-s",
+            [r["strength"] for r in attacked],
+            [100 * r["reconstructed"][n] for r in attacked],
+            "s",
+            mfc="none",
+            ms=9,
             color=colour,
-            label=f"{n} reconstructed",
+            label=f"{n} after the attack",
         )
-    left.set(
-        xlabel="hydro strength (t* / T)",
-        ylabel="TAR % at FAR 1%",
-        title="privacy (lower: more private)",
-    )
-    left.set_ylim(-2, 100)
+    left.set(xlabel="hydro strength (t* / T)", ylabel="TAR % at FAR 1%")
+    left.set_title("privacy (lower: more private)")
+    left.set_ylim(-2, 60)
     left.legend(fontsize=7)
     right.plot(x, [100 * r["face_found"] for r in hydro], "-o", label="face found %")
-    right.plot(
-        x, [100 * r["landmark_shift"] for r in hydro], "-s", label="landmark shift % (eye span)"
-    )
+    right.plot(x, [100 * r["landmark_shift"] for r in hydro], "-s", label="landmark shift %")
     right.plot(x, [100 * r["ssim_face"] for r in hydro], "-^", label="SSIM face x 100")
     right.set(xlabel="hydro strength (t* / T)", title="realism proxies")
+    right.set_ylim(0, 105)
     right.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
+def describe(report: Path, config: dict, pairs: int) -> str:
+    text = (
+        f"`{report}`: {config['images']}, --limit {config['limit']}, seed {config['seed']}, "
+        f"{config['backbone']['name']} backbone, {config['seconds'] / 60:.0f} minutes, "
+        f"**{pairs}** genuine pairs (one pair = {100 / pairs:.1f} points)"
+    )
+    attack = config.get("attack")
+    if attack:
+        text += (
+            f"; the attacker of each row trained on {attack['faces']} faces of "
+            f"{attack['images']} for {attack['minutes']} minutes"
+        )
+    return text + "."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("report", type=Path, help="a faceanon evaluate --attack reconstruct report")
+    parser.add_argument("reports", type=Path, nargs="+", help="faceanon evaluate report folders")
     parser.add_argument("--doc", type=Path, help="Markdown file to write the table into")
     parser.add_argument("--plot", type=Path, help="PNG of hydro's curve")
     args = parser.parse_args()
-    data = json.loads((args.report / "results.json").read_text())
-    results, config = data["results"], data["config"]
-    recognizers = list(results["verification"]["recognizers"])
-    found = rows(results)
-    if not found:
-        raise SystemExit(f"{args.report}: no reconstruction attack in this report")
-    pairs = found[0]["pairs"]
-    section = [
-        START,
-        f"From `{args.report}` ({config['images']}, --limit {config['limit']}, "
-        f"seed {config['seed']}, "
-        f"{config['backbone']['name']} backbone, {config['seconds'] / 60:.0f} minutes): "
-        f"`python benchmarks/hydro_tradeoff.py {args.report}`. TAR over **{pairs}** genuine pairs "
-        f"(one pair = {100 / pairs:.1f} points); the attacker of each row trained on "
-        f"{config['attack']['faces']} faces of {config['attack']['images']} for "
-        f"{config['attack']['minutes']} minutes.",
-        "",
-        *table(found, recognizers),
-        END,
-    ]
-    publish("\n".join(section), args.doc, START, END)
+    found: list[dict] = []
+    lines = [START, f"`python benchmarks/hydro_tradeoff.py {' '.join(map(str, args.reports))}`", ""]
+    recognizers: list[str] = []
+    for report in args.reports:
+        data = json.loads((report / "results.json").read_text())
+        mine = rows(data["results"], report.name)
+        if not mine:
+            raise SystemExit(f"{report}: no hydro condition and no reconstruction attack")
+        recognizers = recognizers or list(data["results"]["verification"]["recognizers"])
+        lines.append(f"- {describe(report, data['config'], mine[0]['pairs'])}")
+        found += mine
+    lines += ["", *table(found, recognizers), END]
+    publish("\n".join(lines), args.doc, START, END)
     if args.plot:
         plot(found, recognizers, args.plot)
 
