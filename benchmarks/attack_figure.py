@@ -39,9 +39,14 @@ def main() -> None:
 
     data = json.loads((args.report / "results.json").read_text())
     config, attacked_labels = data["config"], list(data["results"]["reconstruction_attack"])
-    b = config["backbone"]
-    backbone = load_backbone(b["name"], None, "cpu")
-    anonymizer = Anonymizer(backbone, b["steps"], b["paper_mode"], b["inversion"], b["transform"])
+    b = config["backbone"]  # None when the report ran only the classic methods
+    backbone = None if b is None else load_backbone(b["name"], None, "cpu")
+    size = 256 if backbone is None else backbone.image_size  # as faceanon evaluate sets it
+    anonymizer = (
+        None
+        if b is None
+        else Anonymizer(backbone, b["steps"], b["paper_mode"], b["inversion"], b["transform"])
+    )
 
     def method(label: str) -> ClassicMethod | KeyflipMethod | HydroMethod:
         """The report's method of that label (as faceanon evaluate --method made it)."""
@@ -52,6 +57,8 @@ def main() -> None:
             return ClassicMethod(label, Pixelate(int(value)))
         if kind == "solid":
             return ClassicMethod(label, Solid())
+        if anonymizer is None:
+            raise SystemExit(f"{args.report}: {label!r} needs a backbone, the report names none")
         if kind == "keyflip":
             return KeyflipMethod(anonymizer, _eval_key(config["seed"]), config["seed"])
         if kind == "hydro":
@@ -60,7 +67,7 @@ def main() -> None:
 
     methods = [method(label) for label in attacked_labels]
     photo = np.ascontiguousarray(astronaut())
-    finder = FaceFinder("yunet", None, backbone.image_size)
+    finder = FaceFinder("yunet", None, size)
     faces = finder.find(photo)
     ys, xs = np.nonzero(face_region(photo.shape, faces))
     cy, cx, half = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2, 90
@@ -69,7 +76,7 @@ def main() -> None:
     columns = [("original", photo, photo)]
     for method in methods:
         if isinstance(method, ClassicMethod):  # as faceanon evaluate sets it
-            method.grid = (backbone.image_size, backbone.image_size)
+            method.grid = (size, size)
         slug = "".join(c if c.isalnum() else "-" for c in method.label)
         model = attack.load(args.report / "attack" / f"{slug}.pt")
         attacked = attack.AttackedMethod(method, model, {})
