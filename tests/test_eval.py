@@ -484,3 +484,15 @@ def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Reconstruction attack" in report and "| blur 0.04 | " in report
     assert (out / "attack" / "blur-0-04.pt").is_file()
+
+
+def test_progress_lines_show_a_slow_stage_at_once(capsys):
+    """Not on a terminal: a line when a stage begins (no ETA yet), then one per tenth done."""
+    from faceanon.eval.command import _Progress
+
+    progress = _Progress()
+    for done in (0, 8, 16, 24, 240):
+        progress("attack hydro 0.6: pairs", done, 240)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "evaluate: attack hydro 0.6: pairs 0/240, 0 s, started"
+    assert [line.split()[5].rstrip(",") for line in lines] == ["0/240", "24/240", "240/240"]

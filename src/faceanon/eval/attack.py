@@ -255,6 +255,8 @@ def training_pairs(
     from faceanon.faces.align import warp_to_crop
 
     rng = np.random.default_rng(seed)
+    if progress is not None:
+        progress(0, len(photos))  # the stage's clock starts now, not after the first chunk
     published: list[torch.Tensor] = []
     originals: list[torch.Tensor] = []
     for start in range(0, len(photos), chunk):

@@ -165,7 +165,8 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
 
 class _Progress:
-    """``stage done/total, ETA`` on one line on a terminal, else a line every 10%."""
+    """``stage done/total, ETA`` on one line on a terminal, else a line on a stage's first
+    report (a slow stage shows at once that it began) and every 10%."""
 
     def __init__(self) -> None:
         self.live = sys.stderr.isatty()
@@ -175,13 +176,13 @@ class _Progress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
         start = self.start.setdefault(stage, now)
-        eta = (now - start) / done * (total - done)
-        line = f"evaluate: {stage} {done}/{total}, {now - start:.0f} s, ETA {eta:.0f} s"
+        eta = f"ETA {(now - start) / done * (total - done):.0f} s" if done else "started"
+        line = f"evaluate: {stage} {done}/{total}, {now - start:.0f} s, {eta}"
         tenth = 10 * done // total
         if self.live:
             end = "\n" if done == total else ""
             print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
-        elif tenth > self.shown.get(stage, 0) or done == 1:
+        elif tenth > self.shown.get(stage, 0) or stage not in self.shown:  # first call too
             self.shown[stage] = tenth
             print(line, file=sys.stderr, flush=True)
 
