@@ -133,7 +133,8 @@ def plot(found: list[dict], recognizers: list[str], path: Path) -> None:
 def describe(report: Path, config: dict, pairs: int) -> str:
     text = (
         f"`{report}`: {config['images']}, --limit {config['limit']}, seed {config['seed']}, "
-        f"{config['backbone']['name']} backbone, {config['seconds'] / 60:.0f} minutes, "
+        f"backbone {(config['backbone'] or {}).get('name', 'none')}, "
+        f"{config['seconds'] / 60:.0f} minutes, "
         f"**{pairs}** genuine pairs (one pair = {100 / pairs:.1f} points)"
     )
     attack = config.get("attack")
