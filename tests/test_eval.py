@@ -225,17 +225,18 @@ class TintRecognizer:
 def test_landmark_shift_measures_moved_features():
     """0 for the photo itself; a copy moved by 6 px (about a tenth of her eye span) about 0.1,
     in either direction: points are compared in the original's crop, in eye-span units."""
-    from faceanon.eval.protocols import landmark_shift
+    from faceanon.eval.protocols import landmark_shifts
     from faceanon.pipeline import FaceFinder
 
     photo = _photo()
     finder = FaceFinder(sideways=False)
     faces = finder.find(photo)
-    assert len(faces) == 1 and landmark_shift(finder, photo, photo, faces) == 0.0
+    images = {"same": photo, **{f"{s}": np.roll(photo, s, axis=1) for s in (6, -6)}}
+    shifts = landmark_shifts(finder, photo, images, faces)
+    assert len(faces) == 1 and shifts["same"] == 0.0
     for step in (6, -6):
-        moved = np.roll(photo, step, axis=1)
-        assert 0.06 < landmark_shift(finder, photo, moved, faces) < 0.2
-    assert np.isnan(landmark_shift(finder, photo, photo, []))
+        assert 0.06 < shifts[f"{step}"] < 0.2
+    assert np.isnan(landmark_shifts(finder, photo, {"same": photo}, [])["same"])
 
 
 def test_verification_with_classic_methods(tmp_path):

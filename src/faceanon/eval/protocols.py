@@ -475,26 +475,33 @@ def found_again(finder: FaceFinder, image: np.ndarray, faces: Sequence[Face]) ->
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def landmark_shift(
-    finder: FaceFinder, original: np.ndarray, image: np.ndarray, faces: Sequence[Face]
-) -> float:
-    """Pose and expression kept? The 68 landmarks found in ``image`` vs in ``original``, in
+def landmark_shifts(
+    finder: FaceFinder, original: np.ndarray, images: dict[str, np.ndarray], faces: Sequence[Face]
+) -> dict[str, float]:
+    """Pose and expression kept? Per image of ``images``: its 68 landmarks vs the original's, in
     each face's aligned crop (upright, so faces lying sideways count too) and at the original's
     box: mean point distance over the outer-eye-corner distance (the 300-W NME), mean over
-    ``faces``. 0 for an unchanged face; about 0.1 means points moved a tenth of the eye span."""
+    ``faces`` (NaN without faces). 0 for an unchanged face; about 0.1 means points moved a tenth
+    of the eye span. The original's landmarks are found once for all the images."""
     from faceanon.faces.align import warp_to_crop
 
-    shifts = []
+    reference = []
     for f in faces:
         a = f.geometry.alignment
         x0, y0, x1, y1 = f.box
         corners = a.to_crop(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64))
         box = (*corners.min(axis=0), *corners.max(axis=0))
         before = finder.landmarks(warp_to_crop(original, a), box)
-        after = finder.landmarks(warp_to_crop(image, a), box)
-        span = np.linalg.norm(before[36] - before[45])
-        shifts.append(float(np.linalg.norm(before - after, axis=1).mean() / max(span, 1.0)))
-    return float(np.mean(shifts)) if shifts else float("nan")
+        span = max(float(np.linalg.norm(before[36] - before[45])), 1.0)
+        reference.append((a, box, before, span))
+    out = {}
+    for name, image in images.items():
+        shifts = []
+        for a, box, before, span in reference:
+            after = finder.landmarks(warp_to_crop(image, a), box)
+            shifts.append(float(np.linalg.norm(before - after, axis=1).mean()) / span)
+        out[name] = float(np.mean(shifts)) if shifts else float("nan")
+    return out
 
 
 def process_probe(
@@ -516,18 +523,16 @@ def process_probe(
         cond: {r.name: r.embed(image, original.points[r.name]) for r in recognizers}
         for cond, image in conditions.items()
     }
-    scores = (
-        {
-            cond: {
-                **quality(photo, image, region),
-                "face_found": found_again(finder, image, faces),
-                "landmark_shift": landmark_shift(finder, photo, image, faces),
-            }
-            for cond, image in conditions.items()
+    shifts = landmark_shifts(finder, photo, conditions, faces) if faces else {}
+    scores = {
+        cond: {
+            **quality(photo, image, region),
+            "face_found": found_again(finder, image, faces),
+            "landmark_shift": shifts[cond],
         }
+        for cond, image in conditions.items()
         if faces
-        else {}
-    )
+    }
     kept = (
         {CLEAN: photo, **conditions, "region": region.astype(np.uint8) * 255}
         if keep_images
