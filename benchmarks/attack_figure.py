@@ -28,44 +28,33 @@ def main() -> None:
     from PIL import Image, ImageDraw
     from skimage.data import astronaut
 
-    from faceanon.anonymizer import Anonymizer
-    from faceanon.batch import load_backbone
     from faceanon.eval import attack
-    from faceanon.eval.command import _eval_key
-    from faceanon.eval.protocols import ClassicMethod, HydroMethod, KeyflipMethod, face_region
+    from faceanon.eval.command import _methods
+    from faceanon.eval.protocols import face_region
     from faceanon.io import write_atomic
-    from faceanon.methods.classic import Blur, Pixelate, Solid
     from faceanon.pipeline import FaceFinder
 
     data = json.loads((args.report / "results.json").read_text())
-    config, attacked_labels = data["config"], list(data["results"]["reconstruction_attack"])
-    b = config["backbone"]  # None when the report ran only the classic methods
-    backbone = None if b is None else load_backbone(b["name"], None, "cpu")
-    size = 256 if backbone is None else backbone.image_size  # as faceanon evaluate sets it
-    anonymizer = (
-        None
-        if b is None
-        else Anonymizer(backbone, b["steps"], b["paper_mode"], b["inversion"], b["transform"])
+    config = data["config"]
+    b = config["backbone"] or {}  # empty when the report ran only the classic methods
+    # The report's attacked methods, made as faceanon evaluate made them (labels "hydro 0.6"
+    # are the --method specs "hydro:0.6").
+    labels = list(data["results"]["reconstruction_attack"])
+    methods, backbone = _methods(
+        argparse.Namespace(
+            method=[label.replace(" ", ":") for label in labels],
+            backbone=b.get("name", "face-prior"),
+            model_dir=None,
+            device="cpu",
+            steps=b.get("steps"),
+            paper_mode=b.get("paper_mode", False),
+            inversion=b.get("inversion"),
+            transform=b.get("transform"),
+            seed=config["seed"],
+            batch_size=8,
+        )
     )
-
-    def method(label: str) -> ClassicMethod | KeyflipMethod | HydroMethod:
-        """The report's method of that label (as faceanon evaluate --method made it)."""
-        kind, _, value = label.partition(" ")
-        if kind == "blur":
-            return ClassicMethod(label, Blur(float(value)))
-        if kind == "pixelate":
-            return ClassicMethod(label, Pixelate(int(value)))
-        if kind == "solid":
-            return ClassicMethod(label, Solid())
-        if anonymizer is None:
-            raise SystemExit(f"{args.report}: {label!r} needs a backbone, the report names none")
-        if kind == "keyflip":
-            return KeyflipMethod(anonymizer, _eval_key(config["seed"]), config["seed"])
-        if kind == "hydro":
-            return HydroMethod(anonymizer, float(value), config["seed"])
-        raise SystemExit(f"{args.report}: unknown method {label!r}")
-
-    methods = [method(label) for label in attacked_labels]
+    size = 256 if backbone is None else backbone.image_size
     photo = np.ascontiguousarray(astronaut())
     finder = FaceFinder("yunet", None, size)
     faces = finder.find(photo)
@@ -75,8 +64,6 @@ def main() -> None:
     cell, label = 150, 30
     columns = [("original", photo, photo)]
     for method in methods:
-        if isinstance(method, ClassicMethod):  # as faceanon evaluate sets it
-            method.grid = (size, size)
         slug = "".join(c if c.isalnum() else "-" for c in method.label)
         model = attack.load(args.report / "attack" / f"{slug}.pt")
         attacked = attack.AttackedMethod(method, model, {})
