@@ -414,10 +414,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for entry in MODELS.values():
         default = " (default)" if entry.name == DEFAULT_BACKBONE else ""
-        if entry.name == "face-prior":
-            from faceanon.backbones.face_prior import default_model_file
+        if entry.name in ("face-prior", "face-net"):
+            from faceanon.backbones import face_net, face_prior
 
-            file = default_model_file()
+            module = face_prior if entry.name == "face-prior" else face_net
+            file = module.default_model_file()
             size = f"{file.stat().st_size / 2**20:.1f} MB" if file.is_file() else "MISSING"
             where = f"embedded in the package, nothing to download: {file} ({size})"
         elif entry.hub_id is None:
@@ -482,6 +483,50 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
         _say(line)
     note = recipe(args, report)
     write_atomic(args.output, prior.to_bytes(note), overwrite=args.overwrite)
+    size = args.output.stat().st_size / 2**20
+    _say(f"model written to {args.output} ({size:.2f} MiB); use it with --model-dir {args.output}")
+    return EXIT_OK
+
+
+def cmd_fit_net(args: argparse.Namespace) -> int:
+    """Align the crops, train the face-net model, write it with its loss curve and sample grid
+    (faceanon.fit_net)."""
+    from faceanon.backbones.face_net import Architecture
+    from faceanon.fit_net import aligned_latents, png_bytes, recipe, sample_grid, save_curve, train
+    from faceanon.fit_prior import split
+    from faceanon.io import write_atomic
+
+    if args.output.exists() and not args.overwrite:
+        raise FaceanonError(f"{args.output}: exists (--overwrite replaces it)")
+    latents, _ = aligned_latents(
+        args.data_dir, args.aligned_cache, args.max_padding, args.workers, args.limit, _say
+    )
+    fit, held = split(len(latents), args.heldout, args.seed)
+    arch = Architecture(width=args.width, blocks=args.blocks)
+    _say(
+        f"training on {len(fit)} crops (x2 mirrored), {len(held)} held out: width {args.width},"
+        f" {args.blocks} blocks, {args.steps} steps, batch {args.batch}, seed {args.seed}"
+    )
+
+    def on_log(step: int, loss: float, heldout: float, seconds: float) -> None:
+        _say(f"step {step}: loss {loss:.5f}, held-out {heldout:.5f}, {seconds:.0f} s")
+
+    model, log = train(
+        latents[fit],
+        latents[held],
+        arch,
+        args.steps,
+        tuple(args.floor),
+        args.minutes,
+        args.batch,
+        seed=args.seed,
+        on_log=on_log,
+    )
+    model.note = recipe(args, len(fit), len(held), log)
+    write_atomic(args.output, model.to_bytes(), overwrite=args.overwrite)
+    stem = args.output.with_suffix("")
+    save_curve(log, stem.with_name(stem.name + "-loss.png"))
+    write_atomic(stem.with_name(stem.name + "-samples.png"), png_bytes(sample_grid(model)))
     size = args.output.stat().st_size / 2**20
     _say(f"model written to {args.output} ({size:.2f} MiB); use it with --model-dir {args.output}")
     return EXIT_OK
@@ -581,8 +626,9 @@ def _add_common(
     p.add_argument(
         "--model-dir",
         type=Path,
-        help="local model: a diffusers folder, a face-prior .npz, or for the paper's models"
-        " (ldm-ffhq-256, ffhq-controlnet-*) the folder of their files (faceanon models)",
+        help="local model: a diffusers folder, a face-prior .npz, a face-net .safetensors, or"
+        " for the paper's models (ldm-ffhq-256, ffhq-controlnet-*) the folder of their files"
+        " (faceanon models)",
     )
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR)
@@ -735,6 +781,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N crops (name order)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     p.set_defaults(run=cmd_fit_prior)
+
+    p = sub.add_parser(
+        "fit-net", help="train the embedded face model with a learned denoiser (face-net)"
+    )
+    p.add_argument("data_dir", type=Path, help="folder of face crops or zip shards of them")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file (.safetensors)")
+    p.add_argument(
+        "--aligned-cache",
+        type=Path,
+        help="a .npz of the aligned crops: read if it exists, else written",
+    )
+    p.add_argument("--steps", type=int, default=20000, help="training steps")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="stop after this much time (the schedule still ends at --steps)",
+    )
+    p.add_argument("--batch", type=int, default=512, help="crops per step")
+    p.add_argument(
+        "--floor",
+        type=float,
+        nargs=2,
+        default=(1e-2, 1e-3),
+        metavar=("LUMA", "CHROMA"),
+        help="variance of the white noise the model adds to faces (luminance, chroma)",
+    )
+    p.add_argument("--width", type=int, default=768, help="width of the network")
+    p.add_argument("--blocks", type=int, default=4, help="residual blocks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout", type=float, default=0.05, help="share held out")
+    p.add_argument(
+        "--max-padding", type=float, default=0.5, help="drop crops more padded than this"
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes aligning the crops")
+    p.add_argument("--limit", type=int, help="only the first N crops (name order)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    p.set_defaults(run=cmd_fit_net)
 
     p = sub.add_parser("models", help="list the backbones and where they are cached")
     p.set_defaults(run=cmd_models)

@@ -46,6 +46,14 @@ MODELS: dict[str, ModelEntry] = {
             " (faceanon/data/README.txt)",
         ),
         ModelEntry(
+            "face-net",
+            "embedded face model with a learned noise predictor (a residual MLP over the low"
+            " frequencies of aligned face crops, exact Gaussian detail above them): offline,"
+            " CPU, 64-px faces",
+            "derived from UTKFace and CelebA: non-commercial research use only"
+            " (faceanon/data/README.txt)",
+        ),
+        ModelEntry(
             "ldm-celebahq-256",
             "CompVis latent diffusion on CelebA-HQ 256 (UNet 274 M + VQ-f4), the paper's model",
             "Apache-2.0 (model card); trained on CelebA-HQ, non-commercial research data",
@@ -237,6 +245,10 @@ def load_backbone(
     cached like the registered ones), or from a local diffusers folder (``model_dir``)."""
     from faceanon.backbones.diffusers_backbone import load_folder
 
+    if model_dir is not None and Path(model_dir).suffix == ".safetensors":
+        from faceanon.backbones.face_net import load_face_net
+
+        return load_face_net(Path(model_dir), device=device)  # a file of `faceanon fit-net`
     if model_dir is not None and Path(model_dir).suffix == ".npz":
         from faceanon.backbones.face_prior import load_face_prior
 
@@ -253,6 +265,10 @@ def load_backbone(
         from faceanon.backbones.face_prior import load_face_prior
 
         return load_face_prior(device=device)
+    if name == "face-net":
+        from faceanon.backbones.face_net import load_face_net
+
+        return load_face_net(device=device)
     if name == "closed-form":
         from faceanon.backbones.closed_form import GaussianBackbone
 
