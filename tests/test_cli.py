@@ -286,3 +286,10 @@ def test_summary_counts_faces_per_photo(work, capsys):
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "files 3, written 2, faces 3, skipped (no face) 1" in summary
     assert summary.endswith("; photos by faces found: 0 faces x1, 1 face x1, 2 faces x1")
+
+
+def test_video_rates_say_seconds_per_frame_when_slow() -> None:
+    from faceanon.cli import rate
+
+    assert rate(7.04) == "7.0 fps"
+    assert rate(0.04) == "25.0 s per frame"  # not "0.0 fps"

@@ -320,6 +320,7 @@ class DeanonymizeJob(Job):
             name = args.backbone or str(meta.backbone)
         if name not in self.backbones:
             self.backbones[name] = load_backbone(name, args.model_dir, args.device)
+            self.notes.append(f"model: {photos.describe_model(self.backbones[name])}")
         loaded = self.backbones[name].revision
         if meta.revision and loaded and meta.revision != loaded:
             self.notes.append(

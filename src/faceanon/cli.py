@@ -238,6 +238,14 @@ def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, 
     return pairs, rest
 
 
+def rate(fps: float) -> str:
+    """Frames per second, or seconds per frame below one frame a second (``0.0 fps`` says
+    nothing)."""
+    if fps >= 1 or fps <= 0:
+        return f"{fps:.1f} fps"
+    return f"{1 / fps:.1f} s per frame"
+
+
 class _VideoProgress:
     """``video.mp4: frame 120/250, 118 faces, 4.1 fps, ETA 31 s`` on a terminal."""
 
@@ -249,7 +257,7 @@ class _VideoProgress:
         fps = frames / elapsed
         eta = f", ETA {(total - frames) / fps:.0f} s" if total and fps > 0 else ""
         of = f"/{total}" if total else ""
-        self.progress.label = f"{self.name}: frame {frames}{of}, {faces} faces, {fps:.1f} fps{eta}"
+        self.progress.label = f"{self.name}: frame {frames}{of}, {faces} faces, {rate(fps)}{eta}"
         self.progress.show()
 
 
@@ -296,7 +304,7 @@ def _process_videos(
         tracks = f" in {summary.tracks} tracks" if tag == "anonymized" else ""
         _say(
             f"{src} -> {dst} ({summary.frames} frames, {summary.faces} face-frames{tracks}"
-            f"{filled}, {summary.frames / max(summary.seconds, 1e-6):.1f} fps)"
+            f"{filled}, {rate(summary.frames / max(summary.seconds, 1e-6))})"
         )
         counts["written"] += 1
         counts["frames"] += summary.frames
@@ -372,8 +380,16 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
         from faceanon import video
 
         job = DeanonymizeJob(args, key)
+
+        def backbone_for(path: Path, meta: Any) -> Any:
+            backbone = job.backbone_for(path, meta)
+            for note in job.notes:  # the model line the first time, revision warnings
+                _say(note)
+            job.notes.clear()
+            return backbone
+
         return lambda src, dst, progress: video.deanonymize_video(
-            src, dst, key, job.backbone_for, job.finder, progress=progress, **_video_options(args)
+            src, dst, key, backbone_for, job.finder, progress=progress, **_video_options(args)
         )
 
     return _photos_and_videos(
