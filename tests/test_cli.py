@@ -247,9 +247,12 @@ def test_tiny_backbone_smoke_run(work):
         assert np.abs(out[REGION].astype(int) - original[REGION]).mean() > 10
 
 
-def test_models_lists_the_registry(capsys):
+def test_models_lists_the_registry(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["models"]) == 0
     out = capsys.readouterr().out
+    # A model not downloaded yet says where it will go.
+    assert f"not downloaded yet; first use caches it under {tmp_path / 'hub'}" in out
     assert "face-prior (default)" in out and "embedded in the package" in out
     assert "non-commercial research use only" in out and " MB)" in out
     assert "CompVis/ldm-celebahq-256@" in out and "tiny" in out and "closed-form" in out

@@ -426,7 +426,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS, cached_snapshot
+    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS, cached_snapshot, hub_cache
 
     for entry in MODELS.values():
         default = " (default)" if entry.name == DEFAULT_BACKBONE else ""
@@ -441,7 +441,11 @@ def cmd_models(args: argparse.Namespace) -> int:
             where = "built locally, nothing to download"
         else:
             cached = cached_snapshot(entry)
-            where = f"cached at {cached}" if cached else "not downloaded yet"
+            where = (
+                f"cached at {cached}"
+                if cached
+                else f"not downloaded yet; first use caches it under {hub_cache()}"
+            )
             where = f"{entry.hub_id}@{entry.revision or 'main'}; {where}"
         files = f"\n    files: {', '.join(entry.files)}" if entry.files else ""
         print(

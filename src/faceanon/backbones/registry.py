@@ -168,6 +168,13 @@ def _patterns(entry: ModelEntry, files: tuple[str, ...] | None) -> list[str]:
     return list(files or entry.files or _ALLOW)
 
 
+def hub_cache() -> str:
+    """Where hub models are downloaded to (``HF_HUB_CACHE``, under ``HF_HOME``)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
 def cached_snapshot(
     entry: ModelEntry, cache_dir: Path | None = None, files: tuple[str, ...] | None = None
 ) -> Path | None:

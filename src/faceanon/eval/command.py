@@ -97,8 +97,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit",
         type=int,
-        help="process at most this many genuine pairs (verification: thresholds still use every "
-        "impostor pair, clean) or images (similarity)",
+        help="draw this many genuine pairs under --seed (verification: the thresholds still use"
+        " every impostor pair) or images (similarity, linkage)",
     )
     p.add_argument("--seed", type=int, default=0, help="subset, key and nonces (default 0)")
     p.add_argument("--examples", type=int, default=6, help="probes shown in examples.png")
