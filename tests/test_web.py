@@ -256,6 +256,8 @@ def test_whole_job_in_a_real_browser(tmp_path: Path, caplog) -> None:  # type: i
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             page = browser.new_page(accept_downloads=True, viewport={"width": 1200, "height": 900})
+            console: list[str] = []
+            page.on("console", lambda m: console.append(m.text))
             page.goto(url)
             page.wait_for_selector("#backbone option[value='face-prior']", state="attached")
             page.set_input_files("#anonymize-files", str(upload))
@@ -274,6 +276,9 @@ def test_whole_job_in_a_real_browser(tmp_path: Path, caplog) -> None:  # type: i
                 "document.querySelector('#anonymize-status-text').textContent.startsWith('Anonymized')"
             )
             assert page.locator("#anonymize-results rect").count() == 2  # outlined on both
+            # People who do not use a terminal are not shown command-line options.
+            assert "face-prior" in page.inner_text("#anonymize-results")
+            assert "--" not in page.inner_text("#anonymize-results")
             shoot(page, "anonymized")
             with page.expect_download() as got_image:
                 page.click("#anonymize-results a.download")
@@ -298,6 +303,7 @@ def test_whole_job_in_a_real_browser(tmp_path: Path, caplog) -> None:  # type: i
             page.click("#restore-run")
             page.wait_for_selector("#restore-results .result img[alt='restored']", timeout=180_000)
             shoot(page, "restored")
+            assert not [m for m in console if "password" in m.lower()], console
             with page.expect_download() as got_restored:
                 page.click("#restore-results a.download")
             restored = np.asarray(Image.open(got_restored.value.path()).convert("RGB"))

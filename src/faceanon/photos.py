@@ -35,13 +35,15 @@ class Outcome:
     boxes: list[Box | None]  # the faces covered, in the photo (None: an aligned crop)
 
 
-def describe_model(backbone: Backbone) -> str:
-    """What anonymizes the faces, in one line (the user must know which model it was)."""
+def describe_model(backbone: Backbone, terminal: bool = True) -> str:
+    """What anonymizes the faces, in one line (the user must know which model it was); the
+    way to a photo-real model as a command-line option only for the ``terminal``."""
     rev = f"@{backbone.revision[:12]}" if backbone.revision else ""
-    if backbone.name == "face-prior":
+    other = "--backbone ldm-celebahq-256" if terminal else "the model ldm-celebahq-256"
+    if backbone.name in ("face-prior", "face-net"):
         return (
-            f"face-prior{rev} (embedded, offline: face-like but blurry 64-px faces;"
-            " --backbone ldm-celebahq-256 for photo-real faces)"
+            f"{backbone.name}{rev} (embedded, offline: face-like but blurry 64-px faces;"
+            f" {other} for photo-real faces)"
         )
     return f"{backbone.name}{rev}"
 

@@ -249,3 +249,8 @@ $("restore-zip").onclick = () => zip("restore");
 
 updateMethod();
 loadOptions();
+
+// The key fields sit in forms (browsers expect a password field in one); Enter submits nothing.
+for (const form of document.querySelectorAll("form")) {
+  form.addEventListener("submit", (event) => event.preventDefault());
+}

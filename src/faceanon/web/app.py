@@ -129,7 +129,7 @@ def anonymize_job(
         key = _key(key_upload, passphrase) if method == "keyflip" else None
         backbone = server.backbone(backbone_name)
         anonymizer = Anonymizer(backbone)
-        size, model = backbone.image_size, photos.describe_model(backbone)
+        size, model = backbone.image_size, photos.describe_model(backbone, terminal=False)
         hint = getattr(backbone, "conditioning", None)
     picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
     faces = server.finder(size, hint).find(picture.image)
@@ -179,7 +179,7 @@ def restore_job(
         "name": photos.output_name(name, "deanonymized"),
         "image": _png(outcome.image, None),
         "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
-        "model": photos.describe_model(backbone),
+        "model": photos.describe_model(backbone, terminal=False),
     }
 
 
@@ -194,7 +194,7 @@ def stream(server: Server, job: Job) -> Iterator[bytes]:
             lines.put({"status": "waiting for another job to finish"})
             server.lock.acquire()
         try:
-            lines.put({"status": "working"})
+            lines.put({"status": "reading the photo, loading the model, finding faces"})
             lines.put({"result": job(lambda done, total: lines.put({"step": [done, total]}))})
         except FaceanonError as exc:
             lines.put({"error": str(exc)})
