@@ -303,3 +303,39 @@ def test_inputs_never_overwritten(work, astronaut, capsys):
     assert main(["anonymize", "astro.png", "--method", "solid", "-o", "astro.png"]) == 2
     assert "overwrite an input" in capsys.readouterr().err
     assert (work / "astro.png").read_bytes() == before
+
+
+def test_every_counted_face_is_covered(work, astronaut, capsys):
+    # The face cut by the left border, and the whole photo: each counted face has at least 90%
+    # of its box replaced (the landmark outline alone leaves the forehead and the box corners).
+    _save(work / "whole.png", astronaut)
+    _save(work / "border.png", np.ascontiguousarray(astronaut[:, 200:]))
+    assert (
+        main(
+            [
+                "anonymize",
+                "whole.png",
+                "border.png",
+                "--method",
+                "solid",
+                "-o",
+                "out",
+                "--report",
+                "r.json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((work / "r.json").read_text())
+    faces = 0
+    for entry in report["files"]:
+        image = _read(work / entry["input"])
+        out = _read(work / entry["output"])
+        for box, share in zip(entry["faces"], entry["covered"], strict=True):
+            faces += 1
+            assert share >= 0.9, entry
+            x0, y0, x1, y1 = (max(0, round(v)) for v in box)
+            changed = (out[y0:y1, x0:x1] != image[y0:y1, x0:x1]).any(axis=-1)
+            assert changed.mean() >= 0.85, (entry["input"], changed.mean())
+    assert faces >= 2
+    assert "warning" not in capsys.readouterr().err

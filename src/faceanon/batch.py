@@ -83,6 +83,7 @@ class Result:
     faces: int
     source: Any  # the input's Picture: its EXIF and ICC profile, kept with --keep-metadata
     boxes: list[Any] = field(default_factory=list)  # each face's box, for --report
+    coverage: list[Any] = field(default_factory=list)  # share of each box the output replaced
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Row:
     status: str
     output: str | None = None
     faces: list[Any] | None = None  # boxes of the faces covered (written) or [] (no face)
+    covered: list[Any] | None = None  # share of each face's box the output replaced
     error: str | None = None
     lines: list[str] = field(default_factory=list)  # to print, in order
 
@@ -100,6 +102,8 @@ class Row:
         entry: dict[str, Any] = {"input": self.input, "status": self.status, "output": self.output}
         if self.faces is not None:
             entry["faces"] = self.faces
+        if self.covered is not None:
+            entry["covered"] = self.covered
         if self.error is not None:
             entry["error"] = self.error
         return entry
@@ -230,8 +234,27 @@ class Job:
             return self._fail(src, exc)
         boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
         plural = "" if result.faces == 1 else "s"
-        line = f"{src} -> {dst} ({result.faces} face{plural})"
-        return Row(str(src), "written", str(dst), faces=boxes, lines=[line])
+        lines = [f"{src} -> {dst} ({result.faces} face{plural})"]
+        from faceanon.pipeline import COVERED
+
+        shares = result.coverage or [None] * len(boxes)  # restores do not measure it
+        covered = [None if c is None else round(float(c), 3) for c in shares]
+        for i, (box, share) in enumerate(zip(boxes, covered, strict=True), 1):
+            if box is not None and share is not None and share < COVERED:
+                where = ", ".join(f"{v:.0f}" for v in box)
+                lines.append(
+                    f"warning: {src}: face {i} (box {where}) only {share:.0%} covered:"
+                    " check it before publishing"
+                )
+        measured = any(c is not None for c in covered)
+        return Row(
+            str(src),
+            "written",
+            str(dst),
+            faces=boxes,
+            covered=covered if measured else None,
+            lines=lines,
+        )
 
 
 class AnonymizeJob(Job):
@@ -294,7 +317,7 @@ class AnonymizeJob(Job):
             repeats=getattr(self.args, "repeats", 1),
         )
         return [
-            Result(o.image, o.metadata, len(o.boxes), picture, o.boxes)
+            Result(o.image, o.metadata, len(o.boxes), picture, o.boxes, o.coverage)
             for o, (picture, _) in zip(outcomes, batch, strict=True)
         ]
 

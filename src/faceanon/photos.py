@@ -7,7 +7,7 @@ Reading files, choosing and loading models and writing outputs stay with the cal
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,15 @@ import numpy as np
 from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata
 from faceanon.errors import MetadataError
 from faceanon.masks import EllipseMask
-from faceanon.pipeline import Face, classic, crop_geometry, hydro, keyflip, transform_photos
+from faceanon.pipeline import (
+    Face,
+    box_coverage,
+    classic,
+    crop_geometry,
+    hydro,
+    keyflip,
+    transform_photos,
+)
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
@@ -33,6 +41,7 @@ class Outcome:
     image: np.ndarray
     metadata: str | None  # the faceanon metadata to store with an anonymized image
     boxes: list[Box | None]  # the faces covered, in the photo (None: an aligned crop)
+    coverage: list[float | None] = field(default_factory=list)  # share of each box replaced
 
 
 def describe_model(backbone: Backbone, terminal: bool = True) -> str:
@@ -147,8 +156,16 @@ def anonymize(
     ]
     out = transform_photos(images, [g for _, g in described], nonces, transform, grid)
     return [
-        Outcome(image, text, [f.box for f in found])
-        for image, found, (text, _) in zip(out, faces, described, strict=True)
+        Outcome(
+            image,
+            text,
+            [f.box for f in found],
+            [
+                None if aligned else box_coverage(g, f.box, image.shape, grid)
+                for f, g in zip(found, geometry, strict=True)
+            ],
+        )
+        for image, found, (text, geometry) in zip(out, faces, described, strict=True)
     ]
 
 

@@ -170,12 +170,19 @@ class FaceFinder:
         alignment = ffhq_alignment(points, self.size)
         mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
         if not _plausible(box, alignment, mask):
-            return Face(box, _box_geometry(box, self.size), from_landmarks=False)
+            fallback = _box_geometry(box, self.size)
+            if box_coverage(fallback, box, photo.shape) < COVERED:
+                fallback = widened(fallback, box)
+            return Face(box, fallback, from_landmarks=False)
         region: Mask = mask
         if self.ellipse:
             region = ellipse_polygon(self.size)
         elif self.segmenter is not None:
             region = _segmented_mask(self.segmenter, warp_to_crop(photo, alignment)) or mask
+        if isinstance(region, LandmarkMask):  # not a parser's mask: its kept cells stay kept
+            g = Geometry(alignment, region)
+            if box_coverage(g, box, photo.shape) < COVERED:
+                region = widened(g, box).mask
         if self.hint is not None:
             from faceanon.hints import hint_points
 
@@ -235,6 +242,43 @@ def _in_batches(batch_size: int, transform: CropTransform) -> CropTransform:
         return out
 
     return run
+
+
+COVERED = 0.9  # share of a face's box the output must cover (issue 32)
+
+
+def box_coverage(
+    g: Geometry, box: Box, shape: tuple[int, ...], grid: tuple[int, int] = (256, 256)
+) -> float:
+    """Share of ``box`` (clipped to the photo of ``shape``) that the paste of ``g`` replaces
+    (its weight at least one half): how much of a counted face the output covers."""
+    import cv2
+
+    height, width = shape[:2]
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])), width), min(int(np.ceil(box[3])), height)
+    if x0 >= x1 or y0 >= y1:
+        return 0.0
+    size = g.alignment.size
+    weight = feathered(g.mask, grid, size, radius=FEATHER * size)
+    to_box = g.alignment.inverse - np.array([[0, 0, x0], [0, 0, y0]], dtype=np.float64)
+    w = cv2.warpAffine(weight, to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0)
+    return float((w >= 0.5).mean())
+
+
+def widened(g: Geometry, box: Box) -> Geometry:
+    """``g`` with its polygon grown to the convex hull of itself and ``box``'s corners (in the
+    crop): for a face whose landmark outline leaves part of its box uncovered (profile, border,
+    failed landmarks)."""
+    import cv2
+
+    if not isinstance(g.mask, LandmarkMask):
+        return g
+    x0, y0, x1, y1 = box
+    corners = g.alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+    hull = cv2.convexHull(np.vstack([g.mask.polygon, corners]).astype(np.float32))
+    size = g.alignment.size
+    return Geometry(g.alignment, LandmarkMask(np.clip(hull.reshape(-1, 2), 0, size), size))
 
 
 def transform_photos(
