@@ -528,3 +528,31 @@ def test_report_lists_every_input_with_its_boxes(work, capsys):
     assert main([*argv[:3], "out2", *argv[4:]]) == 2
     assert "r.json: already exists" in capsys.readouterr().err
     assert not (work / "out2").exists()
+
+
+@pytest.mark.parametrize("count", [16, 17])
+def test_anonymize_writes_only_what_deanonymize_accepts(closed_form, count):
+    # A 64x64 photo holds at most 16 faces (one per 16x16 pixels): at the bound the file is
+    # written and restores; one more face and nothing is written (faceanon 0.2 wrote it, and
+    # deanonymize then called it damaged: those originals were lost).
+    from faceanon import photos
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.errors import MetadataError
+    from faceanon.pipeline import Face, _box_geometry
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    boxes = [
+        (4.0 * (i % 8), 30.0 * (i // 8) % 40, 4.0 * (i % 8) + 24, 30.0 * (i // 8) % 40 + 24)
+        for i in range(count)
+    ]
+    faces = [Face(b, _box_geometry(b, 256), from_landmarks=False) for b in boxes]
+    anonymizer = Anonymizer(closed_form, steps=2, inversion="ddim")
+    key = SecretKey(bytes(16))
+    if count > 16:
+        with pytest.raises(MetadataError, match="could not be restored.*more than the photo"):
+            photos.anonymize([image], [faces], "keyflip", anonymizer=anonymizer, key=key)
+        return
+    [out] = photos.anonymize([image], [faces], "keyflip", anonymizer=anonymizer, key=key)
+    meta = photos.read_metadata("photo.png", out.metadata)
+    assert len(meta.faces) == 16

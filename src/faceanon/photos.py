@@ -71,6 +71,21 @@ def _classic(method: str) -> Any:
     return {"blur": Blur, "pixelate": Pixelate, "solid": Solid}[method]()
 
 
+def readable(text: str) -> str:
+    """``text``, the metadata about to be written, if ``deanonymize`` will accept it: every
+    bound the reader enforces (faces per photo, sizes, lengths) refuses the work here, before
+    an output that could never be restored is written."""
+    try:
+        Metadata.from_json(text)
+    except MetadataError as exc:
+        reason = str(exc).replace("faceanon metadata is damaged ", "")
+        raise MetadataError(
+            f"its output could not be restored {reason}; nothing written (a higher"
+            " --threshold finds fewer faces)"
+        ) from None
+    return text
+
+
 def anonymize(
     images: Sequence[np.ndarray],
     faces: Sequence[Sequence[Face]],
@@ -139,7 +154,7 @@ def anonymize(
         )
         if not aligned and found:
             meta, geometry = meta.seal(key, geometry, fixed_nonce)
-        return meta.to_json(), geometry
+        return readable(meta.to_json()), geometry
 
     def new_nonces(count: int) -> list[bytes | None]:
         if anonymizer is None:
