@@ -550,7 +550,7 @@ def test_anonymize_writes_only_what_deanonymize_accepts(closed_form, count):
     anonymizer = Anonymizer(closed_form, steps=2, inversion="ddim")
     key = SecretKey(bytes(16))
     if count > 16:
-        with pytest.raises(MetadataError, match="could not be restored.*more than the photo"):
+        with pytest.raises(MetadataError, match=r"could not be restored.*more than the photo"):
             photos.anonymize([image], [faces], "keyflip", anonymizer=anonymizer, key=key)
         return
     [out] = photos.anonymize([image], [faces], "keyflip", anonymizer=anonymizer, key=key)
