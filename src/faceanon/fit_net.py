@@ -131,7 +131,8 @@ def train(
         scale = torch.sqrt(a[:, None] * v[None] + 1 - a[:, None])
         base = torch.sqrt(1 - a)[:, None] * xt / scale**2
         pred = base + model(xt / scale, a)
-        return ((pred - n) ** 2).mean()
+        loss: torch.Tensor = ((pred - n) ** 2).mean()
+        return loss
 
     test_gen = torch.Generator().manual_seed(seed + 1)
     test_t = torch.randint(0, len(alphas), (len(test),), generator=test_gen)
@@ -151,7 +152,7 @@ def train(
         n = torch.randn((batch, 2 * data.shape[1]), generator=gen)
         loss = loss_of(net, data[idx], t, n)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         with torch.no_grad():

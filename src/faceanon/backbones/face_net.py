@@ -104,7 +104,8 @@ class Block(nn.Module):
         self.outer = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        return h + self.outer(F.silu(self.inner(self.norm(h)) + self.level(level)))
+        out: torch.Tensor = h + self.outer(F.silu(self.inner(self.norm(h)) + self.level(level)))
+        return out
 
 
 class Denoiser(nn.Module):
@@ -161,16 +162,14 @@ class FaceNet:
 
     @property
     def model_variances(self) -> np.ndarray:
-        return self.variances + self.noise
+        return np.asarray(self.variances + self.noise)
 
     def learned_eps(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """eps of the learned block (B, |S|) from its noisy coordinates (B, |S|)."""
         v = torch.as_tensor(self.model_variances[self.arch.learned], dtype=x.dtype)
         scale = torch.sqrt(a[:, None] * v[None] + 1.0 - a[:, None])
         base = gaussian_eps(x, v, a)
-        net = self.net(
-            (x / scale).float(), a.float()
-        )  # the network in float32, whatever the caller's dtype
+        net: torch.Tensor = self.net((x / scale).float(), a.float())  # float32 whatever x's dtype
         return base + net.to(x.dtype)
 
     # -- files ----------------------------------------------------------------------------
@@ -265,8 +264,8 @@ class FaceNet:
             stats["surrogate_cov"],
             net,
             str(meta.get("note", "")),
-            floor,
-        )  # type: ignore[arg-type]
+            (floor[0], floor[1]),
+        )
 
 
 def default_model_file() -> Path:
