@@ -38,11 +38,14 @@ def astronaut() -> np.ndarray:
 
 
 def _region(faces, shape, grow: int = 0) -> np.ndarray:
-    """Pixels inside the faces' mask polygons (grown by ``grow`` px) in photo coordinates."""
+    """Pixels inside the faces' regions (the mask polygon grown over the detection box, as
+    outputs cover them; grown by ``grow`` px) in photo coordinates."""
+    from faceanon.container import cover_box
+
     canvas = np.zeros(shape[:2], np.uint8)
     for face in faces:
         g = face.geometry
-        polygon = g.alignment.to_photo(g.mask.polygon)
+        polygon = g.alignment.to_photo(cover_box(g.mask, g.alignment, face.box).polygon)
         cv2.fillPoly(canvas, [np.round(polygon).astype(np.int32)], 1)
     if grow:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))

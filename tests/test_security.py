@@ -200,3 +200,36 @@ def test_faceanon_01_files_still_restore(tmp_path, monkeypatch, capsys, astronau
     wrong = np.asarray(Image.open("wrong/old_deanonymized.png"))
     assert psnr(right, astronaut, region) > psnr(anon, astronaut, region) + 8
     assert psnr(wrong, astronaut, region) < psnr(right, astronaut, region) - 6
+
+
+def test_the_box_cover_comes_from_public_data_only(face, astronaut):
+    # The sealed outline stays the landmark outline (what the prior models: no new key oracle);
+    # every key's opened outline is grown over the public box, so every key covers the face.
+    from dataclasses import replace
+
+    from faceanon.pipeline import box_coverage
+
+    key, other = SecretKey(bytes(16)), SecretKey(bytes(15) + b"\x01")
+    meta = Metadata(
+        "keyflip",
+        (FaceRecord(b"n" * 16, face.box),),
+        "closed-form",
+        None,
+        15,
+        (512, 512),
+        cover="box",
+    )
+    sealed, decoded = meta.seal(key, [face.geometry])
+    plain, outline = replace(meta, cover=None).seal(key, [face.geometry], sealed.sealed[0])
+    assert plain.sealed == sealed.sealed  # the same sealed bytes with and without the cover
+    text = sealed.to_json()
+    assert '"cover":"box"' in text
+    for k in (key, other):
+        [g] = Metadata.from_json(text).open(k, 256)
+        assert box_coverage(g, face.box, astronaut.shape, (64, 64)) >= 0.9
+    [right] = Metadata.from_json(text).open(key, 256)
+    assert np.array_equal(right.mask.polygon, decoded[0].mask.polygon)
+    # A faceanon 0.2 file (no cover) opens as it was made: the outline alone.
+    [old] = Metadata.from_json(plain.to_json()).open(key, 256)
+    assert np.array_equal(old.mask.polygon, outline[0].mask.polygon)
+    assert old.mask.crop_mask().sum() < right.mask.crop_mask().sum()

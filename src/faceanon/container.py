@@ -38,7 +38,15 @@ from faceanon.limits import (
     MAX_STEPS,
     MIN_FACE_AREA,
 )
-from faceanon.masks import KEEP_GRID, EllipseMask, FaceMask, LandmarkMask, Mask, keep_from_bytes
+from faceanon.masks import (
+    KEEP_GRID,
+    EllipseMask,
+    FaceMask,
+    LandmarkMask,
+    Mask,
+    covering,
+    keep_from_bytes,
+)
 from faceanon.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
@@ -73,6 +81,19 @@ class Geometry:
     mask: Mask  # LandmarkMask in photos; EllipseMask for aligned crops (identity alignment)
 
 
+def cover_box(mask: Mask, alignment: Alignment, box: Box) -> Mask:
+    """A face's outline grown to the convex hull of itself and its detection box (in the crop),
+    so that the output covers every face it counts: a landmark outline leaves the forehead and
+    the box corners, and most of a profile or border face (issue 32)."""
+    x0, y0, x1, y1 = box
+    corners = alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+    if isinstance(mask, LandmarkMask):
+        return covering(mask, corners)
+    if isinstance(mask, FaceMask):
+        return replace(mask, outline=covering(mask.outline, corners))
+    return mask
+
+
 def _aead_key(key: SecretKey) -> bytes:
     message = b"faceanon/geometry/v1\x00" + key.material
     return hashlib.shake_256(message).digest(32)
@@ -101,6 +122,9 @@ class Metadata:
     inversion: str | None = None  # keyflip: "ddim" or "fixed-point:K"; absent in 0.1 files
     crop: int | None = None  # format 3 photos with a key: the aligned crop's side
     transform: str | None = None  # keyflip: "flip" or "mix"; absent: flip (0.1 files)
+    # "box": each opened outline is grown to cover the face's box (public, in the clear), so
+    # the sealed outline stays a landmark outline like the prior's draws; absent: 0.2 files.
+    cover: str | None = None
     version: int = FORMAT_VERSION
 
     @property
@@ -137,7 +161,14 @@ class Metadata:
             header["crop"] = self.crop
         if self.transform is not None:
             header["transform"] = self.transform
+        if self.cover is not None:
+            header["cover"] = self.cover
         return header
+
+    def covered(self, mask: Mask, alignment: Alignment, box: Box | None) -> Mask:
+        """An opened outline as the face's region: with ``cover="box"`` grown over the face's
+        box (:func:`cover_box`), else as it is (faceanon 0.2 files)."""
+        return mask if self.cover != "box" or box is None else cover_box(mask, alignment, box)
 
     def _aad(self) -> bytes:
         return json.dumps(self._header(), separators=(",", ":"), sort_keys=True).encode()
@@ -189,7 +220,9 @@ class Metadata:
                 points = tuple((int(x), int(y)) for x, y in extra.points)
             blobs.append(blob)
             faces.append(replace(record, align=align, keep=keep, points=points))
-            decoded.append(Geometry(_alignment(align, g.alignment.size), mask))
+            opened = _alignment(align, g.alignment.size)
+            box = None if record.box is None else round_box(record.box)  # as the file holds it
+            decoded.append(Geometry(opened, self.covered(mask, opened, box)))
         sealed = replace(
             self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)), crop=sizes.pop()
         )
@@ -217,7 +250,8 @@ class Metadata:
                 keep = None if f.keep is None else keep_from_bytes(f.keep)
                 points = None if f.points is None else np.array(f.points, dtype=np.int64)
                 mask = FaceMask(outline, keep, points)
-            out.append(Geometry(_alignment(f.align, crop), mask))
+            alignment = _alignment(f.align, crop)
+            out.append(Geometry(alignment, self.covered(mask, alignment, f.box)))
         return out
 
     def _open_aead(self, key: SecretKey) -> list[Geometry] | None:
@@ -417,6 +451,7 @@ def _parse(data: Any) -> Metadata:
         inversion=None if inversion is None else inversion_name(parse_inversion(str(inversion))),
         crop=None if "crop" not in data else _integer(data["crop"], "crop size", 8, 4096),
         transform=None if transform is None else _choice(transform, "transform", TRANSFORMS),
+        cover=None if data.get("cover") is None else _choice(data["cover"], "cover", ("box",)),
         version=version,
     )
     if meta.method in REVERSIBLE:

@@ -108,6 +108,15 @@ def _cells(keep: np.ndarray, height: int, width: int) -> np.ndarray:
     raise ValueError(f"the kept cells ({n}x{n}) do not fit a {height}x{width} grid")
 
 
+def covering(mask: LandmarkMask, corners: np.ndarray) -> LandmarkMask:
+    """``mask`` grown to the convex hull of its polygon and ``corners`` (crop pixels, e.g. a
+    face's detection box), inside the crop."""
+    import cv2
+
+    hull = cv2.convexHull(np.vstack([mask.polygon, corners]).astype(np.float32))
+    return LandmarkMask(np.clip(hull.reshape(-1, 2).astype(np.float64), 0, mask.size), mask.size)
+
+
 @dataclass(frozen=True, eq=False)
 class FaceMask:
     """A photo face's mask and what travels beside its sealed outline.

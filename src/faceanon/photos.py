@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata
+from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 from faceanon.errors import MetadataError
 from faceanon.masks import EllipseMask
 from faceanon.pipeline import (
@@ -132,6 +132,11 @@ def anonymize(
         geometry as the key will open it)."""
         height, width = image.shape[:2]
         geometry = [f.geometry for f in found]
+        if not aligned and (anonymizer is None or key is None):  # no seal: cover the boxes now
+            geometry = [
+                Geometry(g.alignment, cover_box(g.mask, g.alignment, f.box))
+                for f, g in zip(found, geometry, strict=True)
+            ]
         records = tuple(
             FaceRecord(
                 nonce,
@@ -151,6 +156,7 @@ def anonymize(
             photo_size=None if aligned else (width, height),
             inversion=anonymizer.inversion,
             transform=anonymizer.transform,
+            cover=None if aligned else "box",  # the seal opens the outline, the box grows it
         )
         if not aligned and found:
             meta, geometry = meta.seal(key, geometry, fixed_nonce)
@@ -225,9 +231,12 @@ def restore_geometry(
             raise MetadataError(f"{name}: size {width}x{height} is not {size}x{size}")
         return meta, [crop_geometry(size, meta.faces[0].mask or EllipseMask())]
     if detect:
-        faces = finder().find(image)
+        faces = finder().find(image)  # and covered as anonymize covers them
         meta = replace(meta, faces=tuple(FaceRecord(None, f.box) for f in faces))
-        return meta, [f.geometry for f in faces]
+        return meta, [
+            Geometry(f.geometry.alignment, cover_box(f.geometry.mask, f.geometry.alignment, f.box))
+            for f in faces
+        ]
     if meta.photo_size != (width, height):
         was = "x".join(str(v) for v in meta.photo_size or ())
         raise MetadataError(

@@ -170,19 +170,12 @@ class FaceFinder:
         alignment = ffhq_alignment(points, self.size)
         mask = LandmarkMask.from_landmarks(alignment.to_crop(points), self.size)
         if not _plausible(box, alignment, mask):
-            fallback = _box_geometry(box, self.size)
-            if box_coverage(fallback, box, photo.shape) < COVERED:
-                fallback = widened(fallback, box)
-            return Face(box, fallback, from_landmarks=False)
+            return Face(box, _box_geometry(box, self.size), from_landmarks=False)
         region: Mask = mask
         if self.ellipse:
             region = ellipse_polygon(self.size)
         elif self.segmenter is not None:
             region = _segmented_mask(self.segmenter, warp_to_crop(photo, alignment)) or mask
-        if isinstance(region, LandmarkMask):  # not a parser's mask: its kept cells stay kept
-            g = Geometry(alignment, region)
-            if box_coverage(g, box, photo.shape) < COVERED:
-                region = widened(g, box).mask
         if self.hint is not None:
             from faceanon.hints import hint_points
 
@@ -264,21 +257,6 @@ def box_coverage(
     to_box = g.alignment.inverse - np.array([[0, 0, x0], [0, 0, y0]], dtype=np.float64)
     w = cv2.warpAffine(weight, to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=0)
     return float((w >= 0.5).mean())
-
-
-def widened(g: Geometry, box: Box) -> Geometry:
-    """``g`` with its polygon grown to the convex hull of itself and ``box``'s corners (in the
-    crop): for a face whose landmark outline leaves part of its box uncovered (profile, border,
-    failed landmarks)."""
-    import cv2
-
-    if not isinstance(g.mask, LandmarkMask):
-        return g
-    x0, y0, x1, y1 = box
-    corners = g.alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
-    hull = cv2.convexHull(np.vstack([g.mask.polygon, corners]).astype(np.float32))
-    size = g.alignment.size
-    return Geometry(g.alignment, LandmarkMask(np.clip(hull.reshape(-1, 2), 0, size), size))
 
 
 def transform_photos(
