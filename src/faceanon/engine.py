@@ -13,7 +13,7 @@ DEFAULT_STEPS = 15
 DEFAULT_INVERSION = "fixed-point:2"
 # Backbones whose calls are cheap get more: face-prior (an eps call is milliseconds) restores
 # far better at T = 50, fixed-point:4 than at T = 15, fixed-point:2 (latent RMSE 0.013 vs 0.11),
-# in about two seconds per face and direction on a 2-core CPU (docs/benchmarks.md).
+# in about two seconds per face and direction on a 2-core CPU, engine only (docs/benchmarks.md).
 # face-net: the same (docs/benchmarks.md "face-net").
 BACKBONE_DEFAULTS = {"face-prior": (50, "fixed-point:4"), "face-net": (50, "fixed-point:4")}
 FIXED_POINT_DEFAULT = 2  # K of a bare "fixed-point"

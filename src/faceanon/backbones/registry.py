@@ -40,7 +40,8 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "face-prior",
             "embedded face model, exact noise predictor of a Gaussian mixture fitted on aligned"
-            " face crops (64 px faces, blurry but face-like): offline, CPU (~2 s a face), small"
+            " face crops (64 px faces, blurry but face-like): offline, CPU (a one-face photo in"
+            " ~7 s on 2 cores, start to finish), small"
             " faces, tests",
             "derived from UTKFace and CelebA: non-commercial research use only"
             " (faceanon/data/README.txt)",
