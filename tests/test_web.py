@@ -46,7 +46,7 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    return TestClient(create_app())
+    return TestClient(create_app(), base_url="http://127.0.0.1:8000")
 
 
 def _answer(response) -> dict:  # type: ignore[no-untyped-def]
@@ -390,3 +390,32 @@ def test_passphrase_keys_ask_for_their_passphrase(client: TestClient) -> None:
 
     assert anonymize()["error"] == "mine.key: this is a passphrase key file: type its passphrase"
     assert anonymize(passphrase="correct horse battery staple")["result"]["reversible"]
+
+
+def _chunks(total: int, size: int = 1 << 20):  # type: ignore[no-untyped-def]
+    """A body of ``total`` bytes sent in chunks, with no Content-Length (chunked encoding)."""
+    sent = 0
+    while sent < total:
+        part = min(size, total - sent)
+        sent += part
+        yield b"x" * part
+
+
+@pytest.mark.parametrize("path", ["/api/anonymize", "/api/zip"])
+def test_chunked_uploads_are_counted_as_they_arrive(client: TestClient, monkeypatch, path) -> None:
+    monkeypatch.setattr("faceanon.web.app.MAX_ZIP_BYTES", 2 << 20)  # 400 MB in a test: no
+    limit = 2 << 20 if path == "/api/zip" else MAX_FORM_BYTES
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
+    response = client.post(path, content=_chunks(limit + (3 << 20)), headers=headers)
+    assert response.status_code == 413, response.text
+    assert "upload too large" in response.json()["error"]
+
+
+def test_other_host_names_are_refused_on_loopback(client: TestClient) -> None:
+    assert client.get("/api/options", headers={"Host": "localhost:8000"}).status_code == 200
+    assert client.get("/api/options", headers={"Host": "[::1]:8000"}).status_code == 200
+    refused = client.get("/api/options", headers={"Host": "rebind.example.com:8000"})
+    assert refused.status_code == 400 and "Host" in refused.json()["error"]
+    # Served on a public address, any name reaches it (the command warns about that).
+    open_app = TestClient(create_app(hosts=None), base_url="http://192.0.2.7:8000")
+    assert open_app.get("/api/options").status_code == 200

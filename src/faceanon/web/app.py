@@ -232,8 +232,76 @@ def zip_files(files: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def create_app(device: str = "cpu", default_backbone: str | None = None) -> Any:
-    """The FastAPI application (``faceanon serve`` runs it with uvicorn)."""
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+class TooLarge(FaceanonError):
+    """An upload past its limit, counted as it arrives."""
+
+
+def _host_name(host: str) -> str:
+    """``localhost:8000`` -> ``localhost``; ``[::1]:8000`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Guard:
+    """Plain ASGI middleware in front of everything. Counts the bytes of a request's body as
+    they arrive (a chunked upload declares no length) and stops at the route's limit with a
+    413; when the app serves loopback only (``hosts``), refuses any other Host header, so a
+    page of another site that re-points its name at 127.0.0.1 (DNS rebinding) is turned
+    away."""
+
+    def __init__(self, app: Any, hosts: frozenset[str] | None) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def _answer(self, send: Any, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.hosts is not None:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+            if _host_name(host.lower()) not in self.hosts:
+                await self._answer(send, 400, "unknown Host: open the address faceanon printed")
+                return
+        limit = MAX_ZIP_BYTES if scope["path"] == "/api/zip" else MAX_FORM_BYTES
+        received, started = 0, False
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge(f"upload too large (over the limit of {limit // 2**20} MB)")
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except TooLarge as exc:
+            if not started:
+                await self._answer(send, 413, str(exc))
+
+
+def create_app(
+    device: str = "cpu",
+    default_backbone: str | None = None,
+    hosts: frozenset[str] | None = LOOPBACK_NAMES,
+) -> Any:
+    """The FastAPI application (``faceanon serve`` runs it with uvicorn). ``hosts``: the
+    Host names it answers (default: the loopback names; None: any, for a public address)."""
     from faceanon import photos
     from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS
     from faceanon.keys import SecretKey, key_file_content, secret_key_comment
@@ -244,6 +312,8 @@ def create_app(device: str = "cpu", default_backbone: str | None = None) -> Any:
 
     def error(message: str, status: int = 400) -> Any:
         return JSONResponse({"error": message}, status, headers=private)
+
+    app.add_middleware(Guard, hosts=hosts)
 
     @app.middleware("http")
     async def limits(request: Request, call_next: Any) -> Any:
@@ -312,6 +382,8 @@ def create_app(device: str = "cpu", default_backbone: str | None = None) -> Any:
     async def job_request(request: Request, run: Callable[[Fields, Files, Progress], Any]) -> Any:
         try:
             fields, files = await form(request)
+        except TooLarge:
+            raise  # Guard answers 413
         except FaceanonError as exc:
             return error(str(exc))
         except Exception:
@@ -361,6 +433,8 @@ def create_app(device: str = "cpu", default_backbone: str | None = None) -> Any:
                     if not isinstance(v, str)
                 ]
             data = zip_files(files)
+        except TooLarge:
+            raise  # Guard answers 413
         except FaceanonError as exc:
             return error(str(exc))
         except Exception:
@@ -391,6 +465,8 @@ def serve(
         sock.close()
         raise FaceanonError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(create_app(device, backbone), access_log=False, log_level="warning")
+    hosts = LOOPBACK_NAMES if host in LOOPBACK_NAMES else None  # a public address: any name
+    app = create_app(device, backbone, hosts)
+    config = uvicorn.Config(app, access_log=False, log_level="warning")
     ready(f"http://{shown}:{sock.getsockname()[1]}/")
     uvicorn.Server(config).run(sockets=[sock])
