@@ -2,6 +2,7 @@
 
     python benchmarks/coverage.py --photos ../shared/data/celeba-wild/images \
         --checked benchmarks/celeba_wild_faces.json
+    python benchmarks/coverage.py --synthetic      # recall.py's hard synthetic cases
 
 For every face the default search finds on the hand-checked celeba-wild photos, the share of
 its detection box (clipped to the photo) that the paste replaces (weight >= 1/2), for the
@@ -27,16 +28,26 @@ from faceanon.pipeline import COVERED, FaceFinder, box_coverage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, required=True)
-    parser.add_argument("--checked", type=Path, required=True)
+    parser.add_argument("--photos", type=Path, help="the celeba-wild images folder")
+    parser.add_argument("--checked", type=Path, help="celeba_wild_faces.json")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="recall.py's hard synthetic cases instead"
+    )
     args = parser.parse_args()
-    checked = json.loads(args.checked.read_text())
     key = SecretKey(bytes(16))
     rows: dict[str, list[float]] = {}
     low: list[str] = []
     finder = FaceFinder()
-    for entry in checked["photos"]:
-        image = read_image(args.photos / entry["image"]).image
+    if args.synthetic:
+        from recall import cases
+
+        photos = [(f"{c.category} #{i}", c.photo) for i, c in enumerate(cases())]
+    else:
+        checked = json.loads(args.checked.read_text())
+        photos = [
+            (e["image"], read_image(args.photos / e["image"]).image) for e in checked["photos"]
+        ]
+    for name, image in photos:
         faces = finder.find(image)
         if not faces:
             continue
@@ -58,7 +69,7 @@ def main() -> None:
                 rows.setdefault(f"keyflip, cover={cover}", []).append(keyed)
                 if cover and min(classic, keyed) < COVERED:
                     box = ", ".join(f"{v:.0f}" for v in f.box)
-                    low.append(f"{entry['image']} box ({box}): {classic:.0%} / {keyed:.0%}")
+                    low.append(f"{name} box ({box}): {classic:.0%} / {keyed:.0%}")
     print("| method, region | faces | under 90% | min | median |")
     print("|---|---|---|---|---|")
     for name, values in rows.items():
