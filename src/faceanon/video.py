@@ -13,8 +13,9 @@ over its neighbours (3 frames); where a live track is not found, the region it i
 searched again turned by +-45 degrees (faces rolled that far), and a new track is followed back
 through the frames not yet written the same way; a track's first box also covers
 the ``HOLD`` frames before it, and its last box, moved on, the ``HOLD`` frames after it. Each
-track has one nonce, so with ``keyflip`` a person keeps one anonymized identity through the
-video.
+track has one nonce (with ``flip`` a person's shared mask cells keep their keyed noise from
+frame to frame; with ``mix`` the mixing depends on the frame's mask, so the face changes with
+it: README "Videos").
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
