@@ -556,3 +556,22 @@ def test_anonymize_writes_only_what_deanonymize_accepts(closed_form, count):
     [out] = photos.anonymize([image], [faces], "keyflip", anonymizer=anonymizer, key=key)
     meta = photos.read_metadata("photo.png", out.metadata)
     assert len(meta.faces) == 16
+
+
+def test_a_long_restore_is_announced():
+    # A file chooses its faces, steps and inversion (within the reader's bounds): a lot of work
+    # is said before it starts, never silent (a forged file made a restore run 19 minutes).
+    from faceanon.batch import long_restore
+    from faceanon.container import FaceRecord
+
+    def meta(faces: int, steps: int = 50) -> Metadata:
+        records = tuple(FaceRecord(bytes(16), (0.0, 0.0, 10.0, 10.0)) for _ in range(faces))
+        return Metadata(
+            "keyflip", records, "face-prior", None, steps, (640, 480), inversion="fixed-point:4"
+        )
+
+    assert long_restore(Path("a.png"), meta(19), "face-prior", None) is None  # 19 x 251 calls
+    note = long_restore(Path("a.png"), meta(20), "face-prior", None)
+    assert note is not None and "20 faces x 251 network calls" in note and "a.png" in note
+    one = long_restore(Path("b.png"), meta(1, steps=1000), "face-prior", "fixed-point:8")
+    assert one is not None and "1 face x 9001 network calls" in one

@@ -322,6 +322,29 @@ class AnonymizeJob(Job):
         ]
 
 
+LONG_RESTORE_CALLS = 5000  # network calls above which a restore is announced (20 faces at T=50)
+
+
+def long_restore(path: Path, meta: Metadata, backbone: str, inversion: str | None) -> str | None:
+    """A line saying what a file asks for when it is a lot of work (its metadata chooses the
+    faces, steps and inversion, within the reader's bounds), so a long restore (or a file
+    forged to make one) is never silent."""
+    from faceanon.engine import engine_defaults, network_calls, parse_inversion
+
+    if not meta.steps or not meta.faces:
+        return None
+    chosen = inversion or meta.inversion or engine_defaults(backbone)[1]
+    per_face = network_calls(meta.steps, parse_inversion(chosen))
+    total = len(meta.faces) * per_face
+    if total <= LONG_RESTORE_CALLS:
+        return None
+    return (
+        f"note: {path}: {len(meta.faces)} face{'' if len(meta.faces) == 1 else 's'} x"
+        f" {per_face} network calls ({backbone},"
+        f" T = {meta.steps}, {chosen}): {total} calls, a long restore"
+    )
+
+
 class DeanonymizeJob(Job):
     def __init__(
         self, args: argparse.Namespace, key: SecretKey, progress: Progress | None = None
@@ -388,6 +411,9 @@ class DeanonymizeJob(Job):
         else:
             meta = photos.read_metadata(path, picture.faceanon)
         backbone = self.backbone_for(path, meta)
+        inversion = getattr(self.args, "inversion", None)
+        if (note := long_restore(path, meta, backbone.name, inversion)) is not None:
+            self.notes.append(note)
         size = backbone.image_size
         meta, geometry = photos.restore_geometry(
             path,
