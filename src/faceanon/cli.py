@@ -726,6 +726,21 @@ def _add_common(
     )
 
 
+def _fit_options(p: argparse.ArgumentParser, max_padding: float) -> None:
+    """What fit-prior and fit-net share: the split, the crops kept, the alignment, the file."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout", type=float, default=0.05, help="share held out")
+    p.add_argument(
+        "--max-padding",
+        type=float,
+        default=max_padding,
+        help=f"drop crops more padded than this (default {max_padding})",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes aligning the crops")
+    p.add_argument("--limit", type=int, help="only the first N crops (name order)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from faceanon import __version__
     from faceanon.backbones.registry import DEFAULT_BACKBONE
@@ -792,14 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise-floor", type=float, default=0.01, help="least residual variance per coordinate"
     )
     p.add_argument("--iterations", type=int, default=30, help="EM iterations")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heldout", type=float, default=0.05, help="share held out for the report")
-    p.add_argument(
-        "--max-padding", type=float, default=0.5, help="drop crops more padded than this"
-    )
-    p.add_argument("--workers", type=int, default=1, help="processes aligning the crops")
-    p.add_argument("--limit", type=int, help="only the first N crops (name order)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _fit_options(p, max_padding=0.5)
     p.set_defaults(run=cmd_fit_prior)
 
     p = sub.add_parser(
@@ -829,14 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--width", type=int, default=768, help="width of the network")
     p.add_argument("--blocks", type=int, default=4, help="residual blocks")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--heldout", type=float, default=0.05, help="share held out")
-    p.add_argument(
-        "--max-padding", type=float, default=0.5, help="drop crops more padded than this"
-    )
-    p.add_argument("--workers", type=int, default=1, help="processes aligning the crops")
-    p.add_argument("--limit", type=int, help="only the first N crops (name order)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _fit_options(p, max_padding=0.7)
     p.set_defaults(run=cmd_fit_net)
 
     p = sub.add_parser("models", help="list the backbones and where they are cached")

@@ -37,12 +37,10 @@ from torch import nn
 from faceanon.backbones.face_prior import (
     DCT,
     DIM,
-    FACTOR,
     GRID,
-    Factored,
+    DctLatent,
+    OutsidePredictor,
     idct2,
-    mixture_posterior,
-    upsample,
 )
 from faceanon.diffusion.schedule import NoiseSchedule
 from faceanon.errors import ModelUnavailableError
@@ -274,11 +272,8 @@ def default_model_file() -> Path:
     return Path(str(files("faceanon") / "data" / "face_net.safetensors"))
 
 
-class FaceNetBackbone:
+class FaceNetBackbone(DctLatent):
     """The backbone of a :class:`FaceNet` (module docstring)."""
-
-    image_size = GRID * FACTOR
-    latent_shape = (3, GRID, GRID)
 
     def __init__(
         self,
@@ -307,36 +302,23 @@ class FaceNetBackbone:
         self._v = put(model.model_variances)
         self._learned = torch.from_numpy(model.arch.learned).to(self.device)
         # The outside's surrogate: C = iso I + W (Sigma0 - iso I) W^T over the latent pixels,
-        # W the pixel-space basis vectors of the surrogate block (orthonormal columns).
+        # W the pixel-space basis vectors of the surrogate block (orthonormal columns). C is
+        # positive definite whatever the sign of Sigma0 - iso I, and only solves are needed.
         surrogate = model.arch.surrogate
         rest = np.ones(DIM, bool)
         rest[surrogate] = False
         sigma0 = model.surrogate_cov + np.diag(model.noise[surrogate])
-        # C is positive definite whatever the sign of Sigma0 - iso I (W has orthonormal
-        # columns), and only solves with C are needed here.
-        self._iso = float(model.model_variances[rest].mean())
+        iso = float(model.model_variances[rest].mean())
         basis = np.zeros((len(surrogate), DIM))
         basis[np.arange(len(surrogate)), surrogate] = 1.0
-        self._w_pixels = put(idct2(basis, model.colour).T)  # (D, |S0|)
-        self._s = put((sigma0 - self._iso * np.eye(len(sigma0)))[None])  # (1, |S0|, |S0|)
-        self._zero_mean = torch.zeros((1, len(surrogate)), dtype=torch.float64, device=self.device)
-        self._logpi = torch.zeros(1, dtype=torch.float64, device=self.device)
-        self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._levels: dict[tuple[bytes, int], Factored] = {}
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(images, FACTOR)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return upsample(latents)
-
-    def _dct2(self, x: torch.Tensor) -> torch.Tensor:
-        grid = torch.einsum("ij,njhw->nihw", self._colour, x.reshape(len(x), 3, GRID, GRID))
-        return (self._dct @ grid @ self._dct.T).reshape(len(x), DIM)
-
-    def _idct2(self, c: torch.Tensor) -> torch.Tensor:
-        grid = self._dct.T @ c.reshape(len(c), 3, GRID, GRID) @ self._dct
-        return torch.einsum("ji,njhw->nihw", self._colour, grid).reshape(len(c), DIM)
+        self._outside = OutsidePredictor(
+            self._mu,
+            put(idct2(basis, model.colour).T),  # (D, |S0|)
+            put((sigma0 - iso * np.eye(len(sigma0)))[None]),  # one component
+            torch.zeros((1, len(surrogate)), dtype=torch.float64, device=self.device),
+            torch.zeros(1, dtype=torch.float64, device=self.device),
+            iso,
+        )
 
     def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
         a = float(self.schedule.alphas_cumprod[timestep])
@@ -352,36 +334,10 @@ class FaceNetBackbone:
         """Inside ``mask`` (bool, (B, 1, h, w)) the model's prediction; outside, the Gaussian
         surrogate's given the outside alone (so the outside's trajectory depends on the
         outside only, and the keyed map inverts exactly; ``FacePriorBackbone.masked_eps``)."""
-        inside = mask.to(latents.device).expand_as(latents)
         full = self.eps(latents, timestep)
         a = float(self.schedule.alphas_cumprod[timestep])
-        lam_value = a * self._iso + (1.0 - a)
-        outs = []
-        for z, where in zip(latents, inside, strict=True):
-            outside = ~where.reshape(-1).to(self.device)
-            key = bytes(np.packbits(outside.cpu().numpy()))
-            if key not in self._outside:
-                if len(self._outside) > 16:
-                    self._outside.clear()
-                w_o = self._w_pixels[outside]
-                self._outside[key] = (w_o, w_o.T @ w_o)
-            w_o, gram = self._outside[key]
-            if (key, timestep) not in self._levels:
-                if len(self._levels) >= 64:
-                    self._levels.clear()
-                self._levels[key, timestep] = Factored.of(
-                    gram / lam_value, a * self._s, self._zero_mean
-                )
-            f = self._levels[key, timestep]
-            x = z.reshape(-1).to(self.device, torch.float64)[outside]
-            x = x - math.sqrt(a) * self._mu[outside]
-            lam = torch.full_like(x, lam_value)
-            e = mixture_posterior(x[None], lam, w_o, f, self._zero_mean, self._logpi, a)[0][0]
-            out = torch.zeros(DIM, dtype=torch.float64, device=self.device)
-            out[outside] = e
-            outs.append(out)
-        outside_eps = torch.stack(outs).reshape(latents.shape).to(full.dtype)
-        return torch.where(inside, full, outside_eps)
+        outside = self._outside(latents, mask, timestep, a).to(full.dtype)
+        return torch.where(mask.to(latents.device).expand_as(latents), full, outside)
 
 
 def load_face_net(path: Path | None = None, device: str | torch.device = "cpu") -> FaceNetBackbone:

@@ -321,11 +321,85 @@ def upsample(z: torch.Tensor, mode: str = "bicubic-consistent") -> torch.Tensor:
     return up + F.interpolate(residual, scale_factor=FACTOR, mode="nearest")
 
 
-class FacePriorBackbone:
-    """The exact-score backbone of a :class:`FacePrior` (module docstring)."""
+class OutsidePredictor:
+    """The noise prediction outside a mask from the outside alone (what keyflip needs for an
+    exact round trip, METHOD §7): E[n_out | z_t,out] under the marginal, on the outside
+    latent cells, of a Gaussian mixture sum_k pi_k N(mu + W m_k, iso I + W S_k W^T) over the
+    latent pixels (W: orthonormal columns). Woodbury in W's dimension, cached per mask and
+    level (fixed-point inversion calls one level several times in a row)."""
+
+    def __init__(
+        self,
+        mu: torch.Tensor,
+        w: torch.Tensor,
+        s: torch.Tensor,
+        means: torch.Tensor,
+        logpi: torch.Tensor,
+        iso: float,
+    ) -> None:
+        self.mu, self.w, self.s, self.means, self.logpi, self.iso = mu, w, s, means, logpi, iso
+        self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._levels: dict[tuple[bytes, int], Factored] = {}
+
+    def __call__(
+        self, latents: torch.Tensor, mask: torch.Tensor, timestep: int, a: float
+    ) -> torch.Tensor:
+        """The prediction (B, 3, 64, 64) outside ``mask`` (bool, broadcast to the latents);
+        zero inside."""
+        inside = mask.to(latents.device).expand_as(latents)
+        lam_value = a * self.iso + (1.0 - a)
+        device = self.mu.device
+        outs = []
+        for z, where in zip(latents, inside, strict=True):
+            outside = ~where.reshape(-1).to(device)
+            key = bytes(np.packbits(outside.cpu().numpy()))
+            if key not in self._outside:
+                if len(self._outside) > 16:
+                    self._outside.clear()
+                w_o = self.w[outside]
+                self._outside[key] = (w_o, w_o.T @ w_o)
+            w_o, gram = self._outside[key]
+            if (key, timestep) not in self._levels:
+                if len(self._levels) >= 16:
+                    self._levels.clear()
+                self._levels[key, timestep] = Factored.of(gram / lam_value, a * self.s, self.means)
+            f = self._levels[key, timestep]
+            x = z.reshape(-1).to(device, torch.float64)[outside] - math.sqrt(a) * self.mu[outside]
+            lam = torch.full_like(x, lam_value)
+            e = mixture_posterior(x[None], lam, w_o, f, self.means, self.logpi, a)[0][0]
+            out = torch.zeros(DIM, dtype=torch.float64, device=device)
+            out[outside] = e
+            outs.append(out)
+        return torch.stack(outs).reshape(latents.shape)
+
+
+class DctLatent:
+    """What the embedded backbones share: the 4x4 area-mean latent, the consistent bicubic
+    decoder, and the orthonormal colour-DCT coordinates (``_dct``, ``_colour`` set by the
+    subclass)."""
 
     image_size = GRID * FACTOR
     latent_shape = (3, GRID, GRID)
+    _dct: torch.Tensor
+    _colour: torch.Tensor
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(images, FACTOR)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return upsample(latents)
+
+    def _dct2(self, x: torch.Tensor) -> torch.Tensor:
+        grid = torch.einsum("ij,njhw->nihw", self._colour, x.reshape(len(x), 3, GRID, GRID))
+        return (self._dct @ grid @ self._dct.T).reshape(len(x), DIM)
+
+    def _idct2(self, c: torch.Tensor) -> torch.Tensor:
+        grid = self._dct.T @ c.reshape(len(c), 3, GRID, GRID) @ self._dct
+        return torch.einsum("ji,njhw->nihw", self._colour, grid).reshape(len(c), DIM)
+
+
+class FacePriorBackbone(DctLatent):
+    """The exact-score backbone of a :class:`FacePrior` (module docstring)."""
 
     def __init__(
         self,
@@ -358,24 +432,14 @@ class FacePriorBackbone:
         # Outside a mask: the same mixture in pixels with an isotropic residual of the same
         # total variance (the masked prediction must ignore the inside; it need not be the
         # exact marginal).
-        self._iso = float(prior.noise.mean())
-        self._w_pixels = put(idct2(prior.loading().T, prior.colour).T)  # (D, d), orthonormal
-        self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._levels: dict[tuple[bytes, int], Factored] = {}
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(images, FACTOR)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return upsample(latents)
-
-    def _dct2(self, x: torch.Tensor) -> torch.Tensor:
-        grid = torch.einsum("ij,njhw->nihw", self._colour, x.reshape(len(x), 3, GRID, GRID))
-        return (self._dct @ grid @ self._dct.T).reshape(len(x), DIM)
-
-    def _idct2(self, c: torch.Tensor) -> torch.Tensor:
-        grid = self._dct.T @ c.reshape(len(c), 3, GRID, GRID) @ self._dct
-        return torch.einsum("ji,njhw->nihw", self._colour, grid).reshape(len(c), DIM)
+        self._outside = OutsidePredictor(
+            self._mu,
+            put(idct2(prior.loading().T, prior.colour).T),  # (D, d), orthonormal
+            self._s,
+            self._means,
+            self._logpi,
+            float(prior.noise.mean()),
+        )
 
     def posterior(self, latents: torch.Tensor, timestep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """E[n | z_t] (B, 3, 64, 64) and the component weights (B, K)."""
@@ -417,36 +481,10 @@ class FacePriorBackbone:
         anonymized face, and re-injection puts back what the sampling step computed. This is
         what makes the anonymization exactly invertible with a model whose components span
         the whole crop (METHOD §7)."""
-        inside = mask.to(latents.device).expand_as(latents)
         full = self.eps(latents, timestep)
         a = float(self.schedule.alphas_cumprod[timestep])
-        m = a * self._s  # C_k = iso I + W S_k W^T on the outside
-        lam_value = a * self._iso + (1.0 - a)
-        outs = []
-        for z, where in zip(latents, inside, strict=True):
-            outside = ~where.reshape(-1).to(self.device)
-            key = bytes(np.packbits(outside.cpu().numpy()))
-            if key not in self._outside:
-                if len(self._outside) > 16:
-                    self._outside.clear()
-                w_o = self._w_pixels[outside]
-                self._outside[key] = (w_o, w_o.T @ w_o)
-            w_o, gram = self._outside[key]
-            # Fixed-point inversion calls the same level several times in a row.
-            if (key, timestep) not in self._levels:
-                if len(self._levels) >= 16:
-                    self._levels.clear()
-                self._levels[key, timestep] = Factored.of(gram / lam_value, m, self._means)
-            f = self._levels[key, timestep]
-            x = z.reshape(-1).to(self.device, torch.float64)[outside]
-            x = x - math.sqrt(a) * self._mu[outside]
-            lam = torch.full_like(x, lam_value)
-            e = mixture_posterior(x[None], lam, w_o, f, self._means, self._logpi, a)[0][0]
-            out = torch.zeros(DIM, dtype=torch.float64, device=self.device)
-            out[outside] = e
-            outs.append(out)
-        outside_eps = torch.stack(outs).reshape(latents.shape).to(full.dtype)
-        return torch.where(inside, full, outside_eps)
+        outside = self._outside(latents, mask, timestep, a).to(full.dtype)
+        return torch.where(mask.to(latents.device).expand_as(latents), full, outside)
 
 
 def load_face_prior(
