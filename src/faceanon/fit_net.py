@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceanon.backbones.face_net import Architecture, Denoiser, FaceNet
+from faceanon.backbones.face_net import Architecture, Denoiser, FaceNet, predict, white_noise
 from faceanon.backbones.face_prior import DIM, GRID, dct2, mirror
 from faceanon.errors import FaceanonError
 
@@ -107,9 +107,9 @@ def train(
         if len(heldout)
         else np.zeros((0, len(arch.learned)), np.float32)
     )
-    shell = FaceNet(arch, mean, colour, variances, cov, Denoiser(arch), floor=floor)
-    v = torch.from_numpy(shell.model_variances[arch.learned]).float()
-    noise_sd = torch.from_numpy(np.sqrt(shell.noise[arch.learned])).float()
+    noise = white_noise(floor)[arch.learned]
+    v = torch.from_numpy(variances[arch.learned] + noise).float()
+    noise_sd = torch.from_numpy(np.sqrt(noise)).float()
     alphas = torch.as_tensor(reference_schedule().alphas_cumprod, dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -128,10 +128,7 @@ def train(
         x0 = x0 + noise_sd[None] * extra
         a = alphas[t]
         xt = a.sqrt()[:, None] * x0 + (1 - a).sqrt()[:, None] * n
-        scale = torch.sqrt(a[:, None] * v[None] + 1 - a[:, None])
-        base = torch.sqrt(1 - a)[:, None] * xt / scale**2
-        pred = base + model(xt / scale, a)
-        loss: torch.Tensor = ((pred - n) ** 2).mean()
+        loss: torch.Tensor = ((predict(model, xt, a, v) - n) ** 2).mean()
         return loss
 
     test_gen = torch.Generator().manual_seed(seed + 1)

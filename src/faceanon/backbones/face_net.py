@@ -23,7 +23,6 @@ Decode: ``face_prior.upsample`` (bicubic, consistent with the area downsample).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from faceanon.backbones.face_prior import (
     GRID,
     DctLatent,
     OutsidePredictor,
+    embedded_file,
     idct2,
 )
 from faceanon.diffusion.schedule import NoiseSchedule
@@ -137,6 +137,23 @@ def gaussian_eps(x: torch.Tensor, variances: torch.Tensor, a: torch.Tensor) -> t
     return torch.sqrt(1.0 - a) * x / (a * variances[None] + 1.0 - a)
 
 
+def predict(net: Denoiser, x: torch.Tensor, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """eps of the learned block (B, |S|) from its noisy coordinates ``x`` at alpha-bar ``a``
+    (B,): the diagonal Gaussian's exact prediction (variances ``v``) plus the network's
+    correction, the network fed the coordinates scaled to unit variance, in float32."""
+    scale = torch.sqrt(a[:, None] * v[None] + 1.0 - a[:, None])
+    correction: torch.Tensor = net((x / scale).float(), a.float())
+    return gaussian_eps(x, v, a) + correction.to(x.dtype)
+
+
+def white_noise(floor: tuple[float, float]) -> np.ndarray:
+    """(D,) variance per coordinate of the white noise the model adds to faces (luma, chroma).
+    Without it, a coordinate of tiny variance makes the inversion amplify the rounding and
+    clipping of the 8-bit image by about 1 / sqrt(variance), and the key's change of z_T
+    spreads that error over the face (docs/benchmarks.md, "face-net")."""
+    return np.repeat(np.array([floor[0], floor[1], floor[1]]), GRID * GRID)
+
+
 @dataclass(eq=False)
 class FaceNet:
     """The model: statistics (float64 numpy) and the denoiser network (float32)."""
@@ -152,11 +169,8 @@ class FaceNet:
 
     @property
     def noise(self) -> np.ndarray:
-        """(D,) variance of the white noise that the model adds to the faces: its data are
-        faces plus this noise. Without it, a coordinate of tiny variance makes the inversion
-        amplify the rounding of the 8-bit image by 1 / sqrt(variance), and the key's change of
-        z_T spreads that error over the face (docs/benchmarks.md, "face-net")."""
-        return np.repeat(np.array([self.floor[0], self.floor[1], self.floor[1]]), GRID * GRID)
+        """(D,) the white noise the model's data carry beside the faces (:func:`white_noise`)."""
+        return white_noise(self.floor)
 
     @property
     def model_variances(self) -> np.ndarray:
@@ -165,10 +179,7 @@ class FaceNet:
     def learned_eps(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """eps of the learned block (B, |S|) from its noisy coordinates (B, |S|)."""
         v = torch.as_tensor(self.model_variances[self.arch.learned], dtype=x.dtype)
-        scale = torch.sqrt(a[:, None] * v[None] + 1.0 - a[:, None])
-        base = gaussian_eps(x, v, a)
-        net: torch.Tensor = self.net((x / scale).float(), a.float())  # float32 whatever x's dtype
-        return base + net.to(x.dtype)
+        return predict(self.net, x, a, v)
 
     # -- files ----------------------------------------------------------------------------
 
@@ -296,10 +307,7 @@ class FaceNetBackbone(DctLatent):
         self._mu = put(model.mean)
         self._dct = put(DCT)
         self._colour = put(model.colour)
-        # The noise prediction uses the variances floored (luminance, chroma): a coordinate
-        # of tiny variance makes the inversion amplify the rounding of the 8-bit image by
-        # 1 / sqrt(variance), and the key's change of z_T spreads that error over the face.
-        self._v = put(model.model_variances)
+        self._v = put(model.model_variances)  # the faces' variances plus the white noise
         self._learned = torch.from_numpy(model.arch.learned).to(self.device)
         # The outside's surrogate: C = iso I + W (Sigma0 - iso I) W^T over the latent pixels,
         # W the pixel-space basis vectors of the surrogate block (orthonormal columns). C is
@@ -342,10 +350,5 @@ class FaceNetBackbone(DctLatent):
 
 def load_face_net(path: Path | None = None, device: str | torch.device = "cpu") -> FaceNetBackbone:
     """The shipped model (``faceanon/data/face_net.safetensors``) or a file of ``fit-net``."""
-    file = default_model_file() if path is None else Path(path)
-    if not file.is_file():
-        raise ModelUnavailableError(
-            f"{file}: face-net model file missing (rebuild it with `faceanon fit-net`)"
-        )
-    revision = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
+    file, revision = embedded_file(path, default_model_file(), NAME, "fit-net")
     return FaceNetBackbone(FaceNet.load(file), revision=revision, device=device)

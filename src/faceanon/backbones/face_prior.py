@@ -491,15 +491,21 @@ def load_face_prior(
     path: Path | None = None, device: str | torch.device = "cpu"
 ) -> FacePriorBackbone:
     """The shipped model (``faceanon/data/face_prior.npz``) or a file from ``fit-prior``."""
+    file, revision = embedded_file(path, default_model_file(), "face-prior", "fit-prior")
+    return FacePriorBackbone(FacePrior.load(file), revision=revision, device=device)
+
+
+def embedded_file(path: Path | None, default: Path, name: str, command: str) -> tuple[Path, str]:
+    """An embedded model's file (``path``, else the shipped ``default``) and its revision (the
+    first 12 hex digits of its SHA-256); one line saying how to rebuild it if it is missing."""
     import hashlib
 
-    file = default_model_file() if path is None else Path(path)
+    file = default if path is None else Path(path)
     if not file.is_file():
         raise ModelUnavailableError(
-            f"{file}: face-prior model file missing (rebuild it with `faceanon fit-prior`)"
+            f"{file}: {name} model file missing (rebuild it with `faceanon {command}`)"
         )
-    revision = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
-    return FacePriorBackbone(FacePrior.load(file), revision=revision, device=device)
+    return file, hashlib.sha256(file.read_bytes()).hexdigest()[:12]
 
 
 def sample_latents(prior: FacePrior, count: int, seed: int = 0) -> np.ndarray:
