@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceanon.container import FaceRecord, Geometry, Metadata, cover_box
+from faceanon.container import FaceRecord, Metadata, cover_box
 from faceanon.io import read_image
 from faceanon.keys import SecretKey
 from faceanon.pipeline import COVERED, FaceFinder, box_coverage
@@ -58,12 +58,8 @@ def main() -> None:
             )
             _, opened = meta.seal(key, [f.geometry for f in faces], bytes(16))
             for f, g in zip(faces, opened, strict=True):
-                region = (
-                    f.geometry.mask
-                    if cover is None
-                    else cover_box(f.geometry.mask, f.geometry.alignment, f.box)
-                )
-                classic = box_coverage(Geometry(f.geometry.alignment, region), f.box, image.shape)
+                region = f.geometry if cover is None else cover_box(f.geometry, f.box)
+                classic = box_coverage(region, f.box, image.shape)
                 keyed = box_coverage(g, f.box, image.shape, (64, 64))
                 rows.setdefault(f"classic, cover={cover}", []).append(classic)
                 rows.setdefault(f"keyflip, cover={cover}", []).append(keyed)

@@ -45,7 +45,7 @@ def _region(faces, shape, grow: int = 0) -> np.ndarray:
     canvas = np.zeros(shape[:2], np.uint8)
     for face in faces:
         g = face.geometry
-        polygon = g.alignment.to_photo(cover_box(g.mask, g.alignment, face.box).polygon)
+        polygon = g.alignment.to_photo(cover_box(g, face.box).mask.polygon)
         cv2.fillPoly(canvas, [np.round(polygon).astype(np.int32)], 1)
     if grow:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))

@@ -81,17 +81,17 @@ class Geometry:
     mask: Mask  # LandmarkMask in photos; EllipseMask for aligned crops (identity alignment)
 
 
-def cover_box(mask: Mask, alignment: Alignment, box: Box) -> Mask:
-    """A face's outline grown to the convex hull of itself and its detection box (in the crop),
-    so that the output covers every face it counts: a landmark outline leaves the forehead and
-    the box corners, and most of a profile or border face (issue 32)."""
+def cover_box(g: Geometry, box: Box) -> Geometry:
+    """A face's geometry with its outline grown to the convex hull of itself and its detection
+    box (in the crop), so that the output covers every face it counts: a landmark outline
+    leaves the forehead and the box corners, and most of a profile or border face (issue 32)."""
     x0, y0, x1, y1 = box
-    corners = alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
-    if isinstance(mask, LandmarkMask):
-        return covering(mask, corners)
-    if isinstance(mask, FaceMask):
-        return replace(mask, outline=covering(mask.outline, corners))
-    return mask
+    corners = g.alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+    if isinstance(g.mask, LandmarkMask):
+        return Geometry(g.alignment, covering(g.mask, corners))
+    if isinstance(g.mask, FaceMask):
+        return Geometry(g.alignment, replace(g.mask, outline=covering(g.mask.outline, corners)))
+    return g
 
 
 def _aead_key(key: SecretKey) -> bytes:
@@ -165,10 +165,10 @@ class Metadata:
             header["cover"] = self.cover
         return header
 
-    def covered(self, mask: Mask, alignment: Alignment, box: Box | None) -> Mask:
-        """An opened outline as the face's region: with ``cover="box"`` grown over the face's
+    def covered(self, g: Geometry, box: Box | None) -> Geometry:
+        """An opened face as the region to replace: with ``cover="box"`` grown over the face's
         box (:func:`cover_box`), else as it is (faceanon 0.2 files)."""
-        return mask if self.cover != "box" or box is None else cover_box(mask, alignment, box)
+        return g if self.cover != "box" or box is None else cover_box(g, box)
 
     def _aad(self) -> bytes:
         return json.dumps(self._header(), separators=(",", ":"), sort_keys=True).encode()
@@ -222,7 +222,7 @@ class Metadata:
             faces.append(replace(record, align=align, keep=keep, points=points))
             opened = _alignment(align, g.alignment.size)
             box = None if record.box is None else round_box(record.box)  # as the file holds it
-            decoded.append(Geometry(opened, self.covered(mask, opened, box)))
+            decoded.append(self.covered(Geometry(opened, mask), box))
         sealed = replace(
             self, faces=tuple(faces), sealed=(nonce, b"".join(blobs)), crop=sizes.pop()
         )
@@ -251,7 +251,7 @@ class Metadata:
                 points = None if f.points is None else np.array(f.points, dtype=np.int64)
                 mask = FaceMask(outline, keep, points)
             alignment = _alignment(f.align, crop)
-            out.append(Geometry(alignment, self.covered(mask, alignment, f.box)))
+            out.append(self.covered(Geometry(alignment, mask), f.box))
         return out
 
     def _open_aead(self, key: SecretKey) -> list[Geometry] | None:

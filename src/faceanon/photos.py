@@ -133,10 +133,7 @@ def anonymize(
         height, width = image.shape[:2]
         geometry = [f.geometry for f in found]
         if not aligned and (anonymizer is None or key is None):  # no seal: cover the boxes now
-            geometry = [
-                Geometry(g.alignment, cover_box(g.mask, g.alignment, f.box))
-                for f, g in zip(found, geometry, strict=True)
-            ]
+            geometry = [cover_box(g, f.box) for f, g in zip(found, geometry, strict=True)]
         records = tuple(
             FaceRecord(
                 nonce,
@@ -233,10 +230,7 @@ def restore_geometry(
     if detect:
         faces = finder().find(image)  # and covered as anonymize covers them
         meta = replace(meta, faces=tuple(FaceRecord(None, f.box) for f in faces))
-        return meta, [
-            Geometry(f.geometry.alignment, cover_box(f.geometry.mask, f.geometry.alignment, f.box))
-            for f in faces
-        ]
+        return meta, [cover_box(f.geometry, f.box) for f in faces]
     if meta.photo_size != (width, height):
         was = "x".join(str(v) for v in meta.photo_size or ())
         raise MetadataError(
