@@ -15,7 +15,7 @@ from faceanon.cli import main
 from faceanon.container import Metadata
 from faceanon.errors import MetadataError, ModelUnavailableError
 from faceanon.faces.parser import CLASSES, FaceParser, model_file
-from faceanon.masks import KEEP_GRID, FaceMask, LandmarkMask, keep_from_bytes
+from faceanon.masks import KEEP_GRID, FaceMask, keep_from_bytes
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -91,9 +91,11 @@ def test_parser_marks_the_face_classes_and_not_the_occluder(parser_file):
 
 def test_parsed_mask_keeps_the_occluder_cells():
     _, skin, hand = _crop_with_hand()
-    outline = LandmarkMask(np.array([[50.0, 50], [206, 50], [206, 245], [50, 245]]), 256)
-    mask = FaceMask.from_parsing(outline, skin)
+    mask = FaceMask.from_parsing(skin)
     assert mask.keep.shape == (KEEP_GRID, KEEP_GRID)
+    # The outline is public (the whole crop): the face is exactly the cells not kept.
+    assert mask.outline.grid(64, 64).all()
+    assert np.array_equal(mask.grid(64, 64), ~mask.keep)
     grid = mask.grid(64, 64)
     hand_cells = hand.reshape(64, 4, 64, 4).all(axis=(1, 3))
     assert not grid[hand_cells].any() and mask.keep[hand_cells].all()

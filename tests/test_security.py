@@ -233,3 +233,51 @@ def test_the_box_cover_comes_from_public_data_only(face, astronaut):
     [old] = Metadata.from_json(plain.to_json()).open(key, 256)
     assert np.array_equal(old.mask.polygon, outline[0].mask.polygon)
     assert old.mask.crop_mask().sum() < right.mask.crop_mask().sum()
+
+
+@pytest.mark.parametrize("kind", ["points", "keep", "ellipse"])
+def test_a_mask_with_public_parts_seals_nothing_a_key_could_be_checked_against(kind, astronaut):
+    # Issue 27, oracles 1 and 2: hint points and kept cells are in the clear and trace the face;
+    # a sealed outline beside them let a key guess be ranked against them (and a sealed copy of
+    # the fixed ellipse, which everyone knows, confirmed the key). The outline is now derived
+    # from what is public: every key opens the same mask, and the sealed numbers are zeros.
+    from faceanon.masks import KEEP_GRID, EllipseMask, FaceMask, keep_from_bytes
+
+    if kind == "points":
+        found = FaceFinder(hint="landmarks_26").find(astronaut)[0]
+    elif kind == "ellipse":
+        found = FaceFinder(ellipse=True).find(astronaut)[0]
+    else:
+        ring = np.zeros((256, 256), bool)
+        ring[70:230, 60:196] = True
+        ring[70:110] = False  # hair over the forehead: kept
+        found = FaceFinder(segmenter=lambda crop: ring).find(astronaut)[0]
+    assert isinstance(found.geometry.mask, EllipseMask if kind == "ellipse" else FaceMask)
+    key, other = SecretKey(bytes(16)), SecretKey(bytes(15) + b"\x01")
+    meta = Metadata(
+        "keyflip", (FaceRecord(b"n" * 16, found.box),), "closed-form", None, 15, (512, 512)
+    )
+    sealed, [decoded] = meta.seal(key, [found.geometry], b"s" * 16)
+    assert sealed.sealed is not None and sealed.sealed[1] == bytes(8 * PARAMS)
+    text = sealed.to_json()
+    cells = []
+    for k in (key, other, SecretKey.generate()):
+        [g] = Metadata.from_json(text).open(k, 256)
+        cells.append(g.mask.grid(64, 64))
+        assert np.array_equal(g.alignment.matrix, decoded.alignment.matrix)
+    assert all(np.array_equal(c, cells[0]) for c in cells)
+    assert np.array_equal(cells[0], decoded.mask.grid(64, 64))
+    if kind == "keep":  # the parser's face is exactly the cells not kept (inside the box cover)
+        record = sealed.faces[0]
+        assert record.keep is not None
+        keep = keep_from_bytes(record.keep)
+        assert keep.shape == (KEEP_GRID, KEEP_GRID) and not cells[0][keep].any()
+        assert keep[20:27, 20:40].all() and not keep[30:55, 18:46].any()
+    # A format-3 file with public parts opened its sealed numbers as the outline: still so.
+    from dataclasses import replace
+
+    old = json.loads(text)
+    old["faceanon"] = 3
+    old["check"] = replace(Metadata.from_json(text), version=3)._check()
+    [g3] = Metadata.from_json(json.dumps(old)).open(key, 256)
+    assert not np.array_equal(g3.mask.grid(64, 64), cells[0])

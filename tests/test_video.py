@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -80,6 +81,13 @@ def test_keyflip_video_is_lossless_and_restores(work, capsys):
     assert document["frames"] == FRAMES and len(document["metadata"]) == FRAMES
     nonces = {json.loads(m)["faces"][0]["nonce"] for m in document["metadata"]}
     assert len(nonces) == 1  # one tracked person, one nonce: one anonymized identity
+    # ...and one region in the crop (kept cells, in the clear), so the default mix transform is
+    # the same in every frame (it depends on the masked cells), and nothing is sealed.
+    regions = {json.loads(m)["faces"][0]["keep"] for m in document["metadata"]}
+    assert len(regions) == 1
+    assert all(
+        set(base64.b64decode(json.loads(m)["sealed"]["data"])) == {0} for m in document["metadata"]
+    )
     assert main(["deanonymize", "clip_anonymized.mkv", "-k", "my.key"]) == 0
     assert main(["deanonymize", "clip_anonymized.mkv", "-k", "my.key", "-o", "again.mkv"]) == 0
     original = _frames("clip.mp4")

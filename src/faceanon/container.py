@@ -6,8 +6,11 @@ the crop size, and per face its nonce, detection box and alignment (where the fa
 it was cut: the anonymized face keeps the pose, so this is visible in the image anyway). Hidden
 under the key (``faceanon.seal``): per face the polygon of the changed region (the face's own
 outline), in an encoding that every key opens into some plausible polygon, so the file cannot
-tell a right key from a wrong one. An unkeyed checksum over everything catches accidental
-damage without involving the key.
+tell a right key from a wrong one. Where the mask has parts in the clear (a face parser's kept
+cells, a landmark ControlNet's hint points: the output shows them anyway), they trace the face,
+so a sealed outline beside them would let a key guess be checked against them: from format 4 the
+outline of such a face is derived from its public parts and nothing of it is sealed. An unkeyed
+checksum over everything catches accidental damage without involving the key.
 
 Format 2 (faceanon 0.1 photos) sealed alignment and polygon with ChaCha20-Poly1305, whose tag
 confirms a candidate key. Such files are still read: with a key that does not open the seal,
@@ -46,14 +49,19 @@ from faceanon.masks import (
     Mask,
     covering,
     keep_from_bytes,
+    public_outline,
 )
 from faceanon.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
     from faceanon.keys import SecretKey
 
-FORMAT_VERSION = 3  # 1: aligned crops only; 2: AEAD-sealed geometry (both still read)
-READS = (1, 2, FORMAT_VERSION)
+# 1: aligned crops only; 2: AEAD-sealed geometry; 3: outlines sealed in an encoding every key
+# opens; 4: a face whose mask is public (the fixed ellipse) or has public parts (kept cells,
+# hint points) has its outline stored or derived from them in the clear and nothing sealed (its
+# sealed numbers are zeros). All are still read.
+FORMAT_VERSION = 4
+READS = (1, 2, 3, FORMAT_VERSION)
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
 METHODS = ("keyflip", "hydro", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip",)
@@ -67,7 +75,7 @@ Box = tuple[float, float, float, float]
 class FaceRecord:
     nonce: bytes | None  # None: paper mode, or a method without a key
     box: Box | None = None  # photos: where the face was found
-    mask: EllipseMask | None = None  # aligned crops: the mask used
+    mask: EllipseMask | None = None  # aligned crops, and photos' --mask ellipse: the mask used
     align: tuple[float, float, float, float] | None = None  # photos, format 3: a, b, tx, ty
     keep: bytes | None = None  # photos, parser masks: the cells kept as they were (occluders)
     points: tuple[tuple[int, int], ...] | None = None  # photos: a landmark ControlNet's hint
@@ -87,11 +95,22 @@ def cover_box(g: Geometry, box: Box) -> Geometry:
     leaves the forehead and the box corners, and most of a profile or border face (issue 32)."""
     x0, y0, x1, y1 = box
     corners = g.alignment.to_crop(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+    if isinstance(g.mask, EllipseMask):
+        return Geometry(g.alignment, covering(g.mask.polygon(g.alignment.size), corners))
     if isinstance(g.mask, LandmarkMask):
         return Geometry(g.alignment, covering(g.mask, corners))
     if isinstance(g.mask, FaceMask):
         return Geometry(g.alignment, replace(g.mask, outline=covering(g.mask.outline, corners)))
     return g
+
+
+def _public_mask(
+    keep: bytes | None, points: tuple[tuple[int, int], ...] | None, size: int
+) -> FaceMask:
+    """A face's mask from its public parts only, as the metadata stores them."""
+    cells = None if keep is None else keep_from_bytes(keep)
+    ints = None if points is None else np.array(points, dtype=np.int64).reshape(-1, 2)
+    return FaceMask(public_outline(size, cells, ints), cells, ints)
 
 
 def _aead_key(key: SecretKey) -> bytes:
@@ -195,8 +214,10 @@ class Metadata:
         """A copy carrying ``geometry`` (one per face, in the order of ``faces``): alignments in
         the clear, polygons hidden under ``key``; and the geometry as any later open with this
         key returns it. Anonymize with that one: its polygon is the face's as 32 rays kept to
-        12 principal components (faceanon.seal), within a pixel or two."""
-        from faceanon.seal import seal_face
+        12 principal components (faceanon.seal), within a pixel or two. A public mask (the
+        fixed ellipse, or a :class:`FaceMask`'s public parts) is stored in the clear and its
+        sealed numbers are zeros: a sealed copy would be a key check."""
+        from faceanon.seal import PARAMS, seal_face
 
         if len(geometry) != len(self.faces):
             raise ValueError("one geometry per face")
@@ -211,15 +232,20 @@ class Metadata:
             if not np.allclose(m[1, :2], [-m[0, 1], m[0, 0]], rtol=0, atol=1e-12 * abs(m).max()):
                 raise ValueError("face alignments must be similarity transforms")
             align = (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 2]))
-            extra = g.mask if isinstance(g.mask, FaceMask) else None
-            blob, outline = seal_face(key, nonce, i, g.mask if extra is None else extra.outline)
-            mask: Mask = outline if extra is None else replace(extra, outline=outline)
-            keep = None if extra is None else extra.keep_bytes()
-            points = None
-            if extra is not None and extra.points is not None:
-                points = tuple((int(x), int(y)) for x, y in extra.points)
+            keep = points = ellipse = None
+            mask: Mask
+            if isinstance(g.mask, EllipseMask):  # public: the fixed ellipse, nothing sealed
+                ellipse = g.mask
+                blob, mask = bytes(8 * PARAMS), ellipse.polygon(g.alignment.size)
+            elif isinstance(g.mask, FaceMask):  # public parts: derive the outline, seal nothing
+                keep = g.mask.keep_bytes()
+                if g.mask.points is not None:
+                    points = tuple((int(x), int(y)) for x, y in g.mask.points)
+                blob, mask = bytes(8 * PARAMS), _public_mask(keep, points, g.alignment.size)
+            else:
+                blob, mask = seal_face(key, nonce, i, g.mask)
             blobs.append(blob)
-            faces.append(replace(record, align=align, keep=keep, points=points))
+            faces.append(replace(record, align=align, keep=keep, points=points, mask=ellipse))
             opened = _alignment(align, g.alignment.size)
             box = None if record.box is None else round_box(record.box)  # as the file holds it
             decoded.append(self.covered(Geometry(opened, mask), box))
@@ -244,12 +270,18 @@ class Metadata:
         for i, f in enumerate(self.faces):
             if f.align is None:
                 continue
-            outline = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
-            mask: Mask = outline
-            if f.keep is not None or f.points is not None:
-                keep = None if f.keep is None else keep_from_bytes(f.keep)
-                points = None if f.points is None else np.array(f.points, dtype=np.int64)
-                mask = FaceMask(outline, keep, points)
+            public = f.keep is not None or f.points is not None
+            mask: Mask
+            if f.mask is not None and self.version >= 4:
+                mask = f.mask.polygon(crop)
+            elif public and self.version >= 4:
+                mask = _public_mask(f.keep, f.points, crop)
+            else:
+                mask = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
+                if public:  # format 3: the outline was sealed beside its public parts
+                    keep = None if f.keep is None else keep_from_bytes(f.keep)
+                    points = None if f.points is None else np.array(f.points, dtype=np.int64)
+                    mask = FaceMask(mask, keep, points)
             alignment = _alignment(f.align, crop)
             out.append(self.covered(Geometry(alignment, mask), f.box))
         return out

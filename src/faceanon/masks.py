@@ -40,6 +40,12 @@ class EllipseMask:
         inside = ((x[None, :] - self.cx) / self.rx) ** 2 + ((y[:, None] - self.cy) / self.ry) ** 2
         return np.asarray(inside <= 1.0)
 
+    def polygon(self, size: int, points: int = 64) -> LandmarkMask:
+        """The ellipse in a crop of ``size`` px, as a polygon (what a photo pastes)."""
+        angles = np.linspace(0, 2 * np.pi, points, endpoint=False)
+        xy = np.stack([self.cx + self.rx * np.cos(angles), self.cy + self.ry * np.sin(angles)], 1)
+        return LandmarkMask(xy * size, size)
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": "ellipse", **asdict(self)}
 
@@ -119,13 +125,15 @@ def covering(mask: LandmarkMask, corners: np.ndarray) -> LandmarkMask:
 
 @dataclass(frozen=True, eq=False)
 class FaceMask:
-    """A photo face's mask and what travels beside its sealed outline.
+    """A photo face's mask with public parts, stored in the clear beside the metadata.
 
-    ``keep``: the cells inside the outline that a face parser does not call face (a hand, a
+    ``keep``: the cells of the crop that a face parser does not call face (a hand, a
     microphone, hair over the forehead): they stay as they were. ``points``: a landmark
     ControlNet's hint points (integer crop pixels), stored so that the restore draws the hint
-    the anonymization drew. Both are in the clear: what they show, the output shows too (the
-    kept pixels are the input's; a landmark-conditioned face keeps those landmarks).
+    the anonymization drew. What they show, the output shows too (the kept pixels are the
+    input's; a landmark-conditioned face keeps those landmarks). Because they trace the face,
+    a sealed outline beside them would let a key guess be checked against them (issue 27):
+    the outline is derived from them instead (:func:`public_outline`), and nothing is sealed.
     """
 
     outline: LandmarkMask
@@ -161,18 +169,33 @@ class FaceMask:
         return np.asarray(cells & ~_cells(self.keep, height, width))
 
     @classmethod
-    def from_parsing(cls, outline: LandmarkMask, face: np.ndarray) -> FaceMask:
-        """Keep the cells where more than half of the outline's pixels are not face."""
-        size = outline.size
+    def from_parsing(cls, face: np.ndarray) -> FaceMask:
+        """From a parser's face pixels (boolean, the crop's shape): every cell of the crop where
+        more than half of the pixels are not face is kept; the outline is the whole crop."""
+        size = face.shape[0]
         if size % KEEP_GRID or face.shape != (size, size):
             raise ValueError(f"a parsed mask needs a crop side that {KEEP_GRID} divides")
-        other = (outline.crop_mask() & ~face).astype(np.float64)
         k = size // KEEP_GRID
-        keep = other.reshape(KEEP_GRID, k, KEEP_GRID, k).mean(axis=(1, 3)) > 0.5
-        return cls(outline, np.asarray(keep))
+        other = (~face).astype(np.float64).reshape(KEEP_GRID, k, KEEP_GRID, k)
+        keep = np.asarray(other.mean(axis=(1, 3)) > 0.5)
+        return cls(public_outline(size, keep, None), keep)
 
     def keep_bytes(self) -> bytes | None:
         return None if self.keep is None else np.packbits(self.keep).tobytes()
+
+
+def public_outline(size: int, keep: np.ndarray | None, points: np.ndarray | None) -> LandmarkMask:
+    """The outline of a face whose mask has public parts, from those parts alone: with kept
+    cells, the whole crop (the parser's face is then exactly the cells not kept); with hint
+    points only, their convex hull (the detection box grows it over the face, like every
+    outline)."""
+    import cv2
+
+    if keep is not None or points is None or len(points) < 3:
+        corners = [(0.0, 0.0), (size, 0.0), (size, size), (0.0, size)]
+        return LandmarkMask(np.array(corners, dtype=np.float64), size)
+    hull = cv2.convexHull(np.asarray(points, dtype=np.float32))
+    return LandmarkMask(hull.reshape(-1, 2).astype(np.float64), size)
 
 
 def keep_from_bytes(data: bytes) -> np.ndarray:
@@ -183,16 +206,13 @@ def keep_from_bytes(data: bytes) -> np.ndarray:
     return bits.reshape(KEEP_GRID, KEEP_GRID).astype(bool)
 
 
-def with_points(mask: Mask, points: np.ndarray) -> FaceMask:
-    """``mask`` (a polygon or a FaceMask) carrying hint ``points``, as whole pixels inside
-    the crop (what the metadata stores)."""
-    size = getattr(mask, "size", 0)
+def with_points(mask: Mask, points: np.ndarray, size: int) -> FaceMask:
+    """``mask``'s kept cells (if any) with hint ``points``, as whole pixels inside the crop of
+    ``size`` px (what the metadata stores); the outline is derived from them
+    (:func:`public_outline`), whatever ``mask``'s was."""
     ints = np.clip(np.floor(np.nan_to_num(points)), 0, size - 1).astype(np.int64)
-    if isinstance(mask, FaceMask):
-        return FaceMask(mask.outline, mask.keep, ints)
-    if not isinstance(mask, LandmarkMask):
-        raise ValueError(f"cannot attach points to a {type(mask).__name__}")
-    return FaceMask(mask, None, ints)
+    keep = mask.keep if isinstance(mask, FaceMask) else None
+    return FaceMask(public_outline(size, keep, ints), keep, ints)
 
 
 def feathered(mask: Mask, grid: tuple[int, int], size: int, radius: float) -> np.ndarray:

@@ -56,14 +56,6 @@ def _box_geometry(box: Box, size: int) -> Geometry:
     return Geometry(alignment, LandmarkMask(alignment.to_crop(ellipse), size))
 
 
-def ellipse_polygon(size: int, points: int = 64) -> LandmarkMask:
-    """The default :class:`EllipseMask` of an aligned crop as a polygon (what photos seal)."""
-    e = EllipseMask()
-    angles = np.linspace(0, 2 * np.pi, points, endpoint=False)
-    xy = np.stack([e.cx + e.rx * np.cos(angles), e.cy + e.ry * np.sin(angles)], axis=1)
-    return LandmarkMask(xy * size, size)
-
-
 def crop_geometry(size: int, mask: Mask | None = None) -> Geometry:
     """An aligned crop seen as a photo with one face: identity alignment, the default ellipse."""
     return Geometry(Alignment(np.eye(2, 3), size), EllipseMask() if mask is None else mask)
@@ -86,9 +78,10 @@ Segmenter = Callable[[np.ndarray], np.ndarray]
 
 
 def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> Mask | None:
-    """What a face-parsing model marks as face: the outline of its largest region, minus the
-    cells inside it the model does not call face (:class:`FaceMask` ``keep``); None if it marks
-    almost nothing."""
+    """What a face-parsing model marks as face, in its largest region: with a crop side that
+    ``KEEP_GRID`` divides, as the cells of the crop to keep (:class:`FaceMask`, public: the
+    outline is the whole crop, nothing is sealed), else as the region's outline; None if it
+    marks almost nothing."""
     import cv2
 
     region = np.asarray(segmenter(crop), dtype=bool)
@@ -105,7 +98,7 @@ def _segmented_mask(segmenter: Segmenter, crop: np.ndarray) -> Mask | None:
     outline = LandmarkMask(largest.reshape(-1, 2).astype(np.float64), crop.shape[0])
     if crop.shape[0] % KEEP_GRID:
         return outline
-    return FaceMask.from_parsing(outline, region)
+    return FaceMask.from_parsing(region & outline.crop_mask())
 
 
 class FaceFinder:
@@ -173,13 +166,15 @@ class FaceFinder:
             return Face(box, _box_geometry(box, self.size), from_landmarks=False)
         region: Mask = mask
         if self.ellipse:
-            region = ellipse_polygon(self.size)
+            region = EllipseMask()  # public: the metadata stores it, nothing is sealed
         elif self.segmenter is not None:
             region = _segmented_mask(self.segmenter, warp_to_crop(photo, alignment)) or mask
         if self.hint is not None:
             from faceanon.hints import hint_points
 
-            region = with_points(region, hint_points(alignment.to_crop(points), self.hint))
+            region = with_points(
+                region, hint_points(alignment.to_crop(points), self.hint), self.size
+            )
         return Face(box, Geometry(alignment, region))
 
 

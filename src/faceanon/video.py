@@ -148,6 +148,7 @@ class Track:
     last: int = -1
     first: int = -1
     velocity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # box change per frame
+    keep: np.ndarray | None = None  # keyflip: the cells of the crop its region leaves, fixed
 
     def predict(self, index: int) -> Box:
         """Where the box should be in frame ``index``, moving as it last moved."""
@@ -530,7 +531,8 @@ def anonymize_video(
             for f in chunk:
                 height, width = f.rgb.shape[:2]
                 found = [fb for fb in tracker.faces(f.index) if _usable(fb[1], width, height)]
-                faces.append([finder.at(f.rgb, box, turns) for _, box, turns in found])
+                at = [(t, finder.at(f.rgb, box, turns)) for t, box, turns in found]
+                faces.append([track_region(t, face) if reversible else face for t, face in at])
                 nonces.append([t.nonce for t, _, _ in found])
             outcomes = photos.anonymize(
                 [f.rgb for f in chunk],
@@ -600,6 +602,31 @@ def anonymize_video(
         tmp.unlink(missing_ok=True)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def track_region(track: Track, face: Any) -> Any:
+    """``face`` (a :class:`faceanon.pipeline.Face`) with its track's region: the region its
+    first frame replaces (grown over its box), on the crop's ``KEEP_GRID`` cells, the same in
+    every frame, so a track keeps one keyed transform (``mix`` depends on the masked cells) and
+    one anonymized identity. It is stored in the clear as kept cells (like a parser's: nothing
+    is sealed); a face parser's occluders of each frame are kept as well."""
+    from dataclasses import replace
+
+    from faceanon.container import Geometry, cover_box
+    from faceanon.masks import KEEP_GRID, FaceMask, public_outline
+
+    g = face.geometry
+    size = g.alignment.size
+    if size % KEEP_GRID:
+        return face
+    if track.keep is None:
+        track.keep = ~cover_box(g, face.box).mask.grid(KEEP_GRID, KEEP_GRID)
+    keep, points = track.keep, None
+    if isinstance(g.mask, FaceMask):
+        points = g.mask.points
+        keep = keep if g.mask.keep is None else keep | g.mask.keep
+    mask = FaceMask(public_outline(size, keep, points), keep, points)
+    return replace(face, geometry=Geometry(g.alignment, mask))
 
 
 # --- deanonymize --------------------------------------------------------------------------
