@@ -5,7 +5,10 @@ with ``keyflip`` and each ``--transform``; in every frame the face is located (Y
 embedded (SFace). Prints the mean cosine between the embeddings of frames of the track
 (all pairs), for the original frames and for each transform's anonymized frames: a person who
 keeps one anonymized identity gives a cosine near the original's; one whose face changes from
-frame to frame, a lower one.
+frame to frame, a lower one. For scale, the mean cosine across the two transforms' frames (two
+different anonymized faces of one person, same poses). And the share of each frame's
+detection box that the output replaces (a track keeps its first frame's region: does it still
+cover the face as it moves and turns?).
 
     python benchmarks/track_identity.py --backbone face-net --frames 24
 """
@@ -31,8 +34,8 @@ def frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def track_cosine(images: list[np.ndarray]) -> tuple[float, int]:
-    """Mean cosine over all pairs of frames where SFace finds the face, and how many."""
+def embeddings(images: list[np.ndarray]) -> np.ndarray:
+    """SFace embeddings of the frames where YuNet finds the face."""
     from faceanon.eval.recognizers import FaceLocator, SFaceRecognizer
 
     locate, sface = FaceLocator(), SFaceRecognizer()
@@ -41,11 +44,35 @@ def track_cosine(images: list[np.ndarray]) -> tuple[float, int]:
         face = locate(image)
         if face is not None:
             vectors.append(sface.embed(image, sface.points(image, face)))
-    v = np.array(vectors)
-    if len(v) < 2:
-        return float("nan"), len(v)
-    cos = v @ v.T
-    return float(cos[np.triu_indices(len(v), 1)].mean()), len(v)
+    return np.array(vectors)
+
+
+def box_coverage(path: Path, key_file: Path) -> np.ndarray:
+    """Per face-frame, the share of its box that the region opened from the video replaces."""
+    import av
+
+    from faceanon.container import Metadata
+    from faceanon.keys import read_key_file
+    from faceanon.pipeline import box_coverage as coverage
+    from faceanon.video import read_document
+
+    key = read_key_file(key_file)
+    with av.open(str(path)) as container:
+        records = read_document(path, container)
+    shares = []
+    for image, text in zip(frames(path), records, strict=True):
+        if text is None:
+            continue
+        meta = Metadata.from_json(text)
+        for face, g in zip(meta.faces, meta.open(key, 256) or [], strict=True):
+            assert face.box is not None
+            shares.append(coverage(g, face.box, image.shape, (64, 64)))
+    return np.array(shares)
+
+
+def track_cosine(v: np.ndarray) -> float:
+    """Mean cosine over all pairs of frames."""
+    return float((v @ v.T)[np.triu_indices(len(v), 1)].mean()) if len(v) > 1 else float("nan")
 
 
 def main() -> None:
@@ -60,15 +87,22 @@ def main() -> None:
         work = Path(tmp)
         clip = make_clip(work / "clip.mp4", args.frames, (640, 360), audio=False, turn=args.turn)
         subprocess.run(["faceanon", "keygen", "-o", str(work / "k.key")], check=True)
-        cosine, n = track_cosine(frames(clip))
-        print(f"original: mean cosine {cosine:.3f} over {n} frames")
+        v = embeddings(frames(clip))
+        print(f"original: mean cosine {track_cosine(v):.3f} over {len(v)} frames")
+        anonymized = []
         for transform in ("flip", "mix"):
             out = work / f"{transform}.mkv"
             command = ["faceanon", "anonymize", str(clip), "-k", str(work / "k.key")]
             command += ["-o", str(out), "--backbone", args.backbone, "--transform", transform]
             subprocess.run(command, check=True, capture_output=True)
-            cosine, n = track_cosine(frames(out))
-            print(f"{transform}: mean cosine {cosine:.3f} over {n} frames")
+            anonymized.append(embeddings(frames(out)))
+            v, shares = anonymized[-1], box_coverage(out, work / "k.key")
+            print(
+                f"{transform}: mean cosine {track_cosine(v):.3f} over {len(v)} frames; box"
+                f" covered: mean {shares.mean():.1%}, lowest {shares.min():.1%}"
+            )
+        across = float((anonymized[0] @ anonymized[1].T).mean())
+        print(f"flip frames vs mix frames (two anonymized faces): mean cosine {across:.3f}")
 
 
 if __name__ == "__main__":
