@@ -419,3 +419,37 @@ def test_other_host_names_are_refused_on_loopback(client: TestClient) -> None:
     # Served on a public address, any name reaches it (the command warns about that).
     open_app = TestClient(create_app(hosts=None), base_url="http://192.0.2.7:8000")
     assert open_app.get("/api/options").status_code == 200
+
+
+def test_the_server_bounds_the_work_a_file_asks_for(client: TestClient, monkeypatch) -> None:
+    # A file chooses its faces, steps and inversion: a forged one (one face copied 120 times,
+    # checksum recomputed) must not tie the server up; and the server never writes a file
+    # that it would then refuse to restore.
+    import base64
+    from dataclasses import replace
+
+    from faceanon.io import encode_image, read_image
+    from faceanon.web import app as web
+
+    key = SecretKey.generate()
+    files = {
+        "image": ("p.jpg", _photo_bytes(), "image/jpeg"),
+        "key": ("my.key", key.to_text().encode(), "text/plain"),
+    }
+    form = {"method": "keyflip", "backbone": "closed-form"}
+    result = _answer(client.post("/api/anonymize", files=files, data=form))["result"]
+    picture = read_image(Path("a.png"), base64.b64decode(result["image"]))
+    meta = Metadata.from_json(picture.faceanon)
+    assert meta.sealed is not None and len(meta.faces) == 1
+    forged = replace(
+        meta, faces=meta.faces * 120, sealed=(meta.sealed[0], meta.sealed[1] * 120)
+    ).to_json()
+    upload = {
+        "image": ("forged.png", encode_image(picture.image, forged), "image/png"),
+        "key": ("k.key", key.to_text().encode(), "text/plain"),
+    }
+    error = _answer(client.post("/api/deanonymize", files=upload))["error"]
+    assert error.startswith("forged.png: asks for 120 faces x") and "at most" in error
+    monkeypatch.setattr(web, "MAX_RESTORE_CALLS", 10)  # below one face's restore
+    error = _answer(client.post("/api/anonymize", files=files, data=form))["error"]
+    assert error.startswith("p.jpg: its restore would take 1 face x") and "nothing written" in error

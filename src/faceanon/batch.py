@@ -329,20 +329,10 @@ def long_restore(path: Path, meta: Metadata, backbone: str, inversion: str | Non
     """A line saying what a file asks for when it is a lot of work (its metadata chooses the
     faces, steps and inversion, within the reader's bounds), so a long restore (or a file
     forged to make one) is never silent."""
-    from faceanon.engine import engine_defaults, network_calls, parse_inversion
+    from faceanon.photos import restore_work
 
-    if not meta.steps or not meta.faces:
-        return None
-    chosen = inversion or meta.inversion or engine_defaults(backbone)[1]
-    per_face = network_calls(meta.steps, parse_inversion(chosen))
-    total = len(meta.faces) * per_face
-    if total <= LONG_RESTORE_CALLS:
-        return None
-    return (
-        f"note: {path}: {len(meta.faces)} face{'' if len(meta.faces) == 1 else 's'} x"
-        f" {per_face} network calls ({backbone},"
-        f" T = {meta.steps}, {chosen}): {total} calls, a long restore"
-    )
+    work = restore_work(meta, backbone, inversion)
+    return None if work.calls <= LONG_RESTORE_CALLS else f"note: {path}: {work}, a long restore"
 
 
 class DeanonymizeJob(Job):

@@ -198,6 +198,39 @@ def read_metadata(name: object, text: str) -> Metadata:
     return meta
 
 
+@dataclass(frozen=True)
+class RestoreWork:
+    """What restoring a file costs: its faces times the network calls of one face's restore
+    (the file chooses its steps and inversion, within the reader's bounds)."""
+
+    faces: int
+    per_face: int
+    backbone: str
+    steps: int
+    inversion: str
+
+    @property
+    def calls(self) -> int:
+        return self.faces * self.per_face
+
+    def __str__(self) -> str:
+        plural = "" if self.faces == 1 else "s"
+        return (
+            f"{self.faces} face{plural} x {self.per_face} network calls ({self.backbone},"
+            f" T = {self.steps}, {self.inversion}): {self.calls} calls"
+        )
+
+
+def restore_work(meta: Metadata, backbone: str, inversion: str | None = None) -> RestoreWork:
+    """The work ``meta`` asks of ``backbone`` (``inversion``: the user's override)."""
+    from faceanon.engine import engine_defaults, network_calls, parse_inversion
+
+    chosen = inversion or meta.inversion or engine_defaults(backbone)[1]
+    steps = meta.steps or 0
+    per_face = network_calls(steps, parse_inversion(chosen)) if steps else 0
+    return RestoreWork(len(meta.faces), per_face, backbone, steps, chosen)
+
+
 def check_backbone(name: object, meta: Metadata, registered: Sequence[str]) -> str:
     """The backbone a file names, if a file may choose it: only a registered one (what is
     downloaded is the user's choice, not the file's)."""

@@ -12,10 +12,11 @@ interpolation, so no frame shows the face bare between two detections; every box
 over its neighbours (3 frames); where a live track is not found, the region it is heading to is
 searched again turned by +-45 degrees (faces rolled that far), and a new track is followed back
 through the frames not yet written the same way; a track's first box also covers
-the ``HOLD`` frames before it, and its last box, moved on, the ``HOLD`` frames after it. Each
-track has one nonce (with ``flip`` a person's shared mask cells keep their keyed noise from
-frame to frame; with ``mix`` the mixing depends on the frame's mask, so the face changes with
-it: README "Videos").
+the ``HOLD`` frames before it, and its last box, moved on, the ``HOLD`` frames after it. With
+``keyflip`` each track has one nonce and one region (its first frame's, grown only where it
+no longer covers the face's box; in the clear: :func:`track_region`), so its keyed transform,
+``mix`` too, stays the same from frame to frame and the person keeps one anonymized face
+(README "Videos").
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
@@ -532,7 +533,9 @@ def anonymize_video(
                 height, width = f.rgb.shape[:2]
                 found = [fb for fb in tracker.faces(f.index) if _usable(fb[1], width, height)]
                 at = [(t, finder.at(f.rgb, box, turns)) for t, box, turns in found]
-                faces.append([track_region(t, face) if reversible else face for t, face in at])
+                faces.append(
+                    [track_region(t, face, f.rgb.shape) if reversible else face for t, face in at]
+                )
                 nonces.append([t.nonce for t, _, _ in found])
             outcomes = photos.anonymize(
                 [f.rgb for f in chunk],
@@ -604,23 +607,30 @@ def anonymize_video(
     return summary
 
 
-def track_region(track: Track, face: Any) -> Any:
-    """``face`` (a :class:`faceanon.pipeline.Face`) with its track's region: the region its
-    first frame replaces (grown over its box), on the crop's ``KEEP_GRID`` cells, the same in
-    every frame, so a track keeps one keyed transform (``mix`` depends on the masked cells) and
-    one anonymized identity. It is stored in the clear as kept cells (like a parser's: nothing
-    is sealed); a face parser's occluders of each frame are kept as well."""
+def track_region(track: Track, face: Any, shape: tuple[int, ...]) -> Any:
+    """``face`` (a :class:`faceanon.pipeline.Face`, in a frame of ``shape``) with its track's
+    region: the region its first frame replaces (grown over its box), on the crop's
+    ``KEEP_GRID`` cells, the same in every frame, so a track keeps one keyed transform (``mix``
+    depends on the masked cells) and one anonymized identity. Where it covers less than
+    ``COVERED`` of a frame's box (the face turned), it grows by that frame's region from there
+    on. It is stored in the clear as kept cells (like a parser's: nothing is sealed); a face
+    parser's occluders of each frame are kept as well."""
     from dataclasses import replace
 
     from faceanon.container import Geometry, cover_box
     from faceanon.masks import KEEP_GRID, FaceMask, public_outline
+    from faceanon.pipeline import COVERED, box_coverage
 
     g = face.geometry
     size = g.alignment.size
     if size % KEEP_GRID:
         return face
+    own = ~cover_box(g, face.box).mask.grid(KEEP_GRID, KEEP_GRID)  # this frame's kept cells
     if track.keep is None:
-        track.keep = ~cover_box(g, face.box).mask.grid(KEEP_GRID, KEEP_GRID)
+        track.keep = own
+    fixed = Geometry(g.alignment, FaceMask(public_outline(size, track.keep, None), track.keep))
+    if box_coverage(fixed, face.box, shape, (KEEP_GRID, KEEP_GRID)) < COVERED:
+        track.keep = track.keep & own
     keep, points = track.keep, None
     if isinstance(g.mask, FaceMask):
         points = g.mask.points

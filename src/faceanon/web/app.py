@@ -38,6 +38,9 @@ MAX_IMAGE_BYTES = 40 * 2**20  # one photo (a 50-megapixel PNG fits)
 MAX_ZIP_FILES = 200
 MAX_ZIP_BYTES = 400 * 2**20
 MAX_FORM_BYTES = MAX_IMAGE_BYTES + 2**20  # a photo, a key and a few fields
+# Network calls one restore may take: 20 faces at the default engine of face-prior or face-net
+# (what this app's anonymize does for a photo of 20 faces); a forged file asked 1,130 s.
+MAX_RESTORE_CALLS = 20 * 251
 PAGE_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript")}
 # The page's own script and styles only; images are shown from data: and blob: URLs.
 CSP = (
@@ -120,6 +123,7 @@ def anonymize_job(
     """One photo anonymized; the answer the page shows (or a FaceanonError, one line)."""
     from faceanon import photos
     from faceanon.anonymizer import Anonymizer
+    from faceanon.engine import network_calls, parse_inversion
     from faceanon.io import read_image
 
     if method not in photos.METHODS:
@@ -135,6 +139,16 @@ def anonymize_job(
     faces = server.finder(size, hint).find(picture.image)
     if not faces:
         raise FaceanonError(f"{name}: no face found; nothing written")
+    if key is not None and anonymizer is not None:  # never write what restore_job refuses
+        calls = network_calls(anonymizer.steps, parse_inversion(anonymizer.inversion))
+        work = photos.RestoreWork(
+            len(faces), calls, anonymizer.backbone.name, anonymizer.steps, anonymizer.inversion
+        )
+        if work.calls > MAX_RESTORE_CALLS:
+            raise FaceanonError(
+                f"{name}: its restore would take {work}, over this server's"
+                f" {MAX_RESTORE_CALLS}; use faceanon anonymize; nothing written"
+            )
     [outcome] = photos.anonymize(
         [picture.image], [faces], method, anonymizer=anonymizer, key=key, progress=progress
     )
@@ -170,6 +184,12 @@ def restore_job(
         )
     meta = photos.read_metadata(name, picture.faceanon)
     backbone = server.backbone(photos.check_backbone(name, meta, list(MODELS)))
+    work = photos.restore_work(meta, backbone.name)
+    if work.calls > MAX_RESTORE_CALLS:  # a file chooses its work: a server bounds it
+        raise MetadataError(
+            f"{name}: asks for {work}; this server restores at most {MAX_RESTORE_CALLS} calls"
+            " a photo (restore it with faceanon deanonymize, which says what it does)"
+        )
     size = backbone.image_size
     meta, geometry = photos.restore_geometry(
         name, picture.image, meta, key, size, lambda: server.finder(size)
