@@ -575,3 +575,59 @@ def test_a_long_restore_is_announced():
     assert note is not None and "20 faces x 251 network calls" in note and "a.png" in note
     one = long_restore(Path("b.png"), meta(1, steps=1000), "face-prior", "fixed-point:8")
     assert one is not None and "1 face x 9001 network calls" in one
+
+
+def test_an_output_name_says_what_the_file_is(tmp_path, monkeypatch, capsys):
+    # -o with a photo or video extension faceanon does not write was taken as a folder name
+    # (a folder "out.gif" appeared), and a keyflip video named .mp4 held Matroska.
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(_astronaut()).save("a.png")
+    for name in ("out.gif", "out.TIFF", "out.webp"):
+        assert main(["anonymize", "a.png", "--method", "blur", "-o", name]) == 2
+        assert f"-o {name}: faceanon writes photos as .png, .jpg, .jpeg" in capsys.readouterr().err
+        assert not Path(name).exists()
+    os.mkdir("run.gif")  # an existing folder is a folder, whatever its name
+    assert main(["anonymize", "a.png", "--method", "blur", "-o", "run.gif"]) == 0
+    assert Path("run.gif/a_anonymized.png").is_file()
+    pytest.importorskip("av")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_clip import make_clip
+
+    make_clip(tmp_path / "c.mp4", 2, (160, 96), audio=False)
+    assert main(["keygen", "-o", "k.key"]) == 0
+    capsys.readouterr()
+    for name in ("x.mp4", "x.gif"):
+        assert main(["anonymize", "c.mp4", "-k", "k.key", "-o", name, *FAST]) == 2
+        err = capsys.readouterr().err
+        assert f"-o {name}: faceanon writes this video as a .mkv file" in err, err
+        assert not Path(name).exists()
+
+
+def test_a_termination_signal_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    # SIGTERM (a service manager, `timeout`, a closed terminal's SIGHUP) stops faceanon like
+    # Ctrl-C: the unfinished output's temporary file is removed, and it says so.
+    import signal
+
+    pytest.importorskip("av")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_clip import make_clip
+
+    from faceanon import video
+
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "c.mp4", 6, (160, 96), audio=False)
+    original = video.Writer.write
+    written = []
+
+    def write_then_stop(self, rgb, like):  # type: ignore[no-untyped-def]
+        original(self, rgb, like)
+        written.append(1)
+        if len(written) == 2:
+            assert list(tmp_path.glob(".c_anonymized-*")), "no temporary file to clean up?"
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(video.Writer, "write", write_then_stop)
+    assert main(["anonymize", "c.mp4", "--method", "blur"]) == 128 + signal.SIGTERM
+    assert "faceanon: stopped by SIGTERM" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the run

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,13 @@ def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path
     from faceanon.photos import output_name
 
     jobs = []
-    if out is not None and out.suffix.lower() in PNG_SUFFIXES + JPEG_SUFFIXES and not out.is_dir():
+    written = PNG_SUFFIXES + JPEG_SUFFIXES
+    if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
+        if out.suffix.lower() not in written:  # not a folder name: a format we do not write
+            raise FaceanonError(
+                f"-o {out}: faceanon writes photos as {', '.join(written)}, not"
+                f" {out.suffix}; name the output one of those, or give a folder"
+            )
         if len(inputs) != 1 or inputs[0].is_dir():
             raise FaceanonError(f"-o {out}: one output file for several inputs; give a folder")
         jobs.append((inputs[0], out))
@@ -235,6 +242,15 @@ def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, 
             rest.append(given)
     if single and len(pairs) != 1:
         raise FaceanonError(f"-o {out}: one output file for several inputs; give a folder")
+    photo_name = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    if pairs and (single or photo_name):
+        assert out is not None
+        expected = video.output_suffix(pairs[0][0], method)
+        if out.suffix.lower() != expected:  # the name must say what the file is
+            raise FaceanonError(
+                f"-o {out}: faceanon writes this video as a {expected} file; end the name"
+                f" with {expected}, or give a folder"
+            )
     return pairs, rest
 
 
@@ -858,6 +874,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(BaseException):
+    """The process was asked to stop by a signal (SIGTERM, SIGHUP): raised like Ctrl-C's
+    KeyboardInterrupt, so the temporary files of unfinished outputs are removed on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {s: signal.signal(s, _raise_stopped) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
@@ -870,13 +916,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("faceanon: error: --skip-existing and --overwrite contradict each other")
         return EXIT_USAGE
     try:
-        code: int = args.run(args)
+        with _stop_on_signals():
+            code: int = args.run(args)
     except FaceanonError as exc:
         _say(f"faceanon: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _say("faceanon: interrupted")
         return 130
+    except Stopped as exc:
+        import signal
+
+        _say(f"faceanon: stopped by {signal.Signals(exc.signum).name}")
+        return 128 + exc.signum
     except Exception as exc:  # a bug: one line, the traceback with --debug
         if getattr(args, "debug", False):
             raise
