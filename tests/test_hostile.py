@@ -631,3 +631,22 @@ def test_a_termination_signal_leaves_no_temporary_file(tmp_path, monkeypatch, ca
     assert "faceanon: stopped by SIGTERM" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored after the run
+
+
+def test_key_files_saved_by_other_editors_still_read(tmp_path):
+    # Notepad and friends add a UTF-8 byte-order mark, save "Unicode" as UTF-16, end lines
+    # with CRLF: the same key. Other bytes stay "not text", in one line.
+    key = SecretKey.generate()
+    text = f"# a comment\n{key.to_text()}\n"
+    variants = {
+        "bom": b"\xef\xbb\xbf" + text.encode(),
+        "utf16": text.encode("utf-16"),
+        "utf16be": b"\xfe\xff" + text.encode("utf-16-be"),
+        "crlf": text.replace("\n", "\r\n").encode(),
+    }
+    for name, data in variants.items():
+        (tmp_path / f"{name}.key").write_bytes(data)
+        assert read_key_file(tmp_path / f"{name}.key").material == key.material, name
+    (tmp_path / "latin.key").write_bytes(text.encode() + "é".encode("latin-1"))
+    with pytest.raises(FaceanonError, match=r"latin\.key: not a faceanon key file \(not text\)"):
+        read_key_file(tmp_path / "latin.key")

@@ -294,6 +294,16 @@ def _why(exc: OSError, folder: Path) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _key_text(raw: bytes) -> str:
+    """A key file's text: ASCII, also as editors save it (a UTF-8 byte-order mark, or UTF-16
+    with its mark, as Windows Notepad's "Unicode"); anything else is UnicodeDecodeError."""
+    import codecs
+
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raw = raw.decode("utf-16").encode("utf-8")
+    return raw.removeprefix(codecs.BOM_UTF8).decode("ascii")
+
+
 def read_key_file(
     path: Path, passphrase: Callable[[], str] | None = None, data: bytes | None = None
 ) -> SecretKey:
@@ -303,7 +313,7 @@ def read_key_file(
         if (len(data) if data is not None else path.stat().st_size) > _MAX_KEY_FILE:
             raise KeyFileError(f"{path}: too large to be a faceanon key file")
         raw = path.read_bytes() if data is None else data
-        lines = raw.decode("ascii").splitlines()
+        lines = _key_text(raw).splitlines()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file not found") from None
     except IsADirectoryError:
