@@ -650,3 +650,28 @@ def test_key_files_saved_by_other_editors_still_read(tmp_path):
     (tmp_path / "latin.key").write_bytes(text.encode() + "é".encode("latin-1"))
     with pytest.raises(FaceanonError, match=r"latin\.key: not a faceanon key file \(not text\)"):
         read_key_file(tmp_path / "latin.key")
+
+
+def test_unresolvable_inputs_and_odd_video_sizes(tmp_path, monkeypatch, capsys):
+    # A symbolic link loop among the inputs stopped the whole run with "unexpected
+    # RuntimeError"; now it fails alone, with the file system's reason. A video of odd width
+    # (H.264 4:2:0 refuses it) was not written at all.
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(_astronaut()).save("a.png")
+    os.symlink("l2.png", "l1.png")
+    os.symlink("l1.png", "l2.png")
+    assert main(["anonymize", "l1.png", "a.png", "--method", "blur", "-o", "out"]) == 1
+    err = capsys.readouterr().err
+    assert "l1.png: cannot read (Too many levels of symbolic links)" in err, err
+    assert sorted(p.name for p in Path("out").iterdir()) == ["a_anonymized.png"]
+    av = pytest.importorskip("av")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_clip import make_clip
+
+    make_clip(tmp_path / "odd.mkv", 3, (161, 97), audio=False, codec="ffv1")
+    assert main(["anonymize", "odd.mkv", "--method", "blur"]) == 0
+    assert "odd width or height, written as H.264 4:4:4" in capsys.readouterr().err
+    with av.open("odd_anonymized.mkv") as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (161, 97) and stream.codec_context.name == "h264"
+        assert len(list(container.decode(video=0))) == 3

@@ -87,6 +87,15 @@ def _folder_images(folder: Path, tag: str, suffixes: Sequence[str] = IMAGE_SUFFI
     return found
 
 
+def _real(path: Path) -> Path:
+    """Where ``path`` is on disk, to compare inputs and outputs; a path that cannot be resolved
+    (a symbolic link loop) as written, absolute: its own read or write reports it."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: files as given, folders expanded (mirrored under ``-o DIR``)."""
     from faceanon.io import JPEG_SUFFIXES, PNG_SUFFIXES
@@ -114,9 +123,9 @@ def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path
         for path in images:
             target = path.parent if out is None else out / path.parent.relative_to(given)
             jobs.append((path, target / output_name(path.name, tag)))
-    sources = {src.resolve() for src, _ in jobs}
+    sources = {_real(src) for src, _ in jobs}
     for _, dst in jobs:
-        if dst.resolve() in sources:
+        if _real(dst) in sources:
             raise FaceanonError(f"{dst}: output would overwrite an input; choose another -o")
     if any(dst.suffix.lower() in JPEG_SUFFIXES for _, dst in jobs):
         _say("warning: JPEG is lossy, de-anonymization will be less accurate (use PNG)")
@@ -152,11 +161,11 @@ def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any])
     claimed: dict[Path, Path] = {}
     todo: list[tuple[Path, Path]] = []
     for src, dst in jobs:
-        if dst.resolve() in claimed:
-            message = f"{src}: its output {dst} is also that of {claimed[dst.resolve()]}"
+        if _real(dst) in claimed:
+            message = f"{src}: its output {dst} is also that of {claimed[_real(dst)]}"
             take(Row(str(src), "failed", error=message, lines=[f"error: {message}"]))
             continue
-        claimed[dst.resolve()] = src
+        claimed[_real(dst)] = src
         if dst.exists() and not args.overwrite:
             if args.skip_existing:
                 take(Row(str(src), "already done", str(dst)))

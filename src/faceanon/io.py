@@ -69,6 +69,8 @@ def read_image(path: Path, data: bytes | None = None) -> Picture:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image too large (decompression-bomb limit)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the file system's, not Pillow's
+            raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     return Picture(rgb, meta, exif.tobytes() if len(exif) else None, icc or None)
 

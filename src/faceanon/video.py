@@ -319,10 +319,13 @@ class Writer:
         self.video.width, self.video.height = vin.codec_context.width, vin.codec_context.height
         self.video.time_base = vin.time_base
         self.lossless, self.started = lossless, False
+        # H.264 4:2:0 needs an even width and height; 4:4:4 takes any (fewer players play it).
+        odd = vin.codec_context.width % 2 or vin.codec_context.height % 2
+        self.yuv = "yuv444p" if odd else "yuv420p"
         if lossless:
             self.video.pix_fmt = "bgr0"  # RGB, exactly: what the restore reads back
         else:
-            self.video.pix_fmt = "yuv420p"
+            self.video.pix_fmt = self.yuv
             self.video.options = {"crf": "18", "preset": "medium"}
             for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
                 value = getattr(vin.codec_context, name, None)
@@ -359,7 +362,7 @@ class Writer:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if not self.lossless:
             frame = frame.reformat(
-                format="yuv420p",
+                format=self.yuv,
                 dst_colorspace=self.colorspace,
                 dst_color_range=self.color_range,
             )
@@ -517,6 +520,11 @@ def anonymize_video(
             tmp, source, lossless=reversible and not lossy, audio=audio, matroska=reversible
         )
         summary.notes += [f"warning: {src}: dropped {d}" for d in writer.dropped]
+        if not writer.lossless and writer.yuv != "yuv420p":
+            summary.notes.append(
+                f"warning: {dst}: odd width or height, written as H.264 4:4:4 (4:2:0 needs even"
+                " ones); some players, browsers among them, cannot play it"
+            )
         if reversible and lossy:
             summary.notes.append(
                 f"warning: {dst}: lossy H.264 changes the anonymized faces a little; their"
