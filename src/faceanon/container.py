@@ -329,7 +329,9 @@ class Metadata:
         except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:
             detail = str(exc) if isinstance(exc, ValueError) and str(exc) else type(exc).__name__
             raise MetadataError(f"faceanon metadata is damaged ({detail})") from None
-        if meta.version >= 3 and data.get("check") != meta._check():
+        if meta.version >= 3 and "check" not in data:
+            raise MetadataError("faceanon metadata is damaged (no checksum)")
+        if meta.version >= 3 and data["check"] != meta._check():
             raise MetadataError("faceanon metadata is damaged (checksum does not match)")
         return meta
 
