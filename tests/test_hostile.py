@@ -599,7 +599,7 @@ def test_an_output_name_says_what_the_file_is(tmp_path, monkeypatch, capsys):
     for name in ("x.mp4", "x.gif"):
         assert main(["anonymize", "c.mp4", "-k", "k.key", "-o", name, *FAST]) == 2
         err = capsys.readouterr().err
-        assert f"-o {name}: faceanon writes this video as a .mkv file" in err, err
+        assert f"-o {name}: faceanon writes keyflip videos as .mkv;" in err, err
         assert not Path(name).exists()
 
 

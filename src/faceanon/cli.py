@@ -254,11 +254,11 @@ def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, 
     photo_name = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
     if pairs and (single or photo_name):
         assert out is not None
-        expected = video.output_suffix(pairs[0][0], method)
-        if out.suffix.lower() != expected:  # the name must say what the file is
+        allowed = video.output_suffixes(method)
+        if out.suffix.lower() not in allowed:  # the name must say what the file is
             raise FaceanonError(
-                f"-o {out}: faceanon writes this video as a {expected} file; end the name"
-                f" with {expected}, or give a folder"
+                f"-o {out}: faceanon writes {method} videos as {' or '.join(allowed)};"
+                " end the name with one of those, or give a folder"
             )
     return pairs, rest
 

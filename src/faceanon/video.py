@@ -77,13 +77,20 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+H264_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")  # containers the classic methods write
+
+
+def output_suffixes(method: str) -> tuple[str, ...]:
+    """The names a video output may have: keyflip writes Matroska (lossless FFV1 and the
+    metadata attachment); the classic methods H.264 in the container the name says."""
+    return (".mkv",) if method == "keyflip" else H264_SUFFIXES
+
+
 def output_suffix(src: Path, method: str) -> str:
     """``.mkv`` for keyflip (lossless FFV1); the input's container for the classic methods
     where it takes H.264 (mp4, mov, mkv), else ``.mkv``."""
     suffix = src.suffix.lower()
-    if method == "keyflip" or suffix not in (".mp4", ".mov", ".mkv", ".m4v"):
-        return ".mkv"
-    return suffix
+    return suffix if suffix in output_suffixes(method) else ".mkv"
 
 
 def _first_line(exc: BaseException) -> str:
