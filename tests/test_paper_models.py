@@ -108,6 +108,22 @@ def test_ldm_ffhq_backbone_from_a_compvis_checkpoint(tmp_path, monkeypatch):
     # The same file given directly.
     again = load_backbone("ldm-ffhq-256", model_dir=tmp_path / "model.ckpt")
     torch.testing.assert_close(again.eps(X, 7), backbone.eps(X, 7))
+    # Without a vqvae/ beside it, CompVis's (which the authors' models share) is fetched.
+    from faceanon.backbones import registry
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.ckpt").write_bytes((tmp_path / "model.ckpt").read_bytes())
+    asked = []
+
+    def fetch(entry, cache_dir, files=None):  # type: ignore[no-untyped-def]
+        asked.append((entry.name, files))
+        return tmp_path / "ffhq-diffusers"  # a snapshot holding vqvae/
+
+    monkeypatch.setattr(registry, "fetch", fetch)
+    fetched = load_backbone("ldm-ffhq-256", model_dir=alone)
+    assert asked == [("ldm-celebahq-256", ("vqvae/*",))]
+    torch.testing.assert_close(fetched.encode(image), backbone.encode(image))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not a checkpoint", "no unet"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceanon.errors import FaceanonError
+from faceanon.options import add_engine_arguments
 
 if TYPE_CHECKING:
     from faceanon.keys import SecretKey
@@ -46,9 +47,6 @@ def _load_key(path: Path) -> SecretKey:
     return read_key_file(path, _ask_passphrase())
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-
-
 class _Progress:
     """A one-line progress display on a terminal; silent otherwise."""
 
@@ -68,25 +66,6 @@ class _Progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _folder_images(folder: Path, tag: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
-    """Images (or files with other ``suffixes``) under ``folder`` (recursive, hidden ones
-    skipped): for anonymize, not our own outputs; for deanonymize, only ``*_anonymized``."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).parts
-        if any(part.startswith(".") for part in relative) or not path.is_file():
-            continue
-        if path.suffix.lower() not in suffixes:
-            continue
-        if tag == "deanonymized":
-            wanted = path.stem.endswith("_anonymized")
-        else:
-            wanted = not path.stem.endswith(("_anonymized", "_deanonymized"))
-        if wanted:
-            found.append(path)
-    return found
-
-
 def _real(path: Path) -> Path:
     """Where ``path`` is on disk, to compare inputs and outputs; a path that cannot be resolved
     (a symbolic link loop) as written, absolute: its own read or write reports it."""
@@ -98,7 +77,7 @@ def _real(path: Path) -> Path:
 
 def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: files as given, folders expanded (mirrored under ``-o DIR``)."""
-    from faceanon.io import JPEG_SUFFIXES, PNG_SUFFIXES
+    from faceanon.io import IMAGE_SUFFIXES, JPEG_SUFFIXES, PNG_SUFFIXES, folder_files
     from faceanon.photos import output_name
 
     jobs = []
@@ -117,7 +96,7 @@ def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path
         if not given.is_dir():
             jobs.append((given, (out or given.parent) / output_name(given.name, tag)))
             continue
-        images = _folder_images(given, tag)
+        images = folder_files(given, tag)
         if not images:
             _say(f"warning: {given}: no images found in this folder")
         for path in images:
@@ -227,6 +206,7 @@ def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, 
     """(video, output) pairs among the inputs (files, and videos in folders), and the inputs
     left for the photo loop."""
     from faceanon import video
+    from faceanon.io import IMAGE_SUFFIXES, folder_files
     from faceanon.photos import output_name
 
     method = getattr(args, "method", "keyflip")
@@ -236,12 +216,12 @@ def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, 
     single = out is not None and video.is_video(out) and not out.is_dir()
     for given in args.inputs:
         if given.is_dir():
-            found = _folder_images(given, tag, video.VIDEO_SUFFIXES)
+            found = folder_files(given, tag, video.VIDEO_SUFFIXES)
             for path in found:
                 folder = path.parent if out is None else out / path.parent.relative_to(given)
                 name = output_name(path.name, tag).removesuffix(".png")
                 pairs.append((path, folder / (name + video.output_suffix(path, method))))
-            if _folder_images(given, tag) or not found:
+            if folder_files(given, tag) or not found:
                 rest.append(given)
         elif video.is_video(given):
             name = output_name(given.name, tag).removesuffix(".png")
@@ -577,14 +557,6 @@ def cmd_fit_net(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _steps(text: str) -> int:
-    from faceanon.limits import MAX_STEPS
-
-    if not text.isdigit() or not 1 <= int(text) <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to {MAX_STEPS}")
-    return int(text)
-
-
 def _strength(text: str) -> float:
     try:
         value = float(text)
@@ -603,47 +575,6 @@ def _threshold(text: str) -> float:
     if not 0.0 < value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text!r} is not a confidence between 0 and 1")
     return value
-
-
-def _inversion(text: str) -> str:
-    from faceanon.engine import inversion_name, parse_inversion
-
-    try:
-        return inversion_name(parse_inversion(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
-    """--steps, --inversion and --transform; deanonymize uses what the file records."""
-    from faceanon.engine import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
-    from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
-
-    p.add_argument(
-        "--transform",
-        choices=TRANSFORMS,
-        help="what the key does to the face's noise: mix (keyed orthogonal mixing, hides the "
-        f"noise magnitudes) or flip (the paper's sign flip); default {DEFAULT_TRANSFORM}, or "
-        "flip with --paper-mode" + ("; a file's own is always used" if undo else ""),
-    )
-
-    when = " when the file records none (paper mode without metadata)" if undo else ""
-    backbones = ", ".join(f"{n} {s} {i}" for n, (s, i) in BACKBONE_DEFAULTS.items())
-    p.add_argument(
-        "--steps",
-        type=_steps,
-        help=f"DDIM steps T{when} (default {DEFAULT_STEPS}; {backbones})",
-    )
-    p.add_argument(
-        "--inversion",
-        type=_inversion,
-        help="ddim, or fixed-point[:K] (K network calls per inversion step, nearly exact "
-        + (
-            "inversion); default: as recorded in the file"
-            if undo
-            else f"inversion); default {DEFAULT_INVERSION} ({backbones})"
-        ),
-    )
 
 
 def _add_common(

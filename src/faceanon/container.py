@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 # sealed numbers are zeros). All are still read.
 FORMAT_VERSION = 4
 READS = (1, 2, 3, FORMAT_VERSION)
-CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
 METHODS = ("keyflip", "hydro", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip",)
 SEAL_NONCE_BYTES = 16

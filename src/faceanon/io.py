@@ -6,16 +6,19 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from faceanon.container import CHUNK_KEY
 from faceanon.errors import ImageError, OutputExistsError
 from faceanon.limits import MAX_PIXELS
 
+CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # read
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -196,3 +199,22 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def folder_files(folder: Path, tag: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Images (or files with other ``suffixes``) under ``folder`` (recursive, hidden ones
+    skipped): for anonymize, not our own outputs; for deanonymize, only ``*_anonymized``."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).parts
+        if any(part.startswith(".") for part in relative) or not path.is_file():
+            continue
+        if path.suffix.lower() not in suffixes:
+            continue
+        if tag == "deanonymized":
+            wanted = path.stem.endswith("_anonymized")
+        else:
+            wanted = not path.stem.endswith(("_anonymized", "_deanonymized"))
+        if wanted:
+            found.append(path)
+    return found

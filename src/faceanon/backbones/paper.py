@@ -24,6 +24,7 @@ of their repo, CompVis's ``model.ckpt`` (or be that file); files are found by na
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,14 +101,14 @@ def controlnet_file(root: Path, conditioning: str) -> Path:
     )
 
 
-def _vq(root: Path, cache_dir: Path | None) -> Any:
+def _vq(root: Path, fallback: Callable[[], Path] | None) -> Any:
     from diffusers import VQModel
 
     folder = _diffusers_dir(root, "vqvae")
     if folder is None:
-        from faceanon.backbones.registry import MODELS, fetch
-
-        folder = fetch(MODELS["ldm-celebahq-256"], cache_dir, files=("vqvae/*",)) / "vqvae"
+        if fallback is None:
+            raise ValueError("no vqvae/ folder beside the model")
+        folder = fallback()
     return VQModel.from_pretrained(folder)
 
 
@@ -176,9 +177,11 @@ def load(
     *,
     revision: str | None = None,
     device: str | torch.device = "cpu",
-    cache_dir: Path | None = None,
+    vq_folder: Callable[[], Path] | None = None,
 ) -> Backbone:
-    """Backbone ``name`` (a key of :data:`CONDITIONING`) from the files below ``root``."""
+    """Backbone ``name`` (a key of :data:`CONDITIONING`) from the files below ``root``;
+    ``vq_folder()``: where the VQ autoencoder is when ``root`` has no ``vqvae/`` (the registry
+    fetches CompVis's, which the authors' models share)."""
     from faceanon.backbones.closed_form import reference_schedule
     from faceanon.backbones.controlnet import ControlNetBackbone
     from faceanon.backbones.diffusers_backbone import DiffusersBackbone
@@ -190,12 +193,12 @@ def load(
     folder = root.parent if root.is_file() else root  # where the autoencoder may lie
     try:
         if conditioning is None:
-            unet, vq = _unet(root), _vq(folder, cache_dir)
+            unet, vq = _unet(root), _vq(folder, vq_folder)
             return DiffusersBackbone(
                 unet, vq, reference_schedule(), name=name, revision=revision, device=device
             )
         path = controlnet_file(root, conditioning)
-        vq = _vq(folder, cache_dir)
+        vq = _vq(folder, vq_folder)
         config = _base_config(root)
         hint_factor = 2 ** (len(vq.config.block_out_channels) - 1)  # image side / latent side
         net = load_controlnet_module(path, config, hint_factor)

@@ -264,7 +264,14 @@ def load_backbone(
     if name in paper.CONDITIONING:
         root = Path(model_dir) if model_dir is not None else fetch(MODELS[name], cache_dir)
         revision = None if model_dir is not None else MODELS[name].revision
-        return paper.load(name, root, revision=revision, device=device, cache_dir=cache_dir)
+        vq = MODELS["ldm-celebahq-256"]
+        return paper.load(
+            name,
+            root,
+            revision=revision,
+            device=device,
+            vq_folder=lambda: fetch(vq, cache_dir, files=("vqvae/*",)) / "vqvae",
+        )
     if model_dir is not None:
         # A local copy: its revision is unknown, so none is claimed.
         return load_folder(Path(model_dir), name=name, device=device)

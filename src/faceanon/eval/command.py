@@ -23,8 +23,8 @@ DIFFUSION_METHODS = ("keyflip", "key-reuse", "hydro")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from faceanon.cli import add_engine_arguments
     from faceanon.eval.recognizers import RECOGNIZERS
+    from faceanon.options import add_engine_arguments
 
     p.add_argument(
         "--protocol",
@@ -219,9 +219,9 @@ def evaluate(args: argparse.Namespace) -> int:
         pairs = protocols.load_pairs(args.pairs)
         identities = _identities(args, pairs)
     else:
-        from faceanon.cli import _folder_images
+        from faceanon.io import folder_files
 
-        found = [str(p.relative_to(args.images)) for p in _folder_images(args.images, "")]
+        found = [str(p.relative_to(args.images)) for p in folder_files(args.images, "")]
         if not found:
             raise FaceanonError(f"{args.images}: no images found")
         images = protocols.sample(found, args.limit, args.seed)
@@ -367,9 +367,8 @@ def _linkage(args: argparse.Namespace) -> int:
 
     from faceanon.anonymizer import Anonymizer
     from faceanon.batch import load_backbone, resolve_transform
-    from faceanon.cli import _folder_images
     from faceanon.eval import linkage
-    from faceanon.io import write_atomic
+    from faceanon.io import folder_files, write_atomic
     from faceanon.pipeline import FaceFinder
 
     if not args.images.is_dir():
@@ -378,7 +377,7 @@ def _linkage(args: argparse.Namespace) -> int:
         raise FaceanonError("--gallery sizes must be at least 2 and --probes at least 1")
     from faceanon.eval.protocols import sample
 
-    paths = sample(_folder_images(args.images, ""), args.limit, args.seed)
+    paths = sample(folder_files(args.images, ""), args.limit, args.seed)
     backbone = load_backbone(args.backbone, args.model_dir, args.device)
     finder = FaceFinder(args.detector, None, backbone.image_size, sideways=not args.upright_only)
     progress = _Progress()

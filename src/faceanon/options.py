@@ -1,0 +1,56 @@
+"""Command-line options that ``faceanon`` and ``faceanon evaluate`` share (argparse types and
+option groups; the commands' own parsers are in ``faceanon.cli`` and
+``faceanon.eval.command``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def steps_type(text: str) -> int:
+    from faceanon.limits import MAX_STEPS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to {MAX_STEPS}")
+    return int(text)
+
+
+def inversion_type(text: str) -> str:
+    from faceanon.engine import inversion_name, parse_inversion
+
+    try:
+        return inversion_name(parse_inversion(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
+    """--steps, --inversion and --transform; deanonymize uses what the file records."""
+    from faceanon.engine import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
+    from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
+
+    p.add_argument(
+        "--transform",
+        choices=TRANSFORMS,
+        help="what the key does to the face's noise: mix (keyed orthogonal mixing, hides the "
+        f"noise magnitudes) or flip (the paper's sign flip); default {DEFAULT_TRANSFORM}, or "
+        "flip with --paper-mode" + ("; a file's own is always used" if undo else ""),
+    )
+
+    when = " when the file records none (paper mode without metadata)" if undo else ""
+    backbones = ", ".join(f"{n} {s} {i}" for n, (s, i) in BACKBONE_DEFAULTS.items())
+    p.add_argument(
+        "--steps",
+        type=steps_type,
+        help=f"DDIM steps T{when} (default {DEFAULT_STEPS}; {backbones})",
+    )
+    p.add_argument(
+        "--inversion",
+        type=inversion_type,
+        help="ddim, or fixed-point[:K] (K network calls per inversion step, nearly exact "
+        + (
+            "inversion); default: as recorded in the file"
+            if undo
+            else f"inversion); default {DEFAULT_INVERSION} ({backbones})"
+        ),
+    )
