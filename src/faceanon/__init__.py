@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "Photo": "faceanon.api",
+    "Settings": "faceanon.api",
+    "anonymize_photo": "faceanon.api",
+    "restore_photo": "faceanon.api",
+    "save_photo": "faceanon.api",
     "AnonymizedFace": "faceanon.anonymizer",
     "Anonymizer": "faceanon.anonymizer",
     "Backbone": "faceanon.backbones.base",
@@ -27,14 +32,20 @@ __all__ = [
     "Anonymizer",
     "Backbone",
     "EllipseMask",
+    "Photo",
     "SecretKey",
+    "Settings",
     "__version__",
+    "anonymize_photo",
     "load_backbone",
+    "restore_photo",
+    "save_photo",
     "sign_vector",
 ]
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import AnonymizedFace, Anonymizer
+    from faceanon.api import Photo, Settings, anonymize_photo, restore_photo, save_photo
     from faceanon.backbones.base import Backbone
     from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
     from faceanon.keys import SecretKey, sign_vector

@@ -126,26 +126,20 @@ def read_checked(path: Path, aligned_size: int | None) -> Any:
 
 def make_finder(args: argparse.Namespace, size: int, hint: str | None = None) -> Any:
     """The face finder the arguments ask for; ``hint``: the backbone's ControlNet hint kind."""
-    from faceanon.pipeline import FaceFinder
+    from faceanon.api import face_finder
 
-    segmenter, mask = None, getattr(args, "mask", None) or "landmarks"
-    if mask == "parser":
-        from faceanon.faces.parser import FaceParser, model_file
-
-        segmenter = FaceParser(model_file(args.parser_model))
-    try:
-        return FaceFinder(
-            args.detector,
-            args.threshold,
-            size,
-            sideways=not args.upright_only,
-            recall=args.recall,
-            segmenter=segmenter,
-            ellipse=mask == "ellipse",
-            hint=hint,
-        )
-    except ValueError as exc:
-        raise FaceanonError(str(exc)) from None
+    mask = getattr(args, "mask", None) or "landmarks"
+    parser_model = getattr(args, "parser_model", None)
+    return face_finder(
+        args.detector,
+        args.threshold,
+        size,
+        args.recall,
+        args.upright_only,
+        mask,
+        parser_model if mask == "parser" else None,
+        hint,
+    )
 
 
 class Job:

@@ -1,0 +1,78 @@
+"""The library's front door (faceanon.api, issue 30): the command's path, typed settings."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+import faceanon
+from faceanon.cli import main
+from faceanon.errors import FaceanonError
+from faceanon.io import read_image
+
+FAST = {"backbone": "closed-form", "recall": "standard"}  # 15 steps, fixed-point:2
+
+
+def _fixed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    count = iter(range(10**6))
+    monkeypatch.setattr(
+        secrets, "token_bytes", lambda n=32: hashlib.shake_256(b"%d" % next(count)).digest(n)
+    )
+
+
+def test_anonymize_photo_is_what_the_command_writes(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(data.astronaut()).save("a.png")
+    key = faceanon.SecretKey(bytes(range(16)))
+    (tmp_path / "k.key").write_text(key.to_text() + "\n")
+    _fixed(monkeypatch)
+    argv = ["anonymize", "a.png", "-k", "k.key", "-o", "cli.png", "--backbone", "closed-form"]
+    assert main([*argv, "--recall", "standard"]) == 0
+    _fixed(monkeypatch)
+    anon = faceanon.anonymize_photo("a.png", key, faceanon.Settings(**FAST))  # type: ignore[arg-type]
+    written = read_image(tmp_path / "cli.png")
+    assert np.array_equal(anon.image, written.image) and anon.metadata == written.faceanon
+    assert len(anon.boxes) == 1 and anon.coverage[0] is not None and anon.coverage[0] > 0.9
+    # An array gives the same; the saved file restores with the key, not with another.
+    _fixed(monkeypatch)
+    again = faceanon.anonymize_photo(data.astronaut(), key, faceanon.Settings(**FAST))  # type: ignore[arg-type]
+    assert np.array_equal(again.image, anon.image)
+    faceanon.save_photo(anon, tmp_path / "api.png")
+    with pytest.raises(FaceanonError, match="exists"):
+        faceanon.save_photo(anon, tmp_path / "api.png")
+    original = data.astronaut().astype(int)
+    face = (anon.image != original).any(axis=-1)
+    right = faceanon.restore_photo(tmp_path / "api.png", key).image
+    wrong = faceanon.restore_photo(anon.image, key.with_bit_flipped(3), anon.metadata).image
+    error = {
+        n: np.abs(x.astype(int) - original)[face].mean()
+        for n, x in {"anon": anon.image, "right": right, "wrong": wrong}.items()
+    }
+    # closed-form's noise is clipped by 8 bits, so its restore is approximate (test_web: mean
+    # errors 58 anonymized, 14 right key, 61 one bit off).
+    assert error["right"] < error["anon"] / 3 and error["wrong"] > 3 * error["right"], error
+
+
+def test_settings_are_checked_when_made() -> None:
+    for bad, message in [
+        ({"method": "smudge"}, "method must be one of keyflip"),
+        ({"mask": "hair"}, "mask must be one of landmarks"),
+        ({"steps": 0}, "steps must be from 1 to 1000"),
+        ({"inversion": "fixed-point:0"}, "inversion"),
+        ({"transform": "rot13"}, "transform must be one of"),
+        ({"strength": float("nan")}, "strength must be in"),
+        ({"repeats": 11}, "repeats must be from 1 to 10"),
+    ]:
+        with pytest.raises(FaceanonError, match=message):
+            faceanon.Settings(**bad)  # type: ignore[arg-type]
+    with pytest.raises(FaceanonError, match="needs a key"):
+        faceanon.anonymize_photo(data.astronaut())
+    with pytest.raises(FaceanonError, match="uint8 RGB"):
+        faceanon.anonymize_photo(np.zeros((8, 8)), settings=faceanon.Settings(method="blur"))
+    with pytest.raises(FaceanonError, match="no faceanon metadata"):
+        faceanon.restore_photo(data.astronaut(), faceanon.SecretKey.generate())
