@@ -102,11 +102,36 @@ class Photo:
     coverage: list[float | None] = field(default_factory=list)
 
 
+def resolve_device(name: str) -> str:
+    """``--device``: auto, cpu, cuda, cuda:N or mps, checked against this torch build."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise FaceanonError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N, mps)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FaceanonError(
+                f"--device {name}: no CUDA GPU available to this torch build "
+                f"({torch.__version__}); use --device cpu or install a CUDA build of torch"
+            )
+        if device.index is not None and device.index >= count:
+            raise FaceanonError(f"--device {name}: only {count} CUDA GPU(s) visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FaceanonError(f"--device {name}: Apple MPS is not available here")
+    return name
+
+
 @functools.lru_cache(maxsize=4)
 def backbone(name: str | None = None, device: str = "cpu") -> Backbone:
     """A registered backbone, loaded once per (name, device)."""
     from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
-    from faceanon.batch import resolve_device
 
     return load_backbone(name or DEFAULT_BACKBONE, device=resolve_device(device))
 

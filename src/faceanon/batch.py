@@ -28,33 +28,8 @@ if TYPE_CHECKING:
 Entry = tuple[Path, Path]  # (input, output)
 
 
-def resolve_device(name: str) -> str:
-    """``--device``: auto, cpu, cuda, cuda:N or mps, checked against this torch build."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise FaceanonError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N, mps)")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise FaceanonError(
-                f"--device {name}: no CUDA GPU available to this torch build "
-                f"({torch.__version__}); use --device cpu or install a CUDA build of torch"
-            )
-        if device.index is not None and device.index >= count:
-            raise FaceanonError(f"--device {name}: only {count} CUDA GPU(s) visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FaceanonError(f"--device {name}: Apple MPS is not available here")
-    return name
-
-
 def load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
+    from faceanon.api import resolve_device
     from faceanon.backbones.registry import load_backbone as load
 
     return load(name, model_dir=model_dir, device=resolve_device(device))

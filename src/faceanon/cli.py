@@ -462,8 +462,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the web app (faceanon.web.app) and print its address."""
+    from faceanon.api import resolve_device
     from faceanon.backbones.registry import MODELS
-    from faceanon.batch import resolve_device
     from faceanon.web import missing_extra
 
     if (why := missing_extra()) is not None:
