@@ -106,6 +106,22 @@ def attack(
     return ranks
 
 
+def photos_from(images: Path | None, limit: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``limit`` readable photos of the folder ``images`` in a random order, or the example."""
+    if images is None:
+        return [data.astronaut()]
+    paths = sorted(p for p in images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    photos: list[np.ndarray] = []
+    for i in rng.permutation(len(paths)):
+        try:
+            photos.append(read_image(paths[i]).image)
+        except FaceanonError:
+            continue
+        if len(photos) == limit:
+            break
+    return photos
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, help="a folder of photos (default: the example)")
@@ -114,17 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    photos = [data.astronaut()]
-    if args.images is not None:
-        paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
-        photos = []
-        for i in rng.permutation(len(paths)):
-            try:
-                photos.append(read_image(paths[i]).image)
-            except FaceanonError:
-                continue
-            if len(photos) == args.limit:
-                break
+    photos = photos_from(args.images, args.limit, rng)
     plain = FaceFinder(recall="standard")
     hinted = FaceFinder(recall="standard", hint="landmarks_26")
     ellipse = FaceFinder(recall="standard", ellipse=True)

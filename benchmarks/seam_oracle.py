@@ -26,13 +26,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage import data
+from public_oracles import photos_from
 
 from faceanon.anonymizer import Anonymizer
 from faceanon.backbones.registry import load_backbone
 from faceanon.container import Geometry, Metadata
-from faceanon.errors import FaceanonError
-from faceanon.io import read_image
 from faceanon.keys import SecretKey
 from faceanon.masks import feathered
 from faceanon.photos import anonymize
@@ -79,17 +77,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    photos = [data.astronaut()]
-    if args.images is not None:
-        paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
-        photos = []
-        for i in rng.permutation(len(paths)):
-            try:
-                photos.append(read_image(paths[i]).image)
-            except FaceanonError:
-                continue
-            if len(photos) == args.limit:
-                break
+    photos = photos_from(args.images, args.limit, rng)
     finder = FaceFinder(recall="standard")
     found = [(photo, faces[:1]) for photo in photos if (faces := finder.find(photo))]
     for name in args.backbone or ["face-prior"]:
