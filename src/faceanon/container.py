@@ -9,7 +9,8 @@ outline), in an encoding that every key opens into some plausible polygon, so th
 tell a right key from a wrong one. Where the mask has parts in the clear (a face parser's kept
 cells, a landmark ControlNet's hint points: the output shows them anyway), they trace the face,
 so a sealed outline beside them would let a key guess be checked against them: from format 4 the
-outline of such a face is derived from its public parts and nothing of it is sealed. An unkeyed
+outline of such a face is derived from its public parts (and ``--mask ellipse``'s fixed ellipse,
+which anyone can predict, is stored as it is), and nothing of it is sealed. An unkeyed
 checksum over everything catches accidental damage without involving the key.
 
 Format 2 (faceanon 0.1 photos) sealed alignment and polygon with ChaCha20-Poly1305, whose tag
