@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faceanon.errors import FaceanonError
+from faceanon.errors import FaceanonError, first_line
 
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
@@ -43,12 +43,6 @@ def resolve_transform(args: argparse.Namespace) -> str:
     if args.transform is not None:
         return str(args.transform)
     return "flip" if args.paper_mode else DEFAULT_TRANSFORM
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` of an exception nobody foresaw."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {first}"
 
 
 @dataclass

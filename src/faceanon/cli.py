@@ -872,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback with --debug
         if getattr(args, "debug", False):
             raise
-        from faceanon.batch import first_line
+        from faceanon.errors import first_line
 
         _say(f"faceanon: error: unexpected {first_line(exc)} (--debug shows more)")
         return EXIT_USAGE

@@ -30,3 +30,12 @@ class ModelUnavailableError(FaceanonError):
 
 class OutputExistsError(ImageError):
     """An output file exists already (perhaps written a moment ago by another run)."""
+
+
+def first_line(exc: BaseException, typed: bool = True) -> str:
+    """One line for an error nobody foresaw: ``Type: first line of its message`` (``typed``),
+    or the first line alone (the type's name if there is none)."""
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    if not typed:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from faceanon.batch import Entry, Job, Row, first_line
-from faceanon.errors import FaceanonError
+from faceanon.batch import Entry, Job, Row
+from faceanon.errors import FaceanonError, first_line
 
 INSTALL = "--engine ray needs Ray: pip install 'faceanon[ray]'"
 

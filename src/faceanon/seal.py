@@ -68,10 +68,6 @@ class GeometryPrior:
     def color(self, w: np.ndarray) -> np.ndarray:
         return np.asarray(self.mean + self.basis @ w)
 
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """What a wrong key decodes to: a draw from the prior."""
-        return self.color(np.clip(rng.standard_normal(PARAMS), -W_LIMIT, W_LIMIT))
-
 
 @lru_cache(maxsize=1)
 def default_prior() -> GeometryPrior:

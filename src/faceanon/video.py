@@ -48,13 +48,21 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from faceanon.errors import FaceanonError, MetadataError, OutputExistsError, VideoError
+from faceanon.errors import (
+    FaceanonError,
+    MetadataError,
+    OutputExistsError,
+    VideoError,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
     from faceanon.container import Box
     from faceanon.keys import SecretKey
+
+_reason = partial(first_line, typed=False)  # an error's first line, for "(...)" in messages
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 ATTACHMENT = "faceanon.json"
@@ -93,11 +101,6 @@ def output_suffix(src: Path, method: str) -> str:
     return suffix if suffix in output_suffixes(method) else ".mkv"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
 def open_video(path: Path) -> Any:
     """The input container, or one line: not found, not a video, no video stream."""
     import av
@@ -107,7 +110,7 @@ def open_video(path: Path) -> Any:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoError(f"{path}: not a video ({_first_line(exc)})") from None
+        raise VideoError(f"{path}: not a video ({_reason(exc)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
@@ -306,7 +309,7 @@ def _frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> It
                 yield Frame(index, rgb, frame.pts, frame.time_base, rotation)
                 index += 1
     except (av.FFmpegError, ValueError) as exc:
-        summary.broke = f"the stream breaks after frame {index}: {_first_line(exc)}"
+        summary.broke = f"the stream breaks after frame {index}: {_reason(exc)}"
 
 
 class Writer:
@@ -350,7 +353,7 @@ class Writer:
             try:
                 self.copies[stream.index] = self.container.add_stream_from_template(stream)
             except (av.FFmpegError, ValueError) as exc:
-                self.dropped.append(f"{stream.type} stream {stream.index} ({_first_line(exc)})")
+                self.dropped.append(f"{stream.type} stream {stream.index} ({_reason(exc)})")
 
     def copy(self, packet: Any) -> None:
         target = self.copies.get(packet.stream.index)
@@ -611,7 +614,7 @@ def anonymize_video(
     except FaceanonError:
         raise
     except Exception as exc:  # PyAV's and the encoders' errors: one line naming the file
-        raise VideoError(f"{dst}: cannot write the video ({_first_line(exc)})") from None
+        raise VideoError(f"{dst}: cannot write the video ({_reason(exc)})") from None
     finally:
         if writer is not None:
             with contextlib.suppress(Exception):  # already failing: report the first error
@@ -680,7 +683,7 @@ def read_document(path: Path, container: Any) -> list[str | None]:
         ):
             raise ValueError("metadata is not a list of texts")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise MetadataError(f"{path}: faceanon metadata is damaged ({_first_line(exc)})") from None
+        raise MetadataError(f"{path}: faceanon metadata is damaged ({_reason(exc)})") from None
     return records
 
 
@@ -759,7 +762,7 @@ def deanonymize_video(
     except FaceanonError:
         raise
     except Exception as exc:
-        raise VideoError(f"{dst}: cannot write the video ({_first_line(exc)})") from None
+        raise VideoError(f"{dst}: cannot write the video ({_reason(exc)})") from None
     finally:
         if writer is not None:
             with contextlib.suppress(Exception):

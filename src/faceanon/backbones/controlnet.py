@@ -30,8 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-CONDITIONINGS = ("segmentation_masks", "landmarks_5", "landmarks_26")
-
 
 def _zero(module: nn.Conv2d) -> nn.Conv2d:
     nn.init.zeros_(module.weight)

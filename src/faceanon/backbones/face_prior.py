@@ -59,7 +59,6 @@ DCT = _dct_matrix()
 _LOW = np.zeros((3, GRID, GRID), bool)
 _LOW[:, :LOW_SIDE, :LOW_SIDE] = True
 LOW = np.flatnonzero(_LOW)  # indices of L in the flattened (3, 64, 64) DCT coefficients
-HIGH = np.flatnonzero(~_LOW)
 
 
 def dct2(x: np.ndarray, colour: np.ndarray | None = None) -> np.ndarray:
