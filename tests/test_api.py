@@ -76,3 +76,29 @@ def test_settings_are_checked_when_made() -> None:
         faceanon.anonymize_photo(np.zeros((8, 8)), settings=faceanon.Settings(method="blur"))
     with pytest.raises(FaceanonError, match="no faceanon metadata"):
         faceanon.restore_photo(data.astronaut(), faceanon.SecretKey.generate())
+
+
+def test_the_evaluation_replaces_the_region_real_outputs_replace() -> None:
+    # The evaluation pasted over the raw landmark outline; real outputs replace the outline as
+    # the sealed metadata carries it, grown over the box (issue 30). Now the same pixels.
+    from faceanon import photos
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.closed_form import GaussianBackbone
+    from faceanon.eval.protocols import paste
+    from faceanon.pipeline import FaceFinder, classic, keyflip
+
+    image = data.astronaut()
+    faces = FaceFinder(recall="standard").find(image)
+    anonymizer = Anonymizer(GaussianBackbone(), steps=4)
+    key, nonce = faceanon.SecretKey(bytes(range(16))), bytes(16)
+    [out] = photos.anonymize(
+        [image], [faces], "keyflip", anonymizer=anonymizer, key=key, nonces=[[nonce]]
+    )
+    grid = anonymizer.backbone.latent_shape[1:]
+    sealed = paste(image, faces, keyflip(anonymizer, key, 8), [nonce], grid, sealed=True)
+    assert np.array_equal(sealed, out.image)
+    raw = paste(image, faces, keyflip(anonymizer, key, 8), [nonce], grid, sealed=False)
+    assert not np.array_equal(raw, out.image)
+    [blurred] = photos.anonymize([image], [faces], "blur")
+    blur = classic(photos._classic("blur"))
+    assert np.array_equal(blurred.image, paste(image, faces, blur, [None], (256, 256)))

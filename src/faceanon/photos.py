@@ -187,6 +187,21 @@ def anonymize(
     ]
 
 
+def output_geometry(faces: Sequence[Face], sealed: bool) -> list[Geometry]:
+    """The region each face's output replaces, as :func:`anonymize` makes it: its outline grown
+    over its box; ``sealed`` (keyflip), the outline first as the metadata carries it (its 12
+    principal components, or its public parts), which is the same under every key: the one
+    the right key opens (for evaluations, which have no metadata to open)."""
+    if not sealed or not faces:
+        return [cover_box(f.geometry, f.box) for f in faces]
+    from faceanon.container import SEAL_NONCE_BYTES
+    from faceanon.keys import SecretKey
+
+    meta = Metadata("keyflip", tuple(FaceRecord(None, f.box) for f in faces), cover="box")
+    any_key, any_nonce = SecretKey(bytes(16)), bytes(SEAL_NONCE_BYTES)
+    return meta.seal(any_key, [f.geometry for f in faces], any_nonce)[1]
+
+
 def read_metadata(name: object, text: str) -> Metadata:
     """The metadata of an image to restore, checked; errors name the file."""
     try:

@@ -208,9 +208,11 @@ def paste(
     transform: Any,
     nonces: Sequence[Any],
     grid: tuple[int, int],
+    sealed: bool = False,
 ) -> np.ndarray:
-    """``photo`` with each face cut out, transformed and pasted back, as the pipeline does."""
-    return paste_many([photo], [faces], transform, [nonces], grid)[0]
+    """``photo`` with each face cut out, transformed and pasted back over the region
+    ``faceanon anonymize`` replaces (``sealed``: keyflip's, as its metadata carries it)."""
+    return paste_many([photo], [faces], transform, [nonces], grid, sealed)[0]
 
 
 def paste_many(
@@ -219,11 +221,13 @@ def paste_many(
     transform: Any,
     nonces: Sequence[Sequence[Any]],
     grid: tuple[int, int],
+    sealed: bool = False,
 ) -> list[np.ndarray]:
     """:func:`paste` for several photos, their faces' crops in one call of ``transform``."""
+    from faceanon.photos import output_geometry
     from faceanon.pipeline import transform_photos
 
-    geometry = [[f.geometry for f in photo_faces] for photo_faces in faces]
+    geometry = [output_geometry(photo_faces, sealed) for photo_faces in faces]
     return transform_photos(photos, geometry, [list(n) for n in nonces], transform, grid)
 
 
@@ -334,21 +338,20 @@ class KeyflipMethod:
         rng = np.random.default_rng(seed)
         key = SecretKey(rng.bytes(len(self.key.material)))
         nonces = [[None if self.anonymizer.paper_mode else rng.bytes(16) for _ in f] for f in faces]
-        return paste_many(photos, faces, self.transform(key), nonces, self.grid)
+        return paste_many(photos, faces, self.transform(key), nonces, self.grid, sealed=True)
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
         it): the worst case, counted in the report."""
         nonces = self.nonces(name, len(faces))
-        anonymized = paste(photo, faces, self.transform(self.key), nonces, self.grid)
+        grid = self.grid
+        anonymized = paste(photo, faces, self.transform(self.key), nonces, grid, sealed=True)
         out = {"keyflip: anonymized": anonymized}
-        out["keyflip: de-anonymized"] = paste(
-            anonymized, faces, self.transform(self.key, undo=True), nonces, self.grid
-        )
+        undo = self.transform(self.key, undo=True)
+        out["keyflip: de-anonymized"] = paste(anonymized, faces, undo, nonces, grid, sealed=True)
         for label, key in self.wrong.items():
-            out[f"keyflip: {label}"] = paste(
-                anonymized, faces, self.transform(key, undo=True), nonces, self.grid
-            )
+            undo = self.transform(key, undo=True)
+            out[f"keyflip: {label}"] = paste(anonymized, faces, undo, nonces, grid, sealed=True)
         return out
 
 
@@ -398,7 +401,9 @@ class KeyReuseAttack:
             anon = method.anonymizer
             _, h, w = anon.backbone.latent_shape
             nonces = method.nonces(name, len(faces))
-            anonymized = paste(photo, faces, method.transform(method.key), nonces, method.grid)
+            anonymized = paste(
+                photo, faces, method.transform(method.key), nonces, method.grid, sealed=True
+            )
             if mode not in self.estimate:  # the known pair: estimate r inside the mask
                 z, z_anon = inverted_noise(
                     anon, self._crops(photo, faces[:1]) + self._crops(anonymized, faces[:1])
@@ -424,7 +429,9 @@ class KeyReuseAttack:
             ) -> list[np.ndarray]:
                 return anon.flip(crops, signs, masks)
 
-            out[f"attack: {mode}"] = paste(anonymized, faces, attack, nonces, method.grid)
+            out[f"attack: {mode}"] = paste(
+                anonymized, faces, attack, nonces, method.grid, sealed=True
+            )
         return out
 
 
