@@ -109,8 +109,8 @@ class Anonymizer:
         if len(nonces) != len(images) or len(masks) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
         if self.transform == "flip":
-            return self.flip(images, self.signs(key, nonces), masks, progress)
-        return self.flip(images, self.mixing(key, nonces, masks, undo), masks, progress)
+            return self.with_change(images, self.signs(key, nonces), masks, progress)
+        return self.with_change(images, self.mixing(key, nonces, masks, undo), masks, progress)
 
     def mixing(
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
@@ -144,24 +144,24 @@ class Anonymizer:
         shape = self.backbone.latent_shape
         return torch.from_numpy(np.stack([sign_vector(key, shape, n) for n in nonces]))
 
-    def flip(
+    def with_change(
         self,
         images: Sequence[np.ndarray],
-        signs: torch.Tensor | Change,
+        change: torch.Tensor | Change,
         masks: Sequence[Mask],
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
-        """The map with a given change of z_T: sign vectors (the evaluation's attack supplies
-        its own) or a callable."""
-        if len(images) != len(masks) or (not callable(signs) and len(signs) != len(images)):
-            raise ValueError("images, masks and signs must have the same length")
+        """The map with a given change of z_T inside the mask: sign vectors (``flip``'s, or the
+        evaluation's attack's own) or a callable (``mix``'s)."""
+        if len(images) != len(masks) or (not callable(change) and len(change) != len(images)):
+            raise ValueError("images, masks and sign vectors must have the same length")
         _, h, w = self.backbone.latent_shape
         grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
         x = to_tensor(images, self.backbone.image_size)
         hints = getattr(self.backbone, "hints", None)  # a ControlNet's hint of each crop
         hint = None if hints is None else torch.from_numpy(hints(images, masks))
         out = keyflip_images(
-            self.backbone, x, signs, grids, self.steps, progress, self.refine, hint
+            self.backbone, x, change, grids, self.steps, progress, self.refine, hint
         )
         return to_uint8(out)
 

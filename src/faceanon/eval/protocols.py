@@ -427,7 +427,7 @@ class KeyReuseAttack:
                 anon: Anonymizer = anon,
                 signs: torch.Tensor = signs,
             ) -> list[np.ndarray]:
-                return anon.flip(crops, signs, masks)
+                return anon.with_change(crops, signs, masks)
 
             out[f"attack: {mode}"] = paste(
                 anonymized, faces, attack, nonces, method.grid, sealed=True
