@@ -8,10 +8,9 @@ magnitudes links an anonymized face to its source (the linkage attack of ``facea
 coordinates of z_T. 32 rounds, each a keyed permutation followed by Givens rotations of
 consecutive pairs with keyed angles uniform in [0, 2 pi). Orthogonal, so N(0, I) stays exactly
 N(0, I) (the sampler sees noise of the law it expects) and the inverse is the transpose (the
-rounds backwards, angles negated); only the norm of the masked noise survives. Rounds: a
-single coordinate's value spread over 3,601 coordinates keeps at most 4.3-4.9 % of its
-amplitude in any one after 32 rounds, like a random rotation (3.5-4.2 % at 48 rounds; 10-19 %
-at 16), measured on five unit vectors.
+rounds backwards, angles negated); only the norm of the masked noise survives. How far 32
+rounds spread one coordinate, beside a random rotation: ``benchmarks/mix_spread.py``
+(docs/evaluation.md "How far mix spreads a coordinate").
 
 Key material for both: SHAKE-256 over length-prefixed (domain, key, nonce or "paper", face
 index, and the shape or count), like :func:`faceanon.keys.sign_vector`.
