@@ -14,6 +14,8 @@ _EXPORTS = {
     "Photo": "faceanon.api",
     "Settings": "faceanon.api",
     "anonymize_photo": "faceanon.api",
+    "anonymize_video": "faceanon.api",
+    "restore_video": "faceanon.api",
     "restore_photo": "faceanon.api",
     "save_photo": "faceanon.api",
     "AnonymizedFace": "faceanon.anonymizer",
@@ -37,15 +39,25 @@ __all__ = [
     "Settings",
     "__version__",
     "anonymize_photo",
+    "anonymize_video",
     "load_backbone",
     "restore_photo",
+    "restore_video",
     "save_photo",
     "sign_vector",
 ]
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import AnonymizedFace, Anonymizer
-    from faceanon.api import Photo, Settings, anonymize_photo, restore_photo, save_photo
+    from faceanon.api import (
+        Photo,
+        Settings,
+        anonymize_photo,
+        anonymize_video,
+        restore_photo,
+        restore_video,
+        save_photo,
+    )
     from faceanon.backbones.base import Backbone
     from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
     from faceanon.keys import SecretKey, sign_vector

@@ -19,17 +19,19 @@ import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
+    from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
     from faceanon.container import Box
     from faceanon.keys import SecretKey
     from faceanon.pipeline import FaceFinder
+    from faceanon.video import Summary
 
 MASKS = ("landmarks", "parser", "ellipse")
 
@@ -192,22 +194,10 @@ def anonymize_photo(
     """Every face of ``photo`` (an array or a file) anonymized as ``settings`` say (default:
     keyflip with the default backbone, which needs ``key``)."""
     from faceanon import photos
-    from faceanon.anonymizer import Anonymizer
-    from faceanon.transforms import DEFAULT_TRANSFORM
 
     s = settings or Settings()
     image = _read(photo)[1]
-    if s.method == "keyflip" and key is None:
-        raise FaceanonError("method keyflip needs a key (faceanon.SecretKey.generate())")
-    anonymizer, size, hint = None, 256, None
-    if s.method in ("keyflip", "hydro"):
-        model = backbone(s.backbone, s.device)
-        transform = s.transform or DEFAULT_TRANSFORM
-        anonymizer = Anonymizer(model, s.steps, False, s.inversion, transform)
-        size, hint = model.image_size, getattr(model, "conditioning", None)
-    finder = face_finder(
-        s.detector, s.threshold, size, s.recall, s.upright_only, s.mask, s.parser_model, hint
-    )
+    anonymizer, finder = _tools(s, key)
     faces = finder.find(image)
     [out] = photos.anonymize(
         [image],
@@ -245,6 +235,70 @@ def restore_photo(
     )
     [out] = photos.restore([(image, meta, model, geometry)], key)
     return Photo(out.image, None, out.boxes)
+
+
+def _tools(s: Settings, key: SecretKey | None) -> tuple[Anonymizer | None, FaceFinder]:
+    """The anonymizer (keyflip and hydro) and face finder that ``s`` asks for."""
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.transforms import DEFAULT_TRANSFORM
+
+    if s.method == "keyflip" and key is None:
+        raise FaceanonError("method keyflip needs a key (faceanon.SecretKey.generate())")
+    anonymizer, size, hint = None, 256, None
+    if s.method in ("keyflip", "hydro"):
+        model = backbone(s.backbone, s.device)
+        transform = s.transform or DEFAULT_TRANSFORM
+        anonymizer = Anonymizer(model, s.steps, False, s.inversion, transform)
+        size, hint = model.image_size, getattr(model, "conditioning", None)
+    finder = face_finder(
+        s.detector, s.threshold, size, s.recall, s.upright_only, s.mask, s.parser_model, hint
+    )
+    return anonymizer, finder
+
+
+def anonymize_video(
+    src: str | PurePath,
+    dst: str | PurePath,
+    key: SecretKey | None = None,
+    settings: Settings | None = None,
+    overwrite: bool = False,
+) -> Summary:
+    """Every tracked face of the video ``src`` anonymized into ``dst`` (keyflip: a lossless
+    ``.mkv`` carrying the metadata; the classic methods: H.264 in ``dst``'s container), as
+    ``faceanon anonymize`` does; the summary says frames, faces, tracks and warnings."""
+    from faceanon import video
+
+    s = settings or Settings()
+    anonymizer, finder = _tools(s, key)
+    key = key if s.method == "keyflip" else None
+    return video.anonymize_video(
+        Path(src), Path(dst), s.method, finder, anonymizer=anonymizer, key=key, overwrite=overwrite
+    )
+
+
+def restore_video(
+    src: str | PurePath,
+    dst: str | PurePath,
+    key: SecretKey,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> Summary:
+    """The video ``anonymize_video`` (or the command) made, restored with ``key`` into
+    ``dst`` (lossless ``.mkv``)."""
+    from faceanon import photos, video
+    from faceanon.backbones.registry import MODELS
+
+    def backbone_for(path: Path, meta: Any) -> Backbone:
+        return backbone(photos.check_backbone(path, meta, list(MODELS)), device)
+
+    return video.deanonymize_video(
+        Path(src),
+        Path(dst),
+        key,
+        backbone_for,
+        lambda size: face_finder(size=size),
+        overwrite=overwrite,
+    )
 
 
 def save_photo(photo: Photo, path: str | PurePath, overwrite: bool = False) -> None:
