@@ -62,30 +62,26 @@ def _safe_name(name: str | None, fallback: str) -> str:
 
 @dataclass
 class Server:
-    """What the app keeps between requests: loaded models only (never images or keys)."""
+    """What the app keeps between requests: settings only; the models and face finders are
+    faceanon.api's, loaded once per process (never images or keys)."""
 
     device: str = "cpu"
     default_backbone: str | None = None
-    backbones: dict[str, Backbone] = field(default_factory=dict)
-    finders: dict[tuple[int, str | None], Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one job at a time
 
     def backbone(self, name: str) -> Backbone:
-        from faceanon.backbones.registry import MODELS, load_backbone
+        from faceanon.api import backbone
+        from faceanon.backbones.registry import MODELS
 
         if name not in MODELS:
             raise FaceanonError(f"unknown model {name[:80]!r}; known: {', '.join(MODELS)}")
-        if name not in self.backbones:
-            self.backbones[name] = load_backbone(name, device=self.device)
-        return self.backbones[name]
+        return backbone(name, self.device)
 
     def finder(self, size: int, hint: str | None = None) -> Any:
         """Faces cut at ``size`` px; ``hint``: a landmark ControlNet's (its points kept)."""
-        from faceanon.pipeline import FaceFinder
+        from faceanon.api import face_finder
 
-        if (size, hint) not in self.finders:
-            self.finders[size, hint] = FaceFinder(size=size, hint=hint)
-        return self.finders[size, hint]
+        return face_finder(size=size, hint=hint)
 
 
 def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
