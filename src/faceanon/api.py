@@ -130,12 +130,18 @@ def resolve_device(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=4)
 def backbone(name: str | None = None, device: str = "cpu") -> Backbone:
-    """A registered backbone, loaded once per (name, device)."""
-    from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
+    """A registered backbone (None: the default), loaded once per model and device."""
+    from faceanon.backbones.registry import DEFAULT_BACKBONE
 
-    return load_backbone(name or DEFAULT_BACKBONE, device=resolve_device(device))
+    return _loaded(name or DEFAULT_BACKBONE, resolve_device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(name: str, device: str) -> Backbone:
+    from faceanon.backbones.registry import load_backbone
+
+    return load_backbone(name, device=device)
 
 
 @functools.lru_cache(maxsize=8)

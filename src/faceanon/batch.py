@@ -294,7 +294,7 @@ def long_restore(path: Path, meta: Metadata, backbone: str, inversion: str | Non
     forged to make one) is never silent."""
     from faceanon.photos import restore_work
 
-    work = restore_work(meta, backbone, inversion)
+    work = restore_work(len(meta.faces), backbone, meta.steps, inversion or meta.inversion)
     return None if work.calls <= LONG_RESTORE_CALLS else f"note: {path}: {work}, a long restore"
 
 

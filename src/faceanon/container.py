@@ -105,12 +105,17 @@ def cover_box(g: Geometry, box: Box) -> Geometry:
 
 
 def _public_mask(
-    keep: bytes | None, points: tuple[tuple[int, int], ...] | None, size: int
+    keep: bytes | None,
+    points: tuple[tuple[int, int], ...] | None,
+    size: int,
+    outline: LandmarkMask | None = None,
 ) -> FaceMask:
-    """A face's mask from its public parts only, as the metadata stores them."""
+    """A face's mask with its public parts as the metadata stores them; its outline derived
+    from them, or ``outline`` (format 3 sealed it)."""
     cells = None if keep is None else keep_from_bytes(keep)
     ints = None if points is None else np.array(points, dtype=np.int64).reshape(-1, 2)
-    return FaceMask(public_outline(size, cells, ints), cells, ints)
+    derived = public_outline(size, cells, ints) if outline is None else outline
+    return FaceMask(derived, cells, ints)
 
 
 def _aead_key(key: SecretKey) -> bytes:
@@ -277,11 +282,9 @@ class Metadata:
             elif public and self.version >= 4:
                 mask = _public_mask(f.keep, f.points, crop)
             else:
-                mask = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
-                if public:  # format 3: the outline was sealed beside its public parts
-                    keep = None if f.keep is None else keep_from_bytes(f.keep)
-                    points = None if f.points is None else np.array(f.points, dtype=np.int64)
-                    mask = FaceMask(mask, keep, points)
+                outline = open_face(key, nonce, i, blob[i * step : (i + 1) * step], crop)
+                # Format 3 sealed the outline beside the public parts.
+                mask = _public_mask(f.keep, f.points, crop, outline) if public else outline
             alignment = _alignment(f.align, crop)
             out.append(self.covered(Geometry(alignment, mask), f.box))
         return out

@@ -133,7 +133,7 @@ def anonymize(
         height, width = image.shape[:2]
         geometry = [f.geometry for f in found]
         if not aligned and (anonymizer is None or key is None):  # no seal: cover the boxes now
-            geometry = [cover_box(g, f.box) for f, g in zip(found, geometry, strict=True)]
+            geometry = output_geometry(found, sealed=False)
         records = tuple(
             FaceRecord(
                 nonce,
@@ -236,14 +236,16 @@ class RestoreWork:
         )
 
 
-def restore_work(meta: Metadata, backbone: str, inversion: str | None = None) -> RestoreWork:
-    """The work ``meta`` asks of ``backbone`` (``inversion``: the user's override)."""
+def restore_work(
+    faces: int, backbone: str, steps: int | None, inversion: str | None = None
+) -> RestoreWork:
+    """The work of restoring ``faces`` faces with ``backbone`` at ``steps`` and ``inversion``
+    (None: the backbone's default), as a file or an anonymizer asks for it."""
     from faceanon.engine import engine_defaults, network_calls, parse_inversion
 
-    chosen = inversion or meta.inversion or engine_defaults(backbone)[1]
-    steps = meta.steps or 0
+    chosen = inversion or engine_defaults(backbone)[1]
     per_face = network_calls(steps, parse_inversion(chosen)) if steps else 0
-    return RestoreWork(len(meta.faces), per_face, backbone, steps, chosen)
+    return RestoreWork(faces, per_face, backbone, steps or 0, chosen)
 
 
 def check_backbone(name: object, meta: Metadata, registered: Sequence[str]) -> str:

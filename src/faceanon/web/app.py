@@ -119,7 +119,6 @@ def anonymize_job(
     """One photo anonymized; the answer the page shows (or a FaceanonError, one line)."""
     from faceanon import photos
     from faceanon.anonymizer import Anonymizer
-    from faceanon.engine import network_calls, parse_inversion
     from faceanon.io import read_image
 
     if method not in photos.METHODS:
@@ -136,10 +135,8 @@ def anonymize_job(
     if not faces:
         raise FaceanonError(f"{name}: no face found; nothing written")
     if key is not None and anonymizer is not None:  # never write what restore_job refuses
-        calls = network_calls(anonymizer.steps, parse_inversion(anonymizer.inversion))
-        work = photos.RestoreWork(
-            len(faces), calls, anonymizer.backbone.name, anonymizer.steps, anonymizer.inversion
-        )
+        steps, inversion = anonymizer.steps, anonymizer.inversion
+        work = photos.restore_work(len(faces), anonymizer.backbone.name, steps, inversion)
         if work.calls > MAX_RESTORE_CALLS:
             raise FaceanonError(
                 f"{name}: its restore would take {work}, over this server's"
@@ -180,7 +177,7 @@ def restore_job(
         )
     meta = photos.read_metadata(name, picture.faceanon)
     backbone = server.backbone(photos.check_backbone(name, meta, list(MODELS)))
-    work = photos.restore_work(meta, backbone.name)
+    work = photos.restore_work(len(meta.faces), backbone.name, meta.steps, meta.inversion)
     if work.calls > MAX_RESTORE_CALLS:  # a file chooses its work: a server bounds it
         raise MetadataError(
             f"{name}: asks for {work}; this server restores at most {MAX_RESTORE_CALLS} calls"
