@@ -28,11 +28,11 @@ def main() -> None:
     from PIL import Image, ImageDraw
     from skimage.data import astronaut
 
+    from faceanon.apps.evaluate import _methods
     from faceanon.eval import attack
-    from faceanon.eval.command import _methods
     from faceanon.eval.protocols import face_region
-    from faceanon.io import write_atomic
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.media.io import write_atomic
 
     data = json.loads((args.report / "results.json").read_text())
     config = data["config"]

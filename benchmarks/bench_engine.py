@@ -27,7 +27,7 @@ from pathlib import Path
 
 from docsection import publish
 
-from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS
+from faceanon.diffusion.ddim_settings import DEFAULT_INVERSION, DEFAULT_STEPS
 
 START, END = "<!-- engine-benchmark:start -->", "<!-- engine-benchmark:end -->"
 
@@ -45,9 +45,9 @@ def measure(
 
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.registry import load_backbone
-    from faceanon.engine import network_calls, parse_inversion
-    from faceanon.keys import SecretKey
-    from faceanon.masks import EllipseMask
+    from faceanon.diffusion.ddim_settings import network_calls, parse_inversion
+    from faceanon.faces.masks import EllipseMask
+    from faceanon.secure.keys import SecretKey
 
     backbone = load_backbone(backbone_name)
     loaded_mib = _peak_mib()

@@ -30,7 +30,7 @@ from PIL import Image
 from faceanon.anonymizer import Anonymizer
 from faceanon.backbones.builtin import build_components
 from faceanon.backbones.face_prior import load_face_prior, upsample
-from faceanon.keys import SecretKey
+from faceanon.secure.keys import SecretKey
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = "<!-- face-prior-speed:start -->", "<!-- face-prior-speed:end -->"

@@ -37,7 +37,7 @@ def _photos(folder: Path | None, limit: int) -> list[tuple[str, np.ndarray]]:
 
     photos = [("astronaut", data.astronaut()), ("composite", composite()[0])]
     if folder is not None:
-        from faceanon.io import read_image
+        from faceanon.media.io import read_image
 
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
         photos = [(p.name, read_image(p).image) for p in files[:limit]]
@@ -49,7 +49,7 @@ def face_stages(photos: list[tuple[str, np.ndarray]]) -> tuple[dict[str, list[fl
     from faceanon.faces.blend import paste_back
     from faceanon.faces.detect import detect_turned, make_detector
     from faceanon.faces.landmarks import Dlib68
-    from faceanon.masks import LandmarkMask, feathered
+    from faceanon.faces.masks import LandmarkMask, feathered
 
     detector, landmarks = make_detector(), Dlib68()
     times: dict[str, list[float]] = {s: [] for s in STAGES}

@@ -56,9 +56,14 @@ def main() -> None:
     from faceanon.backbones.builtin import build_components
     from faceanon.backbones.closed_form import reference_schedule
     from faceanon.backbones.diffusers_backbone import DiffusersBackbone
-    from faceanon.engine import DEFAULT_INVERSION, DEFAULT_STEPS, network_calls, parse_inversion
-    from faceanon.keys import SecretKey, sign_vector
-    from faceanon.masks import EllipseMask
+    from faceanon.diffusion.ddim_settings import (
+        DEFAULT_INVERSION,
+        DEFAULT_STEPS,
+        network_calls,
+        parse_inversion,
+    )
+    from faceanon.faces.masks import EllipseMask
+    from faceanon.secure.keys import SecretKey, sign_vector
 
     steps = args.steps or DEFAULT_STEPS
     inversion = args.inversion or DEFAULT_INVERSION

@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="faceanon-bench-ray-"))
     make_photos(work / "in", args.photos)
-    faceanon = [sys.executable, "-m", "faceanon.cli"]
+    faceanon = [sys.executable, "-m", "faceanon.apps.cli"]
     subprocess.run([*faceanon, "keygen", "-o", "my.key"], cwd=work, check=True, capture_output=True)
     cores = os.cpu_count() or 1
     rows = []

@@ -90,7 +90,7 @@ def _truth(frames: int, size: tuple[int, int], copies: int, turn: float) -> list
     from make_clip import placement
     from skimage import data
 
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     photo = data.astronaut()
     x0, y0, x1, y1 = FaceFinder(recall="standard").find(photo)[0].box
@@ -145,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     from make_clip import make_clip
 
-    faceanon = [sys.executable, "-m", "faceanon.cli"]
+    faceanon = [sys.executable, "-m", "faceanon.apps.cli"]
     work = Path(tempfile.mkdtemp(prefix="bench-video-"))
     deface = shutil.which(args.deface) or args.deface
     lines = [
@@ -197,8 +197,8 @@ def main() -> None:
     ]
 
     # 2. Coverage on clips with turning faces.
-    from faceanon.pipeline import FaceFinder
-    from faceanon.video import anonymize_video
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.media.video import anonymize_video
 
     for frames, size, copies, turn in ((60, (960, 540), 3, 55.0), (60, (960, 540), 4, 70.0)):
         stem = f"turn{turn:.0f}"

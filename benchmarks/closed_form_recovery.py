@@ -22,11 +22,11 @@ import torch
 from docsection import publish
 
 from faceanon.backbones.closed_form import GaussianBackbone
-from faceanon.diffusion import invert, sample
-from faceanon.engine import parse_inversion
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.diffusion.ddim_settings import parse_inversion
+from faceanon.diffusion.loops import invert, sample
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
 
 START, END = "<!-- closed-form-recovery:start -->", "<!-- closed-form-recovery:end -->"
 

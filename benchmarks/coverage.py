@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from faceanon.container import FaceRecord, Metadata, cover_box
-from faceanon.io import read_image
-from faceanon.keys import SecretKey
-from faceanon.pipeline import COVERED, FaceFinder, box_coverage
+from faceanon.faces.finder import COVERED, FaceFinder, box_coverage
+from faceanon.media.io import read_image
+from faceanon.secure.container import FaceRecord, Metadata, cover_box
+from faceanon.secure.keys import SecretKey
 
 
 def main() -> None:

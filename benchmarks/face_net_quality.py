@@ -31,11 +31,11 @@ import torch
 
 from faceanon.anonymizer import to_uint8
 from faceanon.backbones.registry import load_backbone
-from faceanon.engine import engine_defaults, parse_inversion
-from faceanon.fit_prior import split
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.diffusion.ddim_settings import ddim_defaults, parse_inversion
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
+from faceanon.training.fit_prior import split
 
 
 def laplacian_rms(images: list[np.ndarray], region: np.ndarray) -> tuple[float, float]:
@@ -107,7 +107,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for file in args.model:
         backbone = load_backbone(model_dir=file)
-        steps, inversion = engine_defaults(backbone.name)
+        steps, inversion = ddim_defaults(backbone.name)
         steps = args.steps or steps
         refine = parse_inversion(inversion) if args.refine is None else args.refine
         start = time.perf_counter()

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
 
 
 @dataclass(frozen=True)

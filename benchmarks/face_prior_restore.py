@@ -25,7 +25,7 @@ from docsection import publish
 from face_prior_probes import Probes
 
 from faceanon.backbones.face_prior import FacePrior, FacePriorBackbone, default_model_file
-from faceanon.fit_prior import split
+from faceanon.training.fit_prior import split
 
 START, END = "<!-- face-prior-restore:start -->", "<!-- face-prior-restore:end -->"
 

@@ -3,7 +3,7 @@
     python benchmarks/face_prior_select.py ../shared/data/faces64 --cache /tmp/faces64-aligned.npz \
         --grid 128:8 128:16 192:16 256:8 256:16 256:32 --output docs/benchmarks.md
 
-The crops are aligned once (``faceanon.fit_prior.align_dataset``, cached as float16 in
+The crops are aligned once (``faceanon.training.fit_prior.align_dataset``, cached as float16 in
 ``--cache``, outside the repository); each (d, K) is fitted on the same training split and
 measured on the same held-out crops:
   - held-out log-likelihood (nats per dimension; higher is better),
@@ -29,7 +29,7 @@ from docsection import publish
 from face_prior_probes import Probes
 
 from faceanon.backbones.face_prior import DIM, FacePriorBackbone
-from faceanon.fit_prior import AlignedSet, align_dataset, build_prior, split
+from faceanon.training.fit_prior import AlignedSet, align_dataset, build_prior, split
 
 START, END = "<!-- face-prior-select:start -->", "<!-- face-prior-select:end -->"
 

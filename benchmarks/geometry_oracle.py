@@ -1,4 +1,5 @@
-"""Can the hidden face polygon tell a right key from a wrong one? (issue 10, faceanon/seal.py)
+"""Can the hidden face polygon tell a right key from a wrong one? (issue 10,
+faceanon/secure/seal.py)
 
 Format 3 hides each face's polygon as 12 numbers that every key opens: a wrong key gives a
 draw from the shipped prior (12 independent standard normals), the right key the real face's
@@ -22,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from faceanon.errors import FaceanonError
-from faceanon.io import read_image
-from faceanon.pipeline import FaceFinder
-from faceanon.seal import PARAMS, W_LIMIT, GeometryPrior, default_prior, to_params
+from faceanon.faces.finder import FaceFinder
+from faceanon.media.io import read_image
+from faceanon.secure.seal import PARAMS, W_LIMIT, GeometryPrior, default_prior, to_params
 
 
 def real_numbers(folder: Path, limit: int, seed: int, prior: GeometryPrior) -> np.ndarray:

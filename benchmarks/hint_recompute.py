@@ -57,15 +57,15 @@ def main() -> None:
 
     from PIL import Image
 
-    from faceanon import photos
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.registry import load_backbone
-    from faceanon.container import Geometry, Metadata
     from faceanon.faces.align import warp_to_crop
-    from faceanon.hints import hint_points
-    from faceanon.keys import SecretKey
-    from faceanon.masks import LandmarkMask
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.faces.hints import hint_points
+    from faceanon.faces.masks import LandmarkMask
+    from faceanon.media import photos
+    from faceanon.secure.container import Geometry, Metadata
+    from faceanon.secure.keys import SecretKey
 
     files = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     files = files[: args.limit]

@@ -70,8 +70,8 @@ class Case:
 
         from faceanon.backbones.builtin import build_backbone
         from faceanon.backbones.closed_form import GaussianBackbone
-        from faceanon.keys import SecretKey, sign_vector
-        from faceanon.masks import EllipseMask
+        from faceanon.faces.masks import EllipseMask
+        from faceanon.secure.keys import SecretKey, sign_vector
 
         self.model: Any
         if name in ("closed-form", "mixing"):
@@ -94,7 +94,7 @@ class Case:
     @torch.inference_mode()
     def round_trip(self, steps: int, refine: int, peer: bool = False) -> float:
         """RMSE of sample(invert(z0)) against z0, everywhere."""
-        from faceanon.diffusion import invert, sample
+        from faceanon.diffusion.loops import invert, sample
 
         if peer:
             unet = backbone_unet(self.model)
@@ -125,7 +125,7 @@ class Case:
 def measure(
     name: str, steps: list[int], refine: list[int], record: Path | None = None
 ) -> list[dict[str, Any]]:
-    from faceanon.engine import network_calls
+    from faceanon.diffusion.ddim_settings import network_calls
 
     case = Case(name)
     rows = []

@@ -13,9 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
-from faceanon.transforms import mixing_plan
+from faceanon.faces.masks import EllipseMask
+from faceanon.secure.keys import SecretKey, sign_vector
+from faceanon.secure.transforms import mixing_plan
 
 SHAPE = (3, 64, 64)
 

@@ -1,4 +1,4 @@
-"""How far ``mix`` spreads one coordinate of z_T (faceanon/transforms.py, MIX_ROUNDS).
+"""How far ``mix`` spreads one coordinate of z_T (faceanon/secure/transforms.py, MIX_ROUNDS).
 
     python benchmarks/mix_spread.py
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from faceanon import transforms
-from faceanon.keys import SecretKey
+from faceanon.secure import transforms
+from faceanon.secure.keys import SecretKey
 
 COUNT = 3601
 

@@ -3,7 +3,8 @@
 A landmark ControlNet's hint points (17 of 26 on the jaw line) and a face parser's kept cells
 (hair over the forehead) are stored in the clear; up to format 3 the face's outline was sealed
 beside them. The attack: open the face's sealed numbers with each of 1,000 candidate keys (the
-true one and 999 others; ``faceanon.seal.open_face``, before any growing over the box) and score
+true one and 999 others; ``faceanon.secure.seal.open_face``, before any growing over the box)
+and score
 how well the outline fits the clear parts:
 
 1. hint points: mean distance of the 17 jaw points to the opened outline (lower: better fit);
@@ -31,13 +32,13 @@ import cv2
 import numpy as np
 from skimage import data
 
-from faceanon.container import FaceRecord, Metadata
 from faceanon.errors import FaceanonError
-from faceanon.io import read_image
-from faceanon.keys import SecretKey
-from faceanon.masks import EllipseMask, LandmarkMask, keep_from_bytes
-from faceanon.pipeline import Face, FaceFinder
-from faceanon.seal import open_face
+from faceanon.faces.finder import Face, FaceFinder
+from faceanon.faces.masks import EllipseMask, LandmarkMask, keep_from_bytes
+from faceanon.media.io import read_image
+from faceanon.secure.container import FaceRecord, Metadata
+from faceanon.secure.keys import SecretKey
+from faceanon.secure.seal import open_face
 
 CANDIDATES = 1000
 

@@ -167,7 +167,7 @@ def extra_on_photos(folder: Path, limit: int, config: str, sheet: Path) -> None:
     """Real photos have no ground truth here: count the faces each configuration finds and
     save a contact sheet of the boxes ``config`` adds, to be judged by eye."""
     from faceanon.faces.detect import detect_boxes
-    from faceanon.io import read_image
+    from faceanon.media.io import read_image
 
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
     rng = np.random.default_rng(0)
@@ -204,7 +204,7 @@ def on_checked(listing: Path, folder: Path, configs: list[str]) -> None:
     import json
 
     from faceanon.faces.detect import detect_boxes
-    from faceanon.io import read_image
+    from faceanon.media.io import read_image
 
     photos = json.loads(listing.read_text())["photos"]
     total = sum(len(p["faces"]) for p in photos)

@@ -38,8 +38,8 @@ def main() -> None:
 
     from faceanon.eval import attack
     from faceanon.eval.recognizers import FaceLocator, SFaceRecognizer
-    from faceanon.fit_prior import align_dataset
     from faceanon.methods.classic import Blur, Pixelate, Solid
+    from faceanon.training.fit_prior import align_dataset
 
     torch.set_num_threads(2)
     started = time.monotonic()

@@ -30,11 +30,11 @@ from public_oracles import photos_from
 
 from faceanon.anonymizer import Anonymizer
 from faceanon.backbones.registry import load_backbone
-from faceanon.container import Geometry, Metadata
-from faceanon.keys import SecretKey
-from faceanon.masks import feathered
-from faceanon.photos import anonymize
-from faceanon.pipeline import FEATHER, FaceFinder, warp_to_crop
+from faceanon.faces.finder import FEATHER, FaceFinder, warp_to_crop
+from faceanon.faces.masks import feathered
+from faceanon.media.photos import anonymize
+from faceanon.secure.container import Geometry, Metadata
+from faceanon.secure.keys import SecretKey
 
 CANDIDATES = 1000
 RING = 6

@@ -51,10 +51,10 @@ def box_coverage(path: Path, key_file: Path) -> np.ndarray:
     """Per face-frame, the share of its box that the region opened from the video replaces."""
     import av
 
-    from faceanon.container import Metadata
-    from faceanon.keys import read_key_file
-    from faceanon.pipeline import box_coverage as coverage
-    from faceanon.video import read_document
+    from faceanon.faces.finder import box_coverage as coverage
+    from faceanon.media.video import read_document
+    from faceanon.secure.container import Metadata
+    from faceanon.secure.keys import read_key_file
 
     key = read_key_file(key_file)
     with av.open(str(path)) as container:

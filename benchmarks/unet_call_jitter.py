@@ -16,7 +16,7 @@ import time
 import torch
 
 from faceanon.backbones.registry import load_backbone
-from faceanon.diffusion import ddim_step
+from faceanon.diffusion.ddim import ddim_step
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Fit the Gaussian prior of the sealed face polygon (faceanon/seal.py) on real face crops.
+"""Fit the Gaussian prior of the sealed face polygon (faceanon/secure/seal.py) on real face crops.
 
     python scripts/fit_geometry_prior.py ../shared/data/faces64 \
         -o src/faceanon/data/geometry_prior.json
@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from faceanon.pipeline import FaceFinder
-from faceanon.seal import PARAMS, to_params
+from faceanon.faces.finder import FaceFinder
+from faceanon.secure.seal import PARAMS, to_params
 
 ROLL_DEGREES = 12.0
 
@@ -82,7 +82,8 @@ def main() -> None:
     basis = vectors[:, order] * np.sqrt(values[order])  # components scaled by their sd
     kept = values[order].sum() / values.sum()
     out = {
-        "what": "Gaussian prior of the radii of faceanon's sealed face polygon (faceanon/seal.py):"
+        "what": "Gaussian prior of the radii of faceanon's sealed face polygon"
+        " (faceanon/secure/seal.py):"
         f" mean and the {PARAMS} principal components scaled by their standard deviations",
         "fitted_on": f"{len(rows)} of {args.count} faces64 crops (seed {args.seed}), "
         f"roll N(0, {ROLL_DEGREES} deg)",

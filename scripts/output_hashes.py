@@ -101,8 +101,8 @@ def outputs(work: Path) -> dict[str, str]:
     from PIL import Image
     from skimage import data
 
-    from faceanon.cli import main
-    from faceanon.keys import SecretKey
+    from faceanon.apps.cli import main
+    from faceanon.secure.keys import SecretKey
 
     os.chdir(work)
     Image.fromarray(data.astronaut()).save("a.png")

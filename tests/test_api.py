@@ -11,9 +11,9 @@ from PIL import Image
 from skimage import data
 
 import faceanon
-from faceanon.cli import main
+from faceanon.apps.cli import main
 from faceanon.errors import FaceanonError
-from faceanon.io import read_image
+from faceanon.media.io import read_image
 
 FAST = {"backbone": "closed-form", "recall": "standard"}  # 15 steps, fixed-point:2
 
@@ -81,11 +81,11 @@ def test_settings_are_checked_when_made() -> None:
 def test_the_evaluation_replaces_the_region_real_outputs_replace() -> None:
     # The evaluation pasted over the raw landmark outline; real outputs replace the outline as
     # the sealed metadata carries it, grown over the box (issue 30). Now the same pixels.
-    from faceanon import photos
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.closed_form import GaussianBackbone
     from faceanon.eval.protocols import paste
-    from faceanon.pipeline import FaceFinder, classic, keyflip
+    from faceanon.faces.finder import FaceFinder, classic, keyflip
+    from faceanon.media import photos
 
     image = data.astronaut()
     faces = FaceFinder(recall="standard").find(image)
@@ -141,3 +141,45 @@ def test_video_api_is_what_the_command_writes(tmp_path, monkeypatch) -> None:
         for n, x in {"anon": api[1], "back": back}.items()
     }
     assert error["back"] < error["anon"] / 3, error
+
+
+def test_anonymize_folder_writes_what_the_command_writes(tmp_path, monkeypatch) -> None:
+    """The folder call is the command's: same files byte for byte (fixed nonces), one row
+    per input, a bad file a failed row and the others still done; the restore call brings
+    the photo back and existing outputs are refused as the policy says."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    photo = data.astronaut()[::2, ::2]
+    Image.fromarray(photo).save("in/a.png")
+    Image.fromarray(photo[:, ::-1]).save("in/sub/b.png")
+    (tmp_path / "in" / "broken.png").write_text("not an image")
+    key = faceanon.SecretKey(bytes(range(16)))
+    (tmp_path / "k.key").write_text(key.to_text() + "\n")
+    _fixed(monkeypatch)
+    argv = ["anonymize", "in", "-k", "k.key", "-o", "cli", "--backbone", "closed-form"]
+    assert main([*argv, "--recall", "standard"]) == 1  # the broken file
+    _fixed(monkeypatch)
+    settings = faceanon.Settings(**FAST)  # type: ignore[arg-type]
+    rows = list(faceanon.anonymize_folder("in", "api", key, settings))
+    status = {row.input: row.status for row in rows}
+    assert status == {"in/a.png": "written", "in/broken.png": "failed", "in/sub/b.png": "written"}
+    failed = next(row for row in rows if row.status == "failed")
+    assert failed.error is not None and failed.error.startswith("in/broken.png: not an image")
+    for name in ("a_anonymized.png", "sub/b_anonymized.png"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    # Run again: the outputs exist, refused by default, kept with skip_existing.
+    again = list(faceanon.anonymize_folder("in/sub", "api/sub", key, settings))
+    assert [row.status for row in again] == ["failed"] and "already exists" in str(again[0].error)
+    kept = faceanon.OutputPolicy(skip_existing=True)
+    again = list(faceanon.anonymize_folder("in/sub", "api/sub", key, settings, kept))
+    assert [row.status for row in again] == ["already done"]
+    [back] = faceanon.restore_folder("api/a_anonymized.png", key, "back")
+    assert back.status == "written" and back.output == "back/a_deanonymized.png"
+    restored = read_image(tmp_path / back.output).image.astype(int)
+    anonymized = read_image(tmp_path / "api" / "a_anonymized.png").image.astype(int)
+    face = (anonymized != photo).any(axis=-1)
+    assert np.abs(restored - photo)[face].mean() < np.abs(anonymized - photo)[face].mean() / 2
+    with pytest.raises(FaceanonError, match="needs a key"):
+        faceanon.anonymize_folder("in", "x")
+    with pytest.raises(FaceanonError, match="engine must be one of local, ray"):
+        faceanon.anonymize_folder("in", "x", key, engine="spark")

@@ -75,8 +75,8 @@ def test_the_attack_on_a_method_of_the_evaluation(face, tmp_path, closed_form):
         face_region,
         quality,
     )
-    from faceanon.keys import SecretKey
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.secure.keys import SecretKey
 
     folder = tmp_path / "attacker"
     folder.mkdir()

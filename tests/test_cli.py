@@ -14,8 +14,8 @@ import pytest
 from conftest import EXAMPLE, psnr
 from PIL import Image
 
-from faceanon.cli import main
-from faceanon.masks import EllipseMask
+from faceanon.apps.cli import main
+from faceanon.faces.masks import EllipseMask
 
 REGION = np.repeat(np.repeat(EllipseMask().grid(64, 64), 4, 0), 4, 1)
 FAST = ["--backbone", "closed-form", "--steps", "50", "--aligned"]
@@ -41,7 +41,7 @@ def _errors(capsys) -> list[str]:
 
 
 def test_help_does_not_import_torch():
-    code = "import sys, faceanon.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, faceanon.apps.cli as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -292,7 +292,7 @@ def test_summary_counts_faces_per_photo(work, capsys):
 
 
 def test_video_rates_say_seconds_per_frame_when_slow() -> None:
-    from faceanon.cli import rate
+    from faceanon.apps.cli import rate
 
     assert rate(7.04) == "7.0 fps"
     assert rate(0.04) == "25.0 s per frame"  # not "0.0 fps"

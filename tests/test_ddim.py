@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from faceanon.backbones.closed_form import GaussianBackbone
-from faceanon.diffusion import NoiseSchedule, ddim_step, invert, sample
-from faceanon.masks import EllipseMask
+from faceanon.diffusion.ddim import ddim_step
+from faceanon.diffusion.loops import invert, sample
+from faceanon.diffusion.schedule import NoiseSchedule
+from faceanon.faces.masks import EllipseMask
 
 CONFIGS = [
     {
@@ -249,7 +251,7 @@ def test_reinjection_keeps_outside_exact_at_every_step():
 
 
 def test_inversion_names():
-    from faceanon.engine import MAX_REFINE, inversion_name, parse_inversion
+    from faceanon.diffusion.ddim_settings import MAX_REFINE, inversion_name, parse_inversion
 
     assert parse_inversion("ddim") == 0 and inversion_name(0) == "ddim"
     assert parse_inversion("fixed-point:3") == 3 and inversion_name(3) == "fixed-point:3"

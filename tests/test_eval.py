@@ -226,7 +226,7 @@ def test_landmark_shift_measures_moved_features():
     """0 for the photo itself; a copy moved by 6 px (about a tenth of her eye span) about 0.1,
     in either direction: points are compared in the original's crop, in eye-span units."""
     from faceanon.eval.protocols import landmark_shifts
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     photo = _photo()
     finder = FaceFinder(sideways=False)
@@ -243,8 +243,8 @@ def test_verification_with_classic_methods(tmp_path):
     from faceanon.eval import protocols
     from faceanon.eval.protocols import ClassicMethod, Pair
     from faceanon.eval.recognizers import FaceLocator
+    from faceanon.faces.finder import FaceFinder
     from faceanon.methods.classic import Blur, Solid
-    from faceanon.pipeline import FaceFinder
 
     names = _dataset(tmp_path / "images")
     pairs = [Pair(f"id{i}/img0.png", f"id{i}/img1.png", True, i) for i in range(4)]
@@ -316,8 +316,8 @@ def test_keyflip_wrong_keys_and_key_reuse_attack(tmp_path, closed_form):
     from faceanon.eval import protocols
     from faceanon.eval.protocols import KeyflipMethod, KeyReuseAttack
     from faceanon.eval.recognizers import make_recognizer
-    from faceanon.keys import SecretKey
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.secure.keys import SecretKey
 
     names = _dataset(tmp_path / "images")[::2][:3]
     key = SecretKey(bytes(range(16)))
@@ -369,8 +369,8 @@ def _pairs_dataset(tmp_path: Path) -> Path:
 
 
 def test_evaluate_cli_writes_the_report(tmp_path, capsys):
-    from faceanon.cli import main
-    from faceanon.transforms import DEFAULT_TRANSFORM
+    from faceanon.apps.cli import main
+    from faceanon.secure.transforms import DEFAULT_TRANSFORM
 
     pairs = _pairs_dataset(tmp_path)
     out = tmp_path / "report"
@@ -407,7 +407,7 @@ def test_evaluate_cli_writes_the_report(tmp_path, capsys):
 def test_linkage_attack_finds_flipped_sources_not_mixed_ones(tmp_path):
     """The keyless linkage attack: with the paper's flip the |z_T| pattern finds every source;
     with the keyed mixing the coordinate-wise correlation no longer does."""
-    from faceanon.cli import main
+    from faceanon.apps.cli import main
 
     _dataset(tmp_path / "images")
     tables = {}
@@ -463,7 +463,7 @@ def test_bootstrap_interval_brackets_the_tar():
 def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
     """--attack reconstruct: a trained network per method, its row beside the method's, the
     gain table, the checkpoint; without --attack-images: one line, exit 2."""
-    from faceanon.cli import main
+    from faceanon.apps.cli import main
 
     pairs = _pairs_dataset(tmp_path)
     out = tmp_path / "report"
@@ -489,7 +489,7 @@ def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
 
 def test_progress_lines_show_a_slow_stage_at_once(capsys):
     """Not on a terminal: a line when a stage begins (no ETA yet), then one per tenth done."""
-    from faceanon.eval.command import _Progress
+    from faceanon.apps.evaluate import _Progress
 
     progress = _Progress()
     for done in (0, 8, 16, 24, 240):

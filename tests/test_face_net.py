@@ -19,10 +19,10 @@ from faceanon.backbones.face_net import (
     load_face_net,
 )
 from faceanon.errors import ModelUnavailableError
-from faceanon.fit_net import train
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
+from faceanon.training.fit_net import train
 
 TINY = Architecture(luma=8, chroma=4, width=64, blocks=1, surrogate_luma=4, surrogate_chroma=2)
 
@@ -30,7 +30,7 @@ TINY = Architecture(luma=8, chroma=4, width=64, blocks=1, surrogate_luma=4, surr
 def held_out_mse(model: FaceNet, data: np.ndarray, seed: int = 5) -> float:
     """Noise MSE of the learned block on ``data`` at seeded levels and noise."""
     from faceanon.backbones.closed_form import reference_schedule
-    from faceanon.fit_net import learned_block
+    from faceanon.training.fit_net import learned_block
 
     x0 = torch.from_numpy(
         learned_block(
@@ -161,7 +161,7 @@ def test_missing_model_file_says_how_to_rebuild(tmp_path: Path) -> None:
 
 
 def test_fit_net_command_writes_model_curve_and_samples(tmp_path: Path) -> None:
-    from faceanon.cli import main
+    from faceanon.apps.cli import main
 
     cache = tmp_path / "aligned.npz"
     buffer = io.BytesIO()

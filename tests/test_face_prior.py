@@ -21,8 +21,8 @@ from faceanon.backbones.face_prior import (
     upsample,
 )
 from faceanon.errors import ModelUnavailableError
-from faceanon.fit_prior import AlignedSet, build_prior, pca_low
-from faceanon.keys import SecretKey
+from faceanon.secure.keys import SecretKey
+from faceanon.training.fit_prior import AlignedSet, build_prior, pca_low
 
 RESTORED_DB = 24.0  # measured 26.6-26.8 dB (scripts/make_readme_figure.py prints it)
 
@@ -172,7 +172,7 @@ def test_fit_is_deterministic_to_the_byte(prior: FacePrior) -> None:
 
 
 def test_em_raises_the_likelihood() -> None:
-    from faceanon.fit_prior import fit_gmm
+    from faceanon.training.fit_prior import fit_gmm
 
     z = np.random.default_rng(0).normal(size=(300, 2)) + np.repeat([[0, 0], [4, 4]], 150, axis=0)
     history = fit_gmm(z, 2, seed=0, iters=10)[3]
@@ -224,7 +224,7 @@ def test_shipped_model_loads_and_is_small() -> None:
 def _mask(kind: str) -> torch.Tensor:
     m = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
     if kind == "ellipse":
-        from faceanon.masks import EllipseMask
+        from faceanon.faces.masks import EllipseMask
 
         m[0, 0] = torch.from_numpy(EllipseMask().grid(64, 64))
     elif kind == "all-but-corner":
@@ -279,8 +279,8 @@ def test_keyflip_restores_with_the_masked_prediction_only() -> None:
     """With a model whose components span the crop, re-injection breaks the inversion unless
     the outside is predicted from the outside alone. (Pixel noise and spread like real faces':
     a residual sd of 0.02 makes the ODE too stiff for 50 steps.)"""
-    from faceanon.keys import sign_vector
     from faceanon.methods.keyflip import keyflip_latent
+    from faceanon.secure.keys import sign_vector
 
     prior = tiny_prior(scale=5.0, noise=0.15)
     backbone = FacePriorBackbone(prior)
@@ -319,9 +319,9 @@ def test_default_model_anonymizes_the_example_photo_offline(tmp_path, monkeypatc
     from PIL import Image
 
     import faceanon.anonymizer
-    from faceanon.cli import main
+    from faceanon.apps.cli import main
     from faceanon.faces.detect import make_detector
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -12,7 +12,7 @@ from faceanon.faces.align import ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
 from faceanon.faces.detect import Detection, make_detector, turn_points
 from faceanon.faces.landmarks import Dlib68
-from faceanon.masks import LandmarkMask, feathered
+from faceanon.faces.masks import LandmarkMask, feathered
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_turned_points_and_boxes_round_trip():
 
 
 def test_sideways_face_is_aligned_upright(photo):
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     lying = np.ascontiguousarray(np.rot90(photo, 1))
     for sideways, level in ((True, True), (False, False)):
@@ -214,8 +214,8 @@ def test_a_border_cut_face_is_covered():
     visible face is covered: measured 78% of its box changed by `solid` (the rest is hair and
     background), against 96% for the whole face."""
     from faceanon.faces.detect import detect_boxes
+    from faceanon.faces.finder import FaceFinder, classic, transform_photos
     from faceanon.methods.classic import Solid
-    from faceanon.pipeline import FaceFinder, classic, transform_photos
 
     photo = data.astronaut()
     x0, _, x1, _ = (int(v) for v in detect_boxes(photo, recall="standard")[0])

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from faceanon.cli import main
-from faceanon.container import Metadata
+from faceanon.apps.cli import main
 from faceanon.errors import FaceanonError, OutputExistsError
-from faceanon.io import write_atomic
-from faceanon.keys import PassphraseSpec, SecretKey, read_key_file
+from faceanon.media.io import write_atomic
+from faceanon.secure.container import Metadata
+from faceanon.secure.keys import PassphraseSpec, SecretKey, read_key_file
 
 FAST = ["--backbone", "closed-form", "--steps", "3", "--inversion", "ddim"]
 Setup = Callable[[Path], list[str]]
@@ -251,7 +251,8 @@ def test_hostile_input_gives_one_clear_line(work, case, setup, code, expected):
 
 def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     """Unexpected exceptions too: one line with the type, the other files go on."""
-    from faceanon import photos, pipeline
+    from faceanon.faces import finder
+    from faceanon.media import photos
 
     folder = work / "in"
     folder.mkdir()
@@ -259,7 +260,7 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     for name in ("a", "b", "c"):
         Image.fromarray(astro).save(folder / f"{name}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    find = pipeline.FaceFinder.find
+    find = finder.FaceFinder.find
 
     def flaky(self, photo):
         if photo[0, 0, 0] == 7:
@@ -269,7 +270,7 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     astro_b = astro.copy()
     astro_b[0, 0, 0] = 7
     Image.fromarray(astro_b).save(folder / "b.png")
-    monkeypatch.setattr(pipeline.FaceFinder, "find", flaky)
+    monkeypatch.setattr(finder.FaceFinder, "find", flaky)
     assert main(["anonymize", "in", "-k", "my.key", "-o", "out", "--method", "blur"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -282,7 +283,7 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     assert "files 4, written 2, faces 2, skipped (no face) 0, failed 2" in err
     # In a batch of several files, one that breaks the batch's work does not take the others
     # down with it: the batch is retried file by file.
-    monkeypatch.setattr(pipeline.FaceFinder, "find", find)
+    monkeypatch.setattr(finder.FaceFinder, "find", find)
     transform = photos.transform_photos
 
     def fragile(photos, *rest):
@@ -296,14 +297,14 @@ def test_one_bad_file_never_stops_the_folder(work, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "b.png: unexpected RuntimeError: bad batch" in err
     assert "files 4, written 2, faces 2, skipped (no face) 0, failed 2" in err
-    monkeypatch.setattr(pipeline.FaceFinder, "find", flaky)
+    monkeypatch.setattr(finder.FaceFinder, "find", flaky)
     # --debug shows the traceback of the unexpected one.
     assert main(["anonymize", "in/b.png", "-o", "dbg", "--method", "blur", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
 
 
 def test_permission_error_is_not_called_corrupt(work, monkeypatch):
-    from faceanon import io as fio
+    from faceanon.media import io as fio
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -535,10 +536,10 @@ def test_anonymize_writes_only_what_deanonymize_accepts(closed_form, count):
     # A 64x64 photo holds at most 16 faces (one per 16x16 pixels): at the bound the file is
     # written and restores; one more face and nothing is written (faceanon 0.2 wrote it, and
     # deanonymize then called it damaged: those originals were lost).
-    from faceanon import photos
     from faceanon.anonymizer import Anonymizer
     from faceanon.errors import MetadataError
-    from faceanon.pipeline import Face, _box_geometry
+    from faceanon.faces.finder import Face, _box_geometry
+    from faceanon.media import photos
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -561,8 +562,8 @@ def test_anonymize_writes_only_what_deanonymize_accepts(closed_form, count):
 def test_a_long_restore_is_announced():
     # A file chooses its faces, steps and inversion (within the reader's bounds): a lot of work
     # is said before it starts, never silent (a forged file made a restore run 19 minutes).
-    from faceanon.batch import long_restore
-    from faceanon.container import FaceRecord
+    from faceanon.folders.jobs import long_restore
+    from faceanon.secure.container import FaceRecord
 
     def meta(faces: int, steps: int = 50) -> Metadata:
         records = tuple(FaceRecord(bytes(16), (0.0, 0.0, 10.0, 10.0)) for _ in range(faces))
@@ -612,7 +613,7 @@ def test_a_termination_signal_leaves_no_temporary_file(tmp_path, monkeypatch, ca
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from make_clip import make_clip
 
-    from faceanon import video
+    from faceanon.media import video
 
     monkeypatch.chdir(tmp_path)
     make_clip(tmp_path / "c.mp4", 6, (160, 96), audio=False)

@@ -11,9 +11,9 @@ from PIL import Image
 from skimage import data
 
 from faceanon.anonymizer import Anonymizer
-from faceanon.cli import main
-from faceanon.keys import SecretKey
-from faceanon.masks import EllipseMask
+from faceanon.apps.cli import main
+from faceanon.faces.masks import EllipseMask
+from faceanon.secure.keys import SecretKey
 
 
 def test_deidentify_changes_the_face_keeps_the_outside_and_is_random(face, closed_form):

@@ -12,12 +12,12 @@ import pytest
 from conftest import composite
 from PIL import Image
 
-from faceanon.cli import main
-from faceanon.container import Metadata
-from faceanon.io import read_image
-from faceanon.keys import PassphraseSpec, SecretKey
-from faceanon.masks import LandmarkMask
-from faceanon.seal import open_face, seal_face
+from faceanon.apps.cli import main
+from faceanon.faces.masks import LandmarkMask
+from faceanon.media.io import read_image
+from faceanon.secure.container import Metadata
+from faceanon.secure.keys import PassphraseSpec, SecretKey
+from faceanon.secure.seal import open_face, seal_face
 
 FAST = ["--backbone", "closed-form", "--steps", "4", "--recall", "standard", "--upright-only"]
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from faceanon.errors import ImageError
-from faceanon.io import read_image, write_image
+from faceanon.media.io import read_image, write_image
 
 
 def _png_header_only(path, width, height):

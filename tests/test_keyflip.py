@@ -9,9 +9,9 @@ from conftest import psnr
 
 from faceanon.anonymizer import Anonymizer, to_tensor, to_uint8
 from faceanon.errors import ImageError
-from faceanon.keys import SecretKey, sign_vector
-from faceanon.masks import EllipseMask
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
 
 KEY = SecretKey(bytes(range(16)))
 STEPS = 50
@@ -48,7 +48,7 @@ def test_keyflip_latent_recovers_with_right_key_only(closed_form):
     # Inside: anonymization moves the face far; the right key brings it back within twice the
     # plain inversion round-trip error (two round trips are made).
     levels = closed_form.schedule.levels(STEPS)
-    from faceanon.diffusion import invert, sample
+    from faceanon.diffusion.loops import invert, sample
 
     roundtrip = sample(closed_form.eps, invert(closed_form.eps, z0, levels)[-1], levels)
     inversion_error = _rms((roundtrip - z0)[inside])

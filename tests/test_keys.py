@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from faceanon.errors import KeyFileError
-from faceanon.keys import (
+from faceanon.secure.keys import (
     PassphraseSpec,
     SecretKey,
     read_key_file,

@@ -18,7 +18,7 @@ from faceanon.backbones.builtin import _TINY_UNET, _TINY_VQ
 from faceanon.backbones.controlnet import SignflipControlNet
 from faceanon.backbones.registry import MODELS, load_backbone
 from faceanon.errors import ModelUnavailableError
-from faceanon.hints import HintMaker, draw_points, hint_points
+from faceanon.faces.hints import HintMaker, draw_points, hint_points
 
 X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 T = torch.tensor([7, 640])
@@ -301,7 +301,7 @@ def test_landmark_hints_are_the_authors_squares():
 
 
 def test_mask_hint_is_the_mask_the_method_uses():
-    from faceanon.masks import EllipseMask, LandmarkMask
+    from faceanon.faces.masks import EllipseMask, LandmarkMask
 
     polygon = np.array([[60.0, 60], [200, 60], [200, 220], [60, 220]])
     mask = LandmarkMask(polygon, 256)
@@ -324,10 +324,10 @@ def test_photo_round_trip_sees_the_same_hint_both_ways(tmp_path, monkeypatch, na
     from PIL import Image
     from skimage import data
 
+    from faceanon.apps.cli import main
     from faceanon.backbones.controlnet import ControlNetBackbone
-    from faceanon.cli import main
-    from faceanon.container import Metadata
-    from faceanon.engine import network_calls
+    from faceanon.diffusion.ddim_settings import network_calls
+    from faceanon.secure.container import Metadata
 
     _controlnet_folder(tmp_path / "models", conditioning)
     seen: list[torch.Tensor] = []

@@ -11,11 +11,11 @@ from conftest import psnr
 from PIL import Image
 from skimage import data
 
-from faceanon.cli import main
-from faceanon.container import Metadata
+from faceanon.apps.cli import main
 from faceanon.errors import MetadataError, ModelUnavailableError
+from faceanon.faces.masks import KEEP_GRID, FaceMask, keep_from_bytes
 from faceanon.faces.parser import CLASSES, FaceParser, model_file
-from faceanon.masks import KEEP_GRID, FaceMask, keep_from_bytes
+from faceanon.secure.container import Metadata
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -16,13 +16,13 @@ from PIL import Image, PngImagePlugin
 from skimage import data
 
 from faceanon.anonymizer import Anonymizer
-from faceanon.cli import main
-from faceanon.container import FaceRecord, Metadata
+from faceanon.apps.cli import main
 from faceanon.errors import MetadataError
-from faceanon.keys import SecretKey
-from faceanon.masks import EllipseMask
+from faceanon.faces.finder import FaceFinder, classic, keyflip, transform_photos
+from faceanon.faces.masks import EllipseMask
 from faceanon.methods.classic import Blur, Pixelate, Solid
-from faceanon.pipeline import FaceFinder, classic, keyflip, transform_photos
+from faceanon.secure.container import FaceRecord, Metadata
+from faceanon.secure.keys import SecretKey
 
 FAST = ["--backbone", "closed-form", "--steps", "50"]
 
@@ -40,7 +40,7 @@ def astronaut() -> np.ndarray:
 def _region(faces, shape, grow: int = 0) -> np.ndarray:
     """Pixels inside the faces' regions (the mask polygon grown over the detection box, as
     outputs cover them; grown by ``grow`` px) in photo coordinates."""
-    from faceanon.container import cover_box
+    from faceanon.secure.container import cover_box
 
     canvas = np.zeros(shape[:2], np.uint8)
     for face in faces:

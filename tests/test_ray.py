@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceanon.batch import AnonymizeJob, run_local
-from faceanon.cli import build_parser, main
-from faceanon.keys import SecretKey
+from faceanon.apps.cli import main
+from faceanon.folders.jobs import AnonymizeJob, run
+from faceanon.secure.keys import SecretKey
+from faceanon.settings import Engine, OutputPolicy, Settings
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[test]'")
 
 FAST = ["--backbone", "closed-form", "--steps", "3", "--inversion", "ddim"]
+SETTINGS = Settings(backbone="closed-form", steps=3, inversion="ddim")
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +45,16 @@ def _photos(folder: Path, count: int) -> list[Path]:
 
 
 def test_ray_writes_the_local_engines_bytes(tmp_path, local_ray, monkeypatch):  # type: ignore[no-untyped-def]
-    from faceanon.ray_engine import run_on_ray
-
     monkeypatch.chdir(tmp_path)
     inputs = _photos(tmp_path / "in", 3)
     key = SecretKey(bytes(range(16)))
+    policy = OutputPolicy()
     for engine in ("local", "ray"):
-        args = build_parser().parse_args(
-            ["anonymize", "in", "-o", engine, "--batch-size", "2", *FAST]
+        make_job = partial(
+            AnonymizeJob, SETTINGS, policy, key, batch_size=2, nonce=bytes(range(16, 32))
         )
-        make_job = partial(AnonymizeJob, args, key, nonce=bytes(range(16, 32)))
         entries = [(p, Path(engine) / f"{p.stem}_anonymized.png") for p in inputs]
-        if engine == "local":
-            rows = list(run_local(make_job(None), entries, 2, lambda entry: None))
-        else:
-            rows = list(run_on_ray(args, make_job, entries, lambda line: None))
+        rows = list(run(make_job, entries, policy, Engine(engine, batch_size=2)))
         assert sorted(r.status for r in rows) == ["written"] * 3
     for p in inputs:
         local = (tmp_path / "local" / f"{p.stem}_anonymized.png").read_bytes()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from faceanon.cli import build_parser
+from faceanon.apps.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -57,7 +57,7 @@ def test_every_readme_python_block_runs(index: int, monkeypatch, tmp_path) -> No
     # The calls are what is checked here, not the model: the exact Gaussian backbone stands
     # in for the embedded one (minutes here at its default 50 steps x 5 calls).
     monkeypatch.setattr(faceanon, "load_backbone", lambda *a, **k: GaussianBackbone())
-    monkeypatch.setattr("faceanon.api.backbone", lambda *a, **k: GaussianBackbone())
+    monkeypatch.setattr("faceanon.loading.backbone", lambda *a, **k: GaussianBackbone())
     code = blocks("python")[index]
     namespace: dict[str, object] = {}
     if index > 0:  # a later block goes on from the ones before it, as a reader's session does

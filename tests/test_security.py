@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from faceanon.cli import main
-from faceanon.container import FaceRecord, Metadata
+from faceanon.apps.cli import main
 from faceanon.errors import MetadataError
-from faceanon.keys import SecretKey
-from faceanon.pipeline import FaceFinder
-from faceanon.seal import PARAMS, default_prior, from_uniform, to_params, to_uniform
+from faceanon.faces.finder import FaceFinder
+from faceanon.secure.container import FaceRecord, Metadata
+from faceanon.secure.keys import SecretKey
+from faceanon.secure.seal import PARAMS, default_prior, from_uniform, to_params, to_uniform
 
 FAST = ["--backbone", "closed-form", "--steps", "4", "--inversion", "ddim"]
 
@@ -143,7 +143,7 @@ def _format2_file(path, photo, face, key: SecretKey, nonce: bytes) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
     from PIL import PngImagePlugin
 
-    from faceanon.container import _aead_key
+    from faceanon.secure.container import _aead_key
 
     header = {
         "faceanon": 2,
@@ -179,7 +179,7 @@ def test_faceanon_01_files_still_restore(tmp_path, monkeypatch, capsys, astronau
     not announced (the faces are found anew, like any wrong key)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.closed_form import GaussianBackbone
-    from faceanon.pipeline import keyflip, transform_photos
+    from faceanon.faces.finder import keyflip, transform_photos
 
     monkeypatch.chdir(tmp_path)
     key = SecretKey.generate()
@@ -210,7 +210,7 @@ def test_the_box_cover_comes_from_public_data_only(face, astronaut):
     # every key's opened outline is grown over the public box, so every key covers the face.
     from dataclasses import replace
 
-    from faceanon.pipeline import box_coverage
+    from faceanon.faces.finder import box_coverage
 
     key, other = SecretKey(bytes(16)), SecretKey(bytes(15) + b"\x01")
     meta = Metadata(
@@ -244,7 +244,7 @@ def test_a_mask_with_public_parts_seals_nothing_a_key_could_be_checked_against(k
     # a sealed outline beside them let a key guess be ranked against them (and a sealed copy of
     # the fixed ellipse, which everyone knows, confirmed the key). The outline is now derived
     # from what is public: every key opens the same mask, and the sealed numbers are zeros.
-    from faceanon.masks import KEEP_GRID, EllipseMask, FaceMask, keep_from_bytes
+    from faceanon.faces.masks import KEEP_GRID, EllipseMask, FaceMask, keep_from_bytes
 
     if kind == "points":
         found = FaceFinder(hint="landmarks_26").find(astronaut)[0]

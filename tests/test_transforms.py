@@ -9,9 +9,9 @@ from conftest import psnr
 
 from faceanon.anonymizer import Anonymizer, to_tensor, to_uint8
 from faceanon.eval.protocols import inverted_noise
-from faceanon.keys import SecretKey
-from faceanon.masks import EllipseMask
-from faceanon.transforms import mixing_plan
+from faceanon.faces.masks import EllipseMask
+from faceanon.secure.keys import SecretKey
+from faceanon.secure.transforms import mixing_plan
 
 KEY = SecretKey(bytes(range(16)))
 
@@ -74,7 +74,7 @@ def test_mix_is_recorded_and_used_by_deanonymize(tmp_path, monkeypatch, capsys):
     from PIL import Image
     from skimage import data
 
-    from faceanon.cli import main
+    from faceanon.apps.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["keygen", "-o", "k.key"]) == 0

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from make_clip import make_clip
 
-from faceanon.cli import main
+from faceanon.apps.cli import main
 
 av = pytest.importorskip("av")
 FRAMES = 14
@@ -127,10 +127,10 @@ def test_tracking_fills_missed_detections(work, monkeypatch, capsys):
     assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST, "-o", "found.mp4"]) == 0
     # The search around the lost track finds the face again (the whole-frame search missed).
     assert "14 face-frames in 1 tracks, 3 found by the turned search" in capsys.readouterr().err
-    from faceanon import video
+    from faceanon.faces import tracking
 
     calls["n"] = 0
-    monkeypatch.setattr(video, "RECOVER_ANGLES", ())  # without it, the gap is interpolated
+    monkeypatch.setattr(tracking, "RECOVER_ANGLES", ())  # without it, the gap is interpolated
     assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST]) == 0
     out = capsys.readouterr().err
     assert "14 face-frames in 1 tracks, 3 filled between detections" in out

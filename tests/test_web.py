@@ -23,10 +23,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from faceanon.cli import main
-from faceanon.container import Metadata
-from faceanon.keys import SecretKey
-from faceanon.web.app import MAX_FORM_BYTES, create_app, zip_files
+from faceanon.apps.cli import main
+from faceanon.apps.web.app import MAX_FORM_BYTES, create_app, zip_files
+from faceanon.secure.container import Metadata
+from faceanon.secure.keys import SecretKey
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "examples" / "astronaut.jpg"
@@ -199,7 +199,7 @@ def test_zip_keeps_every_result() -> None:
 def _free_server(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     server = subprocess.Popen(
-        [sys.executable, "-m", "faceanon.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "faceanon.apps.cli", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "server.err").open("w"),
         text=True,
@@ -216,7 +216,7 @@ def _free_server(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
 def _face_region(photo: np.ndarray) -> np.ndarray:
     import cv2
 
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     region = np.zeros(photo.shape[:2], np.uint8)
     for f in FaceFinder().find(photo):
@@ -375,7 +375,7 @@ def test_keyflip_streams_progress_and_restores_only_with_the_key(client: TestCli
 
 
 def test_passphrase_keys_ask_for_their_passphrase(client: TestClient) -> None:
-    from faceanon.keys import PassphraseSpec
+    from faceanon.secure.keys import PassphraseSpec
 
     spec = PassphraseSpec.new(log2_n=10).to_text().encode()
 
@@ -403,7 +403,7 @@ def _chunks(total: int, size: int = 1 << 20):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("path", ["/api/anonymize", "/api/zip"])
 def test_chunked_uploads_are_counted_as_they_arrive(client: TestClient, monkeypatch, path) -> None:
-    monkeypatch.setattr("faceanon.web.app.MAX_ZIP_BYTES", 2 << 20)  # 400 MB in a test: no
+    monkeypatch.setattr("faceanon.apps.web.app.MAX_ZIP_BYTES", 2 << 20)  # 400 MB in a test: no
     limit = 2 << 20 if path == "/api/zip" else MAX_FORM_BYTES
     headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
     response = client.post(path, content=_chunks(limit + (3 << 20)), headers=headers)
@@ -428,8 +428,8 @@ def test_the_server_bounds_the_work_a_file_asks_for(client: TestClient, monkeypa
     import base64
     from dataclasses import replace
 
-    from faceanon.io import encode_image, read_image
-    from faceanon.web import app as web
+    from faceanon.apps.web import app as web
+    from faceanon.media.io import encode_image, read_image
 
     key = SecretKey.generate()
     files = {

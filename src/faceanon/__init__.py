@@ -12,7 +12,11 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "Photo": "faceanon.api",
-    "Settings": "faceanon.api",
+    "Settings": "faceanon.settings",
+    "OutputPolicy": "faceanon.settings",
+    "Engine": "faceanon.settings",
+    "anonymize_folder": "faceanon.api",
+    "restore_folder": "faceanon.api",
     "anonymize_photo": "faceanon.api",
     "anonymize_video": "faceanon.api",
     "restore_video": "faceanon.api",
@@ -23,9 +27,9 @@ _EXPORTS = {
     "Backbone": "faceanon.backbones.base",
     "DEFAULT_BACKBONE": "faceanon.backbones.registry",
     "load_backbone": "faceanon.backbones.registry",
-    "SecretKey": "faceanon.keys",
-    "sign_vector": "faceanon.keys",
-    "EllipseMask": "faceanon.masks",
+    "SecretKey": "faceanon.secure.keys",
+    "sign_vector": "faceanon.secure.keys",
+    "EllipseMask": "faceanon.faces.masks",
 }
 
 __all__ = [
@@ -34,13 +38,17 @@ __all__ = [
     "Anonymizer",
     "Backbone",
     "EllipseMask",
+    "Engine",
+    "OutputPolicy",
     "Photo",
     "SecretKey",
     "Settings",
     "__version__",
+    "anonymize_folder",
     "anonymize_photo",
     "anonymize_video",
     "load_backbone",
+    "restore_folder",
     "restore_photo",
     "restore_video",
     "save_photo",
@@ -51,17 +59,19 @@ if TYPE_CHECKING:
     from faceanon.anonymizer import AnonymizedFace, Anonymizer
     from faceanon.api import (
         Photo,
-        Settings,
+        anonymize_folder,
         anonymize_photo,
         anonymize_video,
+        restore_folder,
         restore_photo,
         restore_video,
         save_photo,
     )
     from faceanon.backbones.base import Backbone
     from faceanon.backbones.registry import DEFAULT_BACKBONE, load_backbone
-    from faceanon.keys import SecretKey, sign_vector
-    from faceanon.masks import EllipseMask
+    from faceanon.faces.masks import EllipseMask
+    from faceanon.secure.keys import SecretKey, sign_vector
+    from faceanon.settings import Engine, OutputPolicy, Settings
 
 
 def __getattr__(name: str) -> Any:

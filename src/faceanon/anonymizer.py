@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from faceanon.backbones.base import Backbone
-from faceanon.engine import engine_defaults, inversion_name, parse_inversion
+from faceanon.diffusion.ddim_settings import ddim_defaults, inversion_name, parse_inversion
 from faceanon.errors import ImageError
-from faceanon.keys import SecretKey, new_nonce, sign_vector
+from faceanon.faces.masks import EllipseMask, Mask
 from faceanon.limits import MAX_STEPS
-from faceanon.masks import EllipseMask, Mask
 from faceanon.methods.keyflip import Change, Progress, keyflip_images
-from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
+from faceanon.secure.keys import SecretKey, new_nonce, sign_vector
+from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class Anonymizer:
 
     ``paper_mode=True`` reproduces the paper: one sign vector per key for every image. It is
     vulnerable to a known-pair attack (METHOD §8); the default draws a random nonce per image.
-    ``inversion``: ``ddim`` or ``fixed-point[:K]`` (see :func:`faceanon.diffusion.invert`).
-    ``steps`` and ``inversion`` default to the backbone's (:func:`faceanon.engine.engine_defaults`).
+    ``inversion``: ``ddim`` or ``fixed-point[:K]`` (see :func:`faceanon.diffusion.loops.invert`).
+    ``steps`` and ``inversion`` default to the backbone's
+    (:func:`faceanon.diffusion.ddim_settings.ddim_defaults`).
     """
 
     def __init__(
@@ -70,7 +71,7 @@ class Anonymizer:
         inversion: str | None = None,
         transform: str = DEFAULT_TRANSFORM,
     ) -> None:
-        default_steps, default_inversion = engine_defaults(backbone.name)
+        default_steps, default_inversion = ddim_defaults(backbone.name)
         steps = default_steps if steps is None else steps
         inversion = default_inversion if inversion is None else inversion
         if transform not in TRANSFORMS:
@@ -116,7 +117,7 @@ class Anonymizer:
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
     ) -> Change:
         """The ``mix`` transform of z_T (or its inverse) for these faces."""
-        from faceanon.transforms import mixing_plan
+        from faceanon.secure.transforms import mixing_plan
 
         c, h, w = self.backbone.latent_shape
         grids = [torch.from_numpy(m.grid(h, w)) for m in masks]

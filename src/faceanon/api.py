@@ -15,82 +15,23 @@ with the one-line message the command prints.
 
 from __future__ import annotations
 
-import functools
-import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faceanon import loading
 from faceanon.errors import FaceanonError
+from faceanon.settings import Engine, OutputPolicy, Settings
 
 if TYPE_CHECKING:
-    from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
-    from faceanon.container import Box
-    from faceanon.keys import SecretKey
-    from faceanon.pipeline import FaceFinder
-    from faceanon.video import Summary
-
-MASKS = ("landmarks", "parser", "ellipse")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to anonymize, checked when made (a bad value: FaceanonError, one line).
-
-    ``method``: keyflip (reversible, needs a key), hydro (irreversible), blur, pixelate,
-    solid. ``backbone``: a registered model name (``faceanon models``); None: the default.
-    ``steps`` / ``inversion`` (``ddim`` or ``fixed-point:K``): None, the backbone's defaults.
-    ``transform``: ``mix`` (default) or ``flip`` (the paper's). ``detector`` / ``threshold`` /
-    ``recall`` / ``upright_only``: the face search; ``mask``: landmarks, parser
-    (``parser_model``: resnet34, resnet18, downloaded once, or an ONNX file) or ellipse.
-    ``strength`` / ``repeats``: hydro's.
-    """
-
-    method: str = "keyflip"
-    backbone: str | None = None
-    steps: int | None = None
-    inversion: str | None = None
-    transform: str | None = None
-    detector: str = "yunet"
-    threshold: float | None = None
-    recall: str = "high"
-    upright_only: bool = False
-    mask: str = "landmarks"
-    parser_model: str = "resnet34"
-    device: str = "cpu"
-    strength: float = 0.6
-    repeats: int = 1
-
-    def __post_init__(self) -> None:
-        from faceanon.engine import parse_inversion
-        from faceanon.faces.detect import RECALL
-        from faceanon.limits import MAX_STEPS
-        from faceanon.photos import METHODS
-        from faceanon.transforms import TRANSFORMS
-
-        def choose(value: object, name: str, allowed: tuple[str, ...]) -> None:
-            if value not in allowed:
-                raise FaceanonError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-
-        choose(self.method, "method", METHODS)
-        choose(self.mask, "mask", MASKS)
-        choose(self.recall, "recall", RECALL)
-        if self.transform is not None:
-            choose(self.transform, "transform", TRANSFORMS)
-        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
-            raise FaceanonError(f"steps must be from 1 to {MAX_STEPS}, not {self.steps}")
-        if self.inversion is not None:
-            try:
-                parse_inversion(self.inversion)
-            except ValueError as exc:
-                raise FaceanonError(f"inversion: {exc}") from None
-        if not (math.isfinite(self.strength) and 0 < self.strength <= 1):
-            raise FaceanonError(f"strength must be in (0, 1], not {self.strength}")
-        if not 1 <= self.repeats <= 10:
-            raise FaceanonError(f"repeats must be from 1 to 10, not {self.repeats}")
+    from faceanon.folders.plan import Row
+    from faceanon.media.video import Summary
+    from faceanon.secure.container import Box
+    from faceanon.secure.keys import SecretKey
 
 
 @dataclass
@@ -104,85 +45,10 @@ class Photo:
     coverage: list[float | None] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> str:
-    """``--device``: auto, cpu, cuda, cuda:N or mps, checked against this torch build."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise FaceanonError(f"--device {name}: unknown device (auto, cpu, cuda, cuda:N, mps)")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise FaceanonError(
-                f"--device {name}: no CUDA GPU available to this torch build "
-                f"({torch.__version__}); use --device cpu or install a CUDA build of torch"
-            )
-        if device.index is not None and device.index >= count:
-            raise FaceanonError(f"--device {name}: only {count} CUDA GPU(s) visible")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FaceanonError(f"--device {name}: Apple MPS is not available here")
-    return name
-
-
-def backbone(name: str | None = None, device: str = "cpu") -> Backbone:
-    """A registered backbone (None: the default), loaded once per model and device."""
-    from faceanon.backbones.registry import DEFAULT_BACKBONE
-
-    return _loaded(name or DEFAULT_BACKBONE, resolve_device(device))
-
-
-@functools.lru_cache(maxsize=4)
-def _loaded(name: str, device: str) -> Backbone:
-    from faceanon.backbones.registry import load_backbone
-
-    return load_backbone(name, device=device)
-
-
-@functools.lru_cache(maxsize=8)
-def face_finder(
-    detector: str = "yunet",
-    threshold: float | None = None,
-    size: int = 256,
-    recall: str = "high",
-    upright_only: bool = False,
-    mask: str = "landmarks",
-    parser_model: str = "resnet34",
-    hint: str | None = None,
-) -> FaceFinder:
-    """The face finder for these options (crops of ``size`` px; ``hint``: a landmark
-    ControlNet's hint kind), made once and reused."""
-    from faceanon.pipeline import FaceFinder
-
-    segmenter = None
-    if mask == "parser":
-        from faceanon.faces.parser import FaceParser, model_file
-
-        segmenter = FaceParser(model_file(parser_model))
-    try:
-        return FaceFinder(
-            detector,
-            threshold,
-            size,
-            sideways=not upright_only,
-            recall=recall,
-            segmenter=segmenter,
-            ellipse=mask == "ellipse",
-            hint=hint,
-        )
-    except ValueError as exc:
-        raise FaceanonError(str(exc)) from None
-
-
 def _read(photo: np.ndarray | str | PurePath) -> tuple[str, np.ndarray, str | None]:
     """(a name for messages, the RGB image, the faceanon metadata it carries)."""
     if isinstance(photo, (str, PurePath)):
-        from faceanon.io import read_image
+        from faceanon.media.io import read_image
 
         picture = read_image(Path(photo))
         return str(photo), picture.image, picture.faceanon
@@ -199,17 +65,20 @@ def anonymize_photo(
 ) -> Photo:
     """Every face of ``photo`` (an array or a file) anonymized as ``settings`` say (default:
     keyflip with the default backbone, which needs ``key``)."""
-    from faceanon import photos
+    from faceanon.media import photos
 
     s = settings or Settings()
     image = _read(photo)[1]
-    anonymizer, finder = _tools(s, key)
-    faces = finder.find(image)
+    if s.aligned:
+        raise FaceanonError("aligned crops: use faceanon.Anonymizer, or a folder of them")
+    made = loading.tools(s, key)
+    assert made.finder is not None
+    faces = made.finder.find(image)
     [out] = photos.anonymize(
         [image],
         [faces],
         s.method,
-        anonymizer=anonymizer,
+        anonymizer=made.anonymizer,
         key=key if s.method == "keyflip" else None,
         strength=s.strength,
         repeats=s.repeats,
@@ -221,45 +90,26 @@ def restore_photo(
     photo: np.ndarray | str | PurePath,
     key: SecretKey,
     metadata: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> Photo:
     """``photo`` as it was before ``anonymize_photo`` (or ``faceanon anonymize``) with ``key``;
     ``metadata``: the text stored with it (read from the file when ``photo`` is a path). A
     wrong key gives other faces, silently, as the command does."""
-    from faceanon import photos
     from faceanon.backbones.registry import MODELS
+    from faceanon.media import photos
 
     name, image, stored = _read(photo)
     text = metadata if metadata is not None else stored
     if text is None:
         raise FaceanonError(f"{name}: no faceanon metadata (stripped or re-saved?)")
     meta = photos.read_metadata(name, text)
-    model = backbone(photos.check_backbone(name, meta, list(MODELS)), device)
+    model = loading.backbone(photos.check_backbone(name, meta, list(MODELS)), device)
     size = model.image_size
     meta, geometry = photos.restore_geometry(
-        name, image, meta, key, size, lambda: face_finder(size=size)
+        name, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
     [out] = photos.restore([(image, meta, model, geometry)], key)
     return Photo(out.image, None, out.boxes)
-
-
-def _tools(s: Settings, key: SecretKey | None) -> tuple[Anonymizer | None, FaceFinder]:
-    """The anonymizer (keyflip and hydro) and face finder that ``s`` asks for."""
-    from faceanon.anonymizer import Anonymizer
-    from faceanon.transforms import DEFAULT_TRANSFORM
-
-    if s.method == "keyflip" and key is None:
-        raise FaceanonError("method keyflip needs a key (faceanon.SecretKey.generate())")
-    anonymizer, size, hint = None, 256, None
-    if s.method in ("keyflip", "hydro"):
-        model = backbone(s.backbone, s.device)
-        transform = s.transform or DEFAULT_TRANSFORM
-        anonymizer = Anonymizer(model, s.steps, False, s.inversion, transform)
-        size, hint = model.image_size, getattr(model, "conditioning", None)
-    finder = face_finder(
-        s.detector, s.threshold, size, s.recall, s.upright_only, s.mask, s.parser_model, hint
-    )
-    return anonymizer, finder
 
 
 def anonymize_video(
@@ -272,13 +122,21 @@ def anonymize_video(
     """Every tracked face of the video ``src`` anonymized into ``dst`` (keyflip: a lossless
     ``.mkv`` carrying the metadata; the classic methods: H.264 in ``dst``'s container), as
     ``faceanon anonymize`` does; the summary says frames, faces, tracks and warnings."""
-    from faceanon import video
+    from faceanon.media import video
 
     s = settings or Settings()
-    anonymizer, finder = _tools(s, key)
+    if s.aligned:
+        raise FaceanonError("aligned crops are photos, not videos")
+    made = loading.tools(s, key)
     key = key if s.method == "keyflip" else None
     return video.anonymize_video(
-        Path(src), Path(dst), s.method, finder, anonymizer=anonymizer, key=key, overwrite=overwrite
+        Path(src),
+        Path(dst),
+        s.method,
+        made.finder,
+        anonymizer=made.anonymizer,
+        key=key,
+        overwrite=overwrite,
     )
 
 
@@ -286,23 +144,23 @@ def restore_video(
     src: str | PurePath,
     dst: str | PurePath,
     key: SecretKey,
-    device: str = "cpu",
+    device: str = "auto",
     overwrite: bool = False,
 ) -> Summary:
     """The video ``anonymize_video`` (or the command) made, restored with ``key`` into
     ``dst`` (lossless ``.mkv``)."""
-    from faceanon import photos, video
     from faceanon.backbones.registry import MODELS
+    from faceanon.media import photos, video
 
     def backbone_for(path: Path, meta: Any) -> Backbone:
-        return backbone(photos.check_backbone(path, meta, list(MODELS)), device)
+        return loading.backbone(photos.check_backbone(path, meta, list(MODELS)), device)
 
     return video.deanonymize_video(
         Path(src),
         Path(dst),
         key,
         backbone_for,
-        lambda size: face_finder(size=size),
+        lambda size: loading.face_finder(size=size),
         overwrite=overwrite,
     )
 
@@ -310,6 +168,79 @@ def restore_video(
 def save_photo(photo: Photo, path: str | PurePath, overwrite: bool = False) -> None:
     """Write ``photo`` with its metadata: PNG (lossless, the restore is exact) or JPEG,
     atomically; an existing file is an error unless ``overwrite``."""
-    from faceanon.io import write_image
+    from faceanon.media.io import write_image
 
     write_image(Path(path), photo.image, photo.metadata, overwrite=overwrite)
+
+
+def anonymize_folder(
+    inputs: str | PurePath | Sequence[str | PurePath],
+    output: str | PurePath | None = None,
+    key: SecretKey | None = None,
+    settings: Settings | None = None,
+    policy: OutputPolicy | None = None,
+    engine: str | Engine = "local",
+) -> Iterator[Row]:
+    """The photos of ``inputs`` (files, or folders searched recursively) anonymized as
+    ``faceanon anonymize`` does: each written as ``NAME_anonymized.png`` beside it, or under
+    the folder ``output`` (the tree mirrored), atomically; existing outputs, faceless photos
+    and EXIF as ``policy`` says (default: refused, not written, dropped). ``engine``:
+    ``"local"``, ``"ray"`` or an :class:`Engine` (workers, cluster, batch size). Yields one
+    :class:`faceanon.folders.jobs.Row` per input as it is done (``status``: written, no face, failed
+    or already done; ``lines``: what the command prints); a bad file is a failed row, never
+    an exception. Videos: :func:`anonymize_video`."""
+    from functools import partial
+
+    from faceanon.folders.jobs import AnonymizeJob
+
+    s = settings or Settings()
+    if s.method == "keyflip" and key is None:
+        raise FaceanonError(
+            "method keyflip needs a key (faceanon keygen, or faceanon.SecretKey.generate())"
+        )
+    run = engine if isinstance(engine, Engine) else Engine(engine)
+    key = key if s.method == "keyflip" else None
+    make_job = partial(AnonymizeJob, s, policy or OutputPolicy(), key, batch_size=run.batch_size)
+    return _folder(inputs, output, "anonymized", make_job, policy, run)
+
+
+def restore_folder(
+    inputs: str | PurePath | Sequence[str | PurePath],
+    key: SecretKey,
+    output: str | PurePath | None = None,
+    settings: Settings | None = None,
+    policy: OutputPolicy | None = None,
+    engine: str | Engine = "local",
+) -> Iterator[Row]:
+    """The photos :func:`anonymize_folder` (or the command) made, restored with ``key`` as
+    ``faceanon deanonymize`` does (``NAME_deanonymized.png``); each file's metadata says the
+    model and steps, ``settings`` only overrides the model, device and inversion. Rows as
+    :func:`anonymize_folder`."""
+    from functools import partial
+
+    from faceanon.folders.jobs import DeanonymizeJob
+
+    s = settings or Settings()
+    run = engine if isinstance(engine, Engine) else Engine(engine)
+    make_job = partial(DeanonymizeJob, s, policy or OutputPolicy(), key, batch_size=run.batch_size)
+    return _folder(inputs, output, "deanonymized", make_job, policy, run)
+
+
+def _folder(
+    inputs: str | PurePath | Sequence[str | PurePath],
+    output: str | PurePath | None,
+    tag: str,
+    make_job: Any,
+    policy: OutputPolicy | None,
+    engine: Engine,
+) -> Iterator[Row]:
+    from faceanon.folders.jobs import run
+    from faceanon.folders.plan import plan
+
+    given = [inputs] if isinstance(inputs, (str, PurePath)) else list(inputs)
+    out = None if output is None else Path(output)
+    entries, notes = plan([Path(p) for p in given], out, tag)
+    rows = run(make_job, entries, policy or OutputPolicy(), engine)
+    for row in rows:  # the plan's warnings (a folder without images, JPEG) with the first row
+        row.lines[:0], notes = notes, []
+        yield row

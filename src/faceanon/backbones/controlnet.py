@@ -121,10 +121,10 @@ class SignflipControlNet(nn.Module):
 
 class ControlNetBackbone:
     """A latent backbone whose noise predictor is :class:`SignflipControlNet`: ``hints`` makes
-    the hint of each crop (:class:`faceanon.hints.HintMaker`), ``eps(z, t, hint)`` uses it."""
+    the hint of each crop (:class:`faceanon.faces.hints.HintMaker`), ``eps(z, t, hint)`` uses it."""
 
     def __init__(self, inner: Any, controlnet: SignflipControlNet, conditioning: str) -> None:
-        from faceanon.hints import HintMaker
+        from faceanon.faces.hints import HintMaker
 
         self.inner = inner  # a DiffusersBackbone of the base UNet and the VQ autoencoder
         self.name, self.revision = inner.name, inner.revision

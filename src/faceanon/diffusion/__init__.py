@@ -1,7 +1,3 @@
-"""Deterministic DDIM (eta = 0) in both directions, and the loops built on it."""
-
-from faceanon.diffusion.ddim import ddim_step
-from faceanon.diffusion.loops import invert, sample
-from faceanon.diffusion.schedule import Levels, NoiseSchedule
-
-__all__ = ["Levels", "NoiseSchedule", "ddim_step", "invert", "sample"]
+"""Deterministic DDIM (eta = 0) in both directions (``ddim``, ``loops``, ``schedule``), and
+the DDIM settings as the command line and the metadata name them (``ddim_settings``, which
+imports no torch)."""

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from faceanon.pipeline import Face, FaceFinder
+    from faceanon.faces.finder import Face, FaceFinder
 
 SIDE = 64
 
@@ -149,7 +149,7 @@ def save(model: Reconstructor, record: Training, path: Path, **meta: object) -> 
     """The weights and how they were trained, written atomically."""
     import io
 
-    from faceanon.io import write_atomic
+    from faceanon.media.io import write_atomic
 
     buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "steps": record.steps, **meta}, buffer)
@@ -215,10 +215,10 @@ def training_photos(
     """``count`` (photo, face) pairs for the attacker's training set from ``folder`` (images,
     or the zip shards of faces64), drawn in a seeded order: one face per image, the one
     nearest its centre. Images under 128 px are face crops: framed as
-    :func:`faceanon.fit_prior.align_crop` frames them, so the detector finds the face.
+    :func:`faceanon.training.fit_prior.align_crop` frames them, so the detector finds the face.
     Unreadable images and images without a face are skipped."""
     from faceanon.errors import FaceanonError
-    from faceanon.fit_prior import central_face, frame_crop, list_images, read_images
+    from faceanon.training.fit_prior import central_face, frame_crop, list_images, read_images
 
     items = list_images(folder)
     if not items:

@@ -28,9 +28,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
-    from faceanon.keys import SecretKey
-    from faceanon.masks import Mask
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.faces.masks import Mask
+    from faceanon.secure.keys import SecretKey
 
 STATISTICS = ("magnitude correlation", "sorted magnitudes", "norm")
 
@@ -124,7 +124,7 @@ def collect_faces(
     """The largest face of each image, aligned and masked as ``faceanon anonymize`` does."""
     from faceanon.errors import FaceanonError
     from faceanon.faces.align import warp_to_crop
-    from faceanon.io import read_image
+    from faceanon.media.io import read_image
 
     out = []
     for number, path in enumerate(paths, 1):

@@ -31,14 +31,14 @@ import numpy as np
 from faceanon.errors import FaceanonError
 from faceanon.eval import metrics
 from faceanon.eval.recognizers import FaceLocator, LocatedFace, Recognizer
-from faceanon.io import read_image, write_atomic
+from faceanon.media.io import read_image, write_atomic
 
 if TYPE_CHECKING:
     import torch
 
     from faceanon.anonymizer import Anonymizer
-    from faceanon.keys import SecretKey
-    from faceanon.pipeline import Face, FaceFinder
+    from faceanon.faces.finder import Face, FaceFinder
+    from faceanon.secure.keys import SecretKey
 
 CLEAN = "clean"
 FARS = (0.001, 0.01)
@@ -224,8 +224,8 @@ def paste_many(
     sealed: bool = False,
 ) -> list[np.ndarray]:
     """:func:`paste` for several photos, their faces' crops in one call of ``transform``."""
-    from faceanon.photos import output_geometry
-    from faceanon.pipeline import transform_photos
+    from faceanon.faces.finder import transform_photos
+    from faceanon.media.photos import output_geometry
 
     geometry = [output_geometry(photo_faces, sealed) for photo_faces in faces]
     return transform_photos(photos, geometry, [list(n) for n in nonces], transform, grid)
@@ -249,7 +249,7 @@ class ClassicMethod:
     ) -> list[np.ndarray]:
         """What an attacker gets by running the method on photos of their own (the
         reconstruction attack's training inputs)."""
-        from faceanon.pipeline import classic
+        from faceanon.faces.finder import classic
 
         nonces = [[None] * len(f) for f in faces]
         return paste_many(photos, faces, classic(self.apply), nonces, self.grid)
@@ -277,7 +277,7 @@ class HydroMethod:
         return (h, w)
 
     def _transform(self, seed: int) -> Any:
-        from faceanon.pipeline import hydro
+        from faceanon.faces.finder import hydro
 
         return hydro(self.anonymizer, self.strength, 1, self.batch_size, seed=seed)
 
@@ -305,7 +305,7 @@ class KeyflipMethod:
     label = "keyflip"
 
     def __init__(self, anonymizer: Anonymizer, key: SecretKey, seed: int, batch_size: int = 8):
-        from faceanon.keys import SecretKey
+        from faceanon.secure.keys import SecretKey
 
         rng = np.random.default_rng(seed)
         self.anonymizer, self.key, self.seed, self.batch_size = anonymizer, key, seed, batch_size
@@ -322,7 +322,7 @@ class KeyflipMethod:
         return image_nonces(self.seed, name, count)
 
     def transform(self, key: SecretKey, undo: bool = False) -> Any:
-        from faceanon.pipeline import keyflip
+        from faceanon.faces.finder import keyflip
 
         return keyflip(self.anonymizer, key, self.batch_size, undo=undo)
 
@@ -333,7 +333,7 @@ class KeyflipMethod:
     ) -> list[np.ndarray]:
         """The attacker's training inputs: keyflip with keys and nonces of their own (one
         random key per call, a random nonce per face), never the evaluation's key."""
-        from faceanon.keys import SecretKey
+        from faceanon.secure.keys import SecretKey
 
         rng = np.random.default_rng(seed)
         key = SecretKey(rng.bytes(len(self.key.material)))

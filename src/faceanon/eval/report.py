@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from faceanon.eval.protocols import CONDITION_ORDER, FARS, ProbeResult
-from faceanon.io import write_atomic
+from faceanon.media.io import write_atomic
 
 
 def _pct(value: float) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 
 from faceanon.backbones.base import Backbone
+from faceanon.diffusion.ddim_settings import network_calls
 from faceanon.diffusion.loops import invert, sample
-from faceanon.engine import network_calls
 
 Progress = Callable[[int, int], None]
 Change = Callable[[torch.Tensor], torch.Tensor]  # z_T -> the key's change of it (whole tensor)
@@ -32,10 +32,11 @@ def keyflip_latent(
     """The method in latent space: z0 (B, c, h, w) -> z0' with z_T changed inside ``mask``.
 
     ``signs`` is the paper's flip, (B, c, h, w) in {-1, +1}, or any change of z_T (a callable,
-    e.g. the keyed mixing of :mod:`faceanon.transforms`); ``mask`` is bool, (B, 1, h, w).
+    e.g. the keyed mixing of :mod:`faceanon.secure.transforms`); ``mask`` is bool, (B, 1, h, w).
     Outside the mask the result equals ``z0`` exactly. ``refine``: fixed-point iterations per
     inversion step.
-    ``progress(done, total)`` counts network calls (:func:`faceanon.engine.network_calls`).
+    ``progress(done, total)`` counts network calls
+    (:func:`faceanon.diffusion.ddim_settings.network_calls`).
     ``hint``: a conditioned backbone's hint images (B, 3, S, S), used in both directions.
     """
     levels = backbone.schedule.levels(steps)

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceanon.apps.options import add_ddim_arguments
 from faceanon.errors import FaceanonError
-from faceanon.options import add_engine_arguments
 
 if TYPE_CHECKING:
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
+    from faceanon.settings import OutputPolicy, Settings
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PASSPHRASE_ENV = "FACEANON_PASSPHRASE"
@@ -42,7 +43,7 @@ def _ask_passphrase(confirm: bool = False) -> Callable[[], str]:
 
 
 def _load_key(path: Path) -> SecretKey:
-    from faceanon.keys import read_key_file
+    from faceanon.secure.keys import read_key_file
 
     return read_key_file(path, _ask_passphrase())
 
@@ -66,181 +67,75 @@ class _Progress:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _real(path: Path) -> Path:
-    """Where ``path`` is on disk, to compare inputs and outputs; a path that cannot be resolved
-    (a symbolic link loop) as written, absolute: its own read or write reports it."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return Path(os.path.abspath(path))
+def _settings(args: argparse.Namespace) -> Settings:
+    """The typed settings the command's options say (checked there once more)."""
+    from faceanon.settings import Settings
+
+    return Settings(
+        method=getattr(args, "method", "keyflip"),
+        backbone=args.backbone,
+        model_dir=args.model_dir,
+        steps=args.steps,
+        inversion=args.inversion,
+        transform=args.transform,
+        paper_mode=args.paper_mode,
+        detector=args.detector,
+        threshold=args.threshold,
+        recall=args.recall,
+        upright_only=args.upright_only,
+        mask=args.mask,
+        parser_model=args.parser_model,
+        aligned=args.aligned,
+        device=args.device,
+        strength=getattr(args, "strength", 0.6),
+        repeats=getattr(args, "repeats", 1),
+    )
 
 
-def _jobs(inputs: Sequence[Path], out: Path | None, tag: str) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: files as given, folders expanded (mirrored under ``-o DIR``)."""
-    from faceanon.io import IMAGE_SUFFIXES, JPEG_SUFFIXES, PNG_SUFFIXES, folder_files
-    from faceanon.photos import output_name
+def _policy(args: argparse.Namespace) -> OutputPolicy:
+    from faceanon.settings import OutputPolicy
 
-    jobs = []
-    written = PNG_SUFFIXES + JPEG_SUFFIXES
-    if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
-        if out.suffix.lower() not in written:  # not a folder name: a format we do not write
-            raise FaceanonError(
-                f"-o {out}: faceanon writes photos as {', '.join(written)}, not"
-                f" {out.suffix}; name the output one of those, or give a folder"
-            )
-        if len(inputs) != 1 or inputs[0].is_dir():
-            raise FaceanonError(f"-o {out}: one output file for several inputs; give a folder")
-        jobs.append((inputs[0], out))
-        inputs = []
-    for given in inputs:
-        if not given.is_dir():
-            jobs.append((given, (out or given.parent) / output_name(given.name, tag)))
-            continue
-        images = folder_files(given, tag)
-        if not images:
-            _say(f"warning: {given}: no images found in this folder")
-        for path in images:
-            target = path.parent if out is None else out / path.parent.relative_to(given)
-            jobs.append((path, target / output_name(path.name, tag)))
-    sources = {_real(src) for src, _ in jobs}
-    for _, dst in jobs:
-        if _real(dst) in sources:
-            raise FaceanonError(f"{dst}: output would overwrite an input; choose another -o")
-    if any(dst.suffix.lower() in JPEG_SUFFIXES for _, dst in jobs):
-        _say("warning: JPEG is lossy, de-anonymization will be less accurate (use PNG)")
-    return jobs
+    return OutputPolicy(args.overwrite, args.skip_existing, args.write_faceless, args.keep_metadata)
 
 
 def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any]) -> int:
-    """Shared batch loop: every input's output checked, the job run on this machine or on
-    Ray (``--engine``), one line per file and a summary printed, ``--report`` written."""
-    from faceanon.batch import Row, run_local
+    """The photos: every input's output planned and checked, the job run on this machine or
+    on Ray (``--engine``), one line per file and a summary printed, ``--report`` written."""
+    from faceanon.folders.jobs import run
+    from faceanon.folders.plan import Tally, plan
+    from faceanon.settings import Engine
 
-    jobs = _jobs(args.inputs, args.output, tag)
+    engine = Engine(args.engine, args.batch_size, args.workers, args.address, args.gpus_per_worker)
+    entries, notes = plan(args.inputs, args.output, tag)
+    for note in notes:
+        _say(note)
     if args.report is not None and args.report.exists() and not args.overwrite:
         raise FaceanonError(f"{args.report}: already exists (--overwrite replaces it)")
     started = time.monotonic()
-    rows: dict[str, Row] = {}
-    counts = {"written": 0, "faces": 0, "skipped": 0, "failed": 0, "existing": 0}
-    per_photo: dict[int, int] = {}  # faces in a photo -> photos with that many
+    tally = Tally(tag)
     progress = _Progress()
 
-    def take(row: Row) -> None:
+    def label(number: int, total: int, entry: tuple[Path, Path]) -> None:
+        progress.label = f"[{number}/{total}] {entry[0].name}"
+        progress.show()
+
+    policy = _policy(args)
+    for row in run(make_job, entries, policy, engine, _say, label, progress):
         progress.end()
         for line in row.lines:
             _say(line)
-        rows[row.input] = row
-        key = {"written": "written", "no face": "skipped", "failed": "failed"}.get(row.status)
-        counts[key or "existing"] += 1
-        if row.status in ("written", "no face"):
-            faces = len(row.faces or [])
-            counts["faces"] += faces if row.status == "written" else 0
-            per_photo[faces] = per_photo.get(faces, 0) + 1
-
-    claimed: dict[Path, Path] = {}
-    todo: list[tuple[Path, Path]] = []
-    for src, dst in jobs:
-        if _real(dst) in claimed:
-            message = f"{src}: its output {dst} is also that of {claimed[_real(dst)]}"
-            take(Row(str(src), "failed", error=message, lines=[f"error: {message}"]))
-            continue
-        claimed[_real(dst)] = src
-        if dst.exists() and not args.overwrite:
-            if args.skip_existing:
-                take(Row(str(src), "already done", str(dst)))
-                continue
-            message = (
-                f"{src}: {dst} already exists (--overwrite replaces it, --skip-existing keeps it)"
-            )
-            take(Row(str(src), "failed", error=message, lines=[f"error: {message}"]))
-            continue
-        todo.append((src, dst))
-    if todo and args.engine == "ray":
-        from faceanon.ray_engine import run_on_ray
-
-        for row in run_on_ray(args, make_job, todo, _say):
-            take(row)
-    elif todo:
-        job = make_job(progress)
-        if getattr(job, "model", None):
-            _say(f"model: {job.model}")
-        number = {src: i for i, (src, _) in enumerate(todo, 1)}
-
-        def label(entry: tuple[Path, Path]) -> None:
-            progress.label = f"[{number[entry[0]]}/{len(todo)}] {entry[0].name}"
-            progress.show()
-
-        for row in run_local(job, todo, args.batch_size, label):
-            take(row)
-    _say(
-        f"{tag}: files {len(jobs)}, written {counts['written']}, faces {counts['faces']}, "
-        f"skipped (no face) {counts['skipped']}, failed {counts['failed']}, "
-        + (f"already done {counts['existing']}, " if args.skip_existing else "")
-        + f"{time.monotonic() - started:.1f} s"
-        + (f"; photos by faces found: {_histogram(per_photo)}" if per_photo else "")
-    )
+        tally.add(row)
+    _say(tally.summary(len(entries), time.monotonic() - started, args.skip_existing))
     if args.report is not None:
-        import json
+        from faceanon.media.io import write_atomic
 
-        from faceanon.io import write_atomic
-
-        entries = [rows[str(src)].report() for src, _ in jobs if str(src) in rows]
-        text = json.dumps({"command": tag, "counts": counts, "files": entries}, indent=1)
         try:
-            write_atomic(args.report, text + "\n", overwrite=args.overwrite)
+            write_atomic(args.report, tally.report(entries) + "\n", overwrite=args.overwrite)
         except FaceanonError as exc:
             _say(f"error: {exc}")
             return EXIT_SOME_FAILED
         _say(f"report: {args.report}")
-    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
-
-
-def _histogram(per_photo: dict[int, int]) -> str:
-    """``{0: 1, 1: 5, 3: 1}`` -> ``0 faces x1, 1 face x5, 3 faces x1``."""
-    return ", ".join(
-        f"{n} face{'' if n == 1 else 's'} x{count}" for n, count in sorted(per_photo.items())
-    )
-
-
-def _split_videos(args: argparse.Namespace, tag: str) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(video, output) pairs among the inputs (files, and videos in folders), and the inputs
-    left for the photo loop."""
-    from faceanon import video
-    from faceanon.io import IMAGE_SUFFIXES, folder_files
-    from faceanon.photos import output_name
-
-    method = getattr(args, "method", "keyflip")
-    pairs: list[tuple[Path, Path]] = []
-    rest: list[Path] = []
-    out = args.output
-    single = out is not None and video.is_video(out) and not out.is_dir()
-    for given in args.inputs:
-        if given.is_dir():
-            found = folder_files(given, tag, video.VIDEO_SUFFIXES)
-            for path in found:
-                folder = path.parent if out is None else out / path.parent.relative_to(given)
-                name = output_name(path.name, tag).removesuffix(".png")
-                pairs.append((path, folder / (name + video.output_suffix(path, method))))
-            if folder_files(given, tag) or not found:
-                rest.append(given)
-        elif video.is_video(given):
-            name = output_name(given.name, tag).removesuffix(".png")
-            name += video.output_suffix(given, method)
-            pairs.append((given, out if single else (out or given.parent) / name))
-        else:
-            rest.append(given)
-    if single and len(pairs) != 1:
-        raise FaceanonError(f"-o {out}: one output file for several inputs; give a folder")
-    photo_name = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
-    if pairs and (single or photo_name):
-        assert out is not None
-        allowed = video.output_suffixes(method)
-        if out.suffix.lower() not in allowed:  # the name must say what the file is
-            raise FaceanonError(
-                f"-o {out}: faceanon writes {method} videos as {' or '.join(allowed)};"
-                " end the name with one of those, or give a folder"
-            )
-    return pairs, rest
+    return EXIT_SOME_FAILED if tally.counts["failed"] else EXIT_OK
 
 
 def rate(fps: float) -> str:
@@ -328,7 +223,10 @@ def _photos_and_videos(
 ) -> int:
     """The videos among the inputs (``video_runner()`` makes their ``run(src, dst, progress)``,
     only if there are any), then the photos."""
-    videos, rest = _split_videos(args, tag)
+    from faceanon.folders.plan import plan_videos
+
+    method = getattr(args, "method", "keyflip")
+    videos, rest = plan_videos(args.inputs, args.output, tag, method)
     code = EXIT_OK
     if videos:
         code = _process_videos(args, tag, videos, video_runner())
@@ -346,24 +244,26 @@ def _video_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_anonymize(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from faceanon.batch import AnonymizeJob
+    from faceanon.folders.jobs import AnonymizeJob
 
     if args.method == "keyflip" and args.key is None:
         raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
+    settings = _settings(args)
     key = _load_key(args.key) if args.method == "keyflip" else None
 
     def video_runner() -> Callable[..., Any]:
-        from faceanon import video
+        from faceanon.loading import tools
+        from faceanon.media import video
 
-        job = AnonymizeJob(args, key)
-        if job.model:
-            _say(f"model: {job.model}")
+        made = tools(settings, key)
+        if made.model:
+            _say(f"model: {made.model}")
         return lambda src, dst, progress: video.anonymize_video(
             src,
             dst,
             args.method,
-            job.finder,
-            anonymizer=job.anonymizer,
+            made.finder,
+            anonymizer=made.anonymizer,
             key=key,
             write_faceless=args.write_faceless,
             lossy=args.lossy,
@@ -371,20 +271,27 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             **_video_options(args),
         )
 
-    return _photos_and_videos(args, "anonymized", partial(AnonymizeJob, args, key), video_runner)
+    make_job = partial(
+        AnonymizeJob, settings, _policy(args), key, batch_size=args.batch_size, debug=args.debug
+    )
+    return _photos_and_videos(args, "anonymized", make_job, video_runner)
 
 
 def cmd_deanonymize(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from faceanon.batch import DeanonymizeJob
+    from faceanon.folders.jobs import DeanonymizeJob
 
+    settings, policy = _settings(args), _policy(args)
     key = _load_key(args.key)
+    make_job = partial(
+        DeanonymizeJob, settings, policy, key, batch_size=args.batch_size, debug=args.debug
+    )
 
     def video_runner() -> Callable[..., Any]:
-        from faceanon import video
+        from faceanon.media import video
 
-        job = DeanonymizeJob(args, key)
+        job = make_job(None)
 
         def backbone_for(path: Path, meta: Any) -> Any:
             backbone = job.backbone_for(path, meta)
@@ -397,13 +304,11 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
             src, dst, key, backbone_for, job.finder, progress=progress, **_video_options(args)
         )
 
-    return _photos_and_videos(
-        args, "deanonymized", partial(DeanonymizeJob, args, key), video_runner
-    )
+    return _photos_and_videos(args, "deanonymized", make_job, video_runner)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from faceanon.keys import PassphraseSpec, SecretKey, secret_key_comment, write_key_file
+    from faceanon.secure.keys import PassphraseSpec, SecretKey, secret_key_comment, write_key_file
 
     if args.passphrase:
         spec = PassphraseSpec.new(bits=args.bits)
@@ -461,14 +366,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Start the web app (faceanon.web.app) and print its address."""
-    from faceanon.api import resolve_device
+    """Start the web app (faceanon.apps.web.app) and print its address."""
+    from faceanon.apps.web import missing_extra
     from faceanon.backbones.registry import MODELS
-    from faceanon.web import missing_extra
+    from faceanon.loading import resolve_device
 
     if (why := missing_extra()) is not None:
         raise FaceanonError(why)
-    from faceanon.web.app import serve
+    from faceanon.apps.web.app import serve
 
     if args.backbone is not None and args.backbone not in MODELS:
         raise FaceanonError(f"unknown backbone {args.backbone!r}; known: {', '.join(MODELS)}")
@@ -486,9 +391,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_prior(args: argparse.Namespace) -> int:
-    """Align the crops, fit the face-prior model, write it (faceanon.fit_prior)."""
-    from faceanon.fit_prior import align_dataset, build_prior, recipe
-    from faceanon.io import write_atomic
+    """Align the crops, fit the face-prior model, write it (faceanon.training.fit_prior)."""
+    from faceanon.media.io import write_atomic
+    from faceanon.training.fit_prior import align_dataset, build_prior, recipe
 
     if not args.data_dir.is_dir():
         raise FaceanonError(f"{args.data_dir}: not a folder")
@@ -515,11 +420,18 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
 
 def cmd_fit_net(args: argparse.Namespace) -> int:
     """Align the crops, train the face-net model, write it with its loss curve and sample grid
-    (faceanon.fit_net)."""
+    (faceanon.training.fit_net)."""
     from faceanon.backbones.face_net import Architecture
-    from faceanon.fit_net import aligned_latents, png_bytes, recipe, sample_grid, save_curve, train
-    from faceanon.fit_prior import split
-    from faceanon.io import write_atomic
+    from faceanon.media.io import write_atomic
+    from faceanon.training.fit_net import (
+        aligned_latents,
+        png_bytes,
+        recipe,
+        sample_grid,
+        save_curve,
+        train,
+    )
+    from faceanon.training.fit_prior import split
 
     if args.output.exists() and not args.overwrite:
         raise FaceanonError(f"{args.output}: exists (--overwrite replaces it)")
@@ -736,18 +648,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="1-10",
         help="hydro: re-noise rounds (default 1)",
     )
-    add_engine_arguments(p)
+    add_ddim_arguments(p)
     p.set_defaults(run=cmd_anonymize)
 
     p = sub.add_parser("deanonymize", help="restore faces with the key")
     _add_common(p, None, key_required=True)
-    add_engine_arguments(p, undo=True)
+    add_ddim_arguments(p, undo=True)
     p.set_defaults(run=cmd_deanonymize)
 
     p = sub.add_parser(
         "evaluate", help="measure privacy, recovery and wrong-key safety on a face dataset"
     )
-    from faceanon.eval.command import add_arguments, evaluate
+    from faceanon.apps.evaluate import add_arguments, evaluate
 
     add_arguments(p)
     p.set_defaults(run=evaluate)

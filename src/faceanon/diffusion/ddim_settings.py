@@ -1,7 +1,9 @@
-"""Engine settings as the command line and the metadata name them (no torch import here).
+"""DDIM settings (steps T, inversion) as the command line and the metadata name them (no
+torch import here).
 
 ``inversion``: ``ddim`` (plain DDIM inversion) or ``fixed-point:K`` (K fixed-point iterations
-per inversion step, see :func:`faceanon.diffusion.invert`); internally the number K ("refine").
+per inversion step, see :func:`faceanon.diffusion.loops.invert`); internally the number K
+("refine").
 """
 
 from __future__ import annotations
@@ -48,6 +50,6 @@ def inversion_name(refine: int) -> str:
     return "ddim" if refine == 0 else f"fixed-point:{refine}"
 
 
-def engine_defaults(backbone: str) -> tuple[int, str]:
+def ddim_defaults(backbone: str) -> tuple[int, str]:
     """(steps, inversion) used with ``backbone`` when the user gives none."""
     return BACKBONE_DEFAULTS.get(backbone, (DEFAULT_STEPS, DEFAULT_INVERSION))

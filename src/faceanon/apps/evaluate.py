@@ -15,16 +15,18 @@ from faceanon.backbones.registry import DEFAULT_BACKBONE
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
+    from faceanon.backbones.base import Backbone
     from faceanon.eval.protocols import Pair
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
+    from faceanon.settings import Settings
 
 BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
 DIFFUSION_METHODS = ("keyflip", "key-reuse", "hydro")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from faceanon.apps.options import add_ddim_arguments
     from faceanon.eval.recognizers import RECOGNIZERS
-    from faceanon.options import add_engine_arguments
 
     p.add_argument(
         "--protocol",
@@ -88,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backbone", default=DEFAULT_BACKBONE, help=f"registered model name ({DEFAULT_BACKBONE})"
     )
     p.add_argument("--model-dir", type=Path, help="local diffusers-format model folder")
-    add_engine_arguments(p)
+    add_ddim_arguments(p)
     p.add_argument("--paper-mode", action="store_true", help="keyflip without per-image nonces")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--batch-size", type=int, default=8, help="faces per network call")
@@ -112,10 +114,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The model and DDIM settings the options say, typed and checked."""
+    from faceanon.settings import Settings
+
+    return Settings(
+        backbone=args.backbone,
+        model_dir=args.model_dir,
+        steps=args.steps,
+        inversion=args.inversion,
+        transform=args.transform,
+        paper_mode=args.paper_mode,
+        device=args.device,
+    )
+
+
+def _backbone(settings: Settings) -> Backbone:
+    from faceanon.loading import backbone
+
+    return backbone(settings.backbone, settings.device, settings.model_dir)
+
+
 def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.batch import load_backbone, resolve_transform
     from faceanon.eval.protocols import ClassicMethod, HydroMethod, KeyflipMethod, KeyReuseAttack
     from faceanon.methods.classic import Blur, Pixelate, Solid
 
@@ -123,14 +145,15 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     specs = list(dict.fromkeys(specs))
     backbone = None
     if any(s.partition(":")[0] in DIFFUSION_METHODS for s in specs):
-        backbone = load_backbone(args.backbone, args.model_dir, args.device)
+        backbone = _backbone(_settings(args))
     size = 256 if backbone is None else backbone.image_size
     # The evaluation's key comes from the seed, so a run can be repeated exactly.
     key = _eval_key(args.seed)
 
     def anonymizer(paper_mode: bool) -> Anonymizer:
         assert backbone is not None
-        return Anonymizer(backbone, args.steps, paper_mode, args.inversion, resolve_transform(args))
+        transform = _settings(args).key_transform
+        return Anonymizer(backbone, args.steps, paper_mode, args.inversion, transform)
 
     def keyflip(paper_mode: bool) -> KeyflipMethod:
         return KeyflipMethod(anonymizer(paper_mode), key, args.seed, args.batch_size)
@@ -191,7 +214,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from faceanon import __version__
     from faceanon.eval import protocols, report
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     missing = [m for m in ("skimage", "matplotlib") if importlib.util.find_spec(m) is None]
     if missing:
@@ -219,7 +242,7 @@ def evaluate(args: argparse.Namespace) -> int:
         pairs = protocols.load_pairs(args.pairs)
         identities = _identities(args, pairs)
     else:
-        from faceanon.io import folder_files
+        from faceanon.media.io import folder_files
 
         found = [str(p.relative_to(args.images)) for p in folder_files(args.images, "")]
         if not found:
@@ -300,7 +323,7 @@ def _attacked(
     """``--attack reconstruct``: each method that publishes one condition, wrapped with the
     network trained against it on the attacker's photos (the key-reuse attack is left as is)."""
     from faceanon.eval import attack
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     # The attacker's faces: found once, the same for every method; crops need no wide search.
     finder = FaceFinder(args.detector, None, size, sideways=False, recall="standard")
@@ -342,21 +365,20 @@ def _identities(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, str] |
 
 def _eval_key(seed: int) -> SecretKey:
     """The evaluation's key comes from the seed, so a run can be repeated exactly."""
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
 
     return SecretKey(hashlib.sha256(f"faceanon-eval-key {seed}".encode()).digest()[:16])
 
 
 def _backbone_config(args: argparse.Namespace, backbone: Any) -> dict[str, Any]:
-    from faceanon.batch import resolve_transform
-    from faceanon.engine import engine_defaults
+    from faceanon.diffusion.ddim_settings import ddim_defaults
 
     return {
         "name": backbone.name,
         "revision": backbone.revision,
-        "steps": args.steps or engine_defaults(backbone.name)[0],
-        "inversion": args.inversion or engine_defaults(backbone.name)[1],
-        "transform": resolve_transform(args),
+        "steps": args.steps or ddim_defaults(backbone.name)[0],
+        "inversion": args.inversion or ddim_defaults(backbone.name)[1],
+        "transform": _settings(args).key_transform,
         "paper_mode": args.paper_mode,
     }
 
@@ -366,10 +388,9 @@ def _linkage(args: argparse.Namespace) -> int:
     import json
 
     from faceanon.anonymizer import Anonymizer
-    from faceanon.batch import load_backbone, resolve_transform
     from faceanon.eval import linkage
-    from faceanon.io import folder_files, write_atomic
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.media.io import folder_files, write_atomic
 
     if not args.images.is_dir():
         raise FaceanonError(f"{args.images}: not a folder of images")
@@ -378,7 +399,8 @@ def _linkage(args: argparse.Namespace) -> int:
     from faceanon.eval.protocols import sample
 
     paths = sample(folder_files(args.images, ""), args.limit, args.seed)
-    backbone = load_backbone(args.backbone, args.model_dir, args.device)
+    settings = _settings(args)
+    backbone = _backbone(settings)
     finder = FaceFinder(args.detector, None, backbone.image_size, sideways=not args.upright_only)
     progress = _Progress()
     started = time.monotonic()
@@ -390,7 +412,7 @@ def _linkage(args: argparse.Namespace) -> int:
         )
     key = _eval_key(args.seed)
     anonymizer = Anonymizer(
-        backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
+        backbone, args.steps, args.paper_mode, args.inversion, settings.key_transform
     )
     table = linkage.linkage_attack(
         anonymizer, key, faces, args.probes, args.gallery, args.seed, args.batch_size, progress

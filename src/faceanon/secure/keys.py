@@ -263,7 +263,7 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
     """Create ``path`` holding ``text``, readable only by the owner; never overwrites.
 
     Written to a temporary file in the same folder, flushed to disk, then given its name only
-    if no file has it (:func:`faceanon.io.publish_exclusive`).
+    if no file has it (:func:`faceanon.media.io.publish_exclusive`).
     """
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faceanon-key-")
@@ -275,7 +275,7 @@ def write_key_file(path: Path, text: str, comment: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)
-        from faceanon.io import publish_exclusive
+        from faceanon.media.io import publish_exclusive
 
         publish_exclusive(tmp, path)
     except FileExistsError:

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceanon.masks import LandmarkMask, Mask
+from faceanon.faces.masks import LandmarkMask, Mask
 
 if TYPE_CHECKING:
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
 
 RAYS = 32
 PARAMS = 12  # hidden numbers per face: the polygon's 12 principal components
@@ -142,7 +142,7 @@ def from_uniform(u: int) -> float:
 
 
 def _keystream(key: SecretKey, nonce: bytes, face: int) -> list[int]:
-    from faceanon.keys import keyed_stream
+    from faceanon.secure.keys import keyed_stream
 
     fields = (nonce, struct.pack(">I", face))
     stream = keyed_stream(b"faceanon/geometry/v3", key, fields, 8 * PARAMS)

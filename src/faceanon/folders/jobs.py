@@ -1,15 +1,16 @@
-"""Folders of photos: the batch work behind ``faceanon anonymize`` / ``deanonymize``.
+"""The work on a folder's photos, behind ``faceanon anonymize`` / ``deanonymize`` and
+:func:`faceanon.anonymize_folder`.
 
-A *job* (:class:`AnonymizeJob`, :class:`DeanonymizeJob`) is built once from the command's
-options and the key (it loads the model); :meth:`Job.run` takes a batch of (input, output)
-paths and returns one :class:`Row` per input: what happened and the lines to print. The same
-jobs run on this machine (:func:`run_local`) and on Ray workers (:mod:`faceanon.ray_engine`),
-so both engines write the same files and say the same things; the CLI only prints the rows.
+A *job* (:class:`AnonymizeJob`, :class:`DeanonymizeJob`) is built once from the settings and
+the key (it loads the model); :meth:`Job.run` takes a batch of (input, output) paths
+(:func:`faceanon.folders.plan.plan`) and returns one :class:`Row` per input: what happened and
+the lines to print. :func:`run` checks the outputs and runs the jobs on this machine or on Ray
+workers (:mod:`faceanon.folders.ray_engine`), so both engines write the same files and say the
+same things.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -18,31 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceanon.errors import FaceanonError, first_line
+from faceanon.folders.plan import Entry, Row, claim
 
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
-    from faceanon.container import Metadata
-    from faceanon.keys import SecretKey
     from faceanon.methods.keyflip import Progress
-
-Entry = tuple[Path, Path]  # (input, output)
-
-
-def load_backbone(name: str, model_dir: Path | None, device: str) -> Backbone:
-    from faceanon.api import resolve_device
-    from faceanon.backbones.registry import load_backbone as load
-
-    return load(name, model_dir=model_dir, device=resolve_device(device))
-
-
-def resolve_transform(args: argparse.Namespace) -> str:
-    """--transform as given; else the paper's flip in paper mode (its stripped-metadata undo
-    re-finds the mask, and only the flip tolerates a mask a few cells off), else the default."""
-    from faceanon.transforms import DEFAULT_TRANSFORM
-
-    if args.transform is not None:
-        return str(args.transform)
-    return "flip" if args.paper_mode else DEFAULT_TRANSFORM
+    from faceanon.secure.container import Metadata
+    from faceanon.secure.keys import SecretKey
+    from faceanon.settings import Engine, OutputPolicy, Settings
 
 
 @dataclass
@@ -55,33 +39,10 @@ class Result:
     coverage: list[Any] = field(default_factory=list)  # share of each box the output replaced
 
 
-@dataclass
-class Row:
-    """What became of one input: ``status`` written, no face, failed or already done."""
-
-    input: str
-    status: str
-    output: str | None = None
-    faces: list[Any] | None = None  # boxes of the faces covered (written) or [] (no face)
-    covered: list[Any] | None = None  # share of each face's box the output replaced
-    error: str | None = None
-    lines: list[str] = field(default_factory=list)  # to print, in order
-
-    def report(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"input": self.input, "status": self.status, "output": self.output}
-        if self.faces is not None:
-            entry["faces"] = self.faces
-        if self.covered is not None:
-            entry["covered"] = self.covered
-        if self.error is not None:
-            entry["error"] = self.error
-        return entry
-
-
 def read_checked(path: Path, aligned_size: int | None) -> Any:
     """The picture; with --aligned, checked to be a crop of the backbone's size."""
     from faceanon.errors import ImageError
-    from faceanon.io import read_image
+    from faceanon.media.io import read_image
 
     picture = read_image(path)
     height, width = picture.image.shape[:2]
@@ -93,29 +54,21 @@ def read_checked(path: Path, aligned_size: int | None) -> Any:
     return picture
 
 
-def make_finder(args: argparse.Namespace, size: int, hint: str | None = None) -> Any:
-    """The face finder the arguments ask for; ``hint``: the backbone's ControlNet hint kind."""
-    from faceanon.api import face_finder
-
-    mask = getattr(args, "mask", None) or "landmarks"
-    parser_model = getattr(args, "parser_model", None)
-    return face_finder(
-        args.detector,
-        args.threshold,
-        size,
-        args.recall,
-        args.upright_only,
-        mask,
-        parser_model if mask == "parser" else None,
-        hint,
-    )
-
-
 class Job:
-    """A command's work on batches of inputs; subclasses give ``prepare`` and ``work``."""
+    """A command's work on batches of inputs; subclasses give ``prepare`` and ``work``.
+    ``batch_size``: faces per network call; ``debug``: print the traceback of unexpected
+    errors (each is still one line naming the file)."""
 
-    def __init__(self, args: argparse.Namespace, progress: Progress | None = None) -> None:
-        self.args, self.progress = args, progress
+    def __init__(
+        self,
+        settings: Settings,
+        policy: OutputPolicy,
+        progress: Progress | None = None,
+        batch_size: int = 1,
+        debug: bool = False,
+    ) -> None:
+        self.settings, self.policy, self.progress = settings, policy, progress
+        self.batch_size, self.debug = batch_size, debug
         self.notes: list[str] = []  # warnings said while preparing, printed with the next row
 
     def prepare(self, path: Path) -> Any:
@@ -131,7 +84,7 @@ class Job:
             message = message if message.startswith(str(src)) else f"{src}: {message}"
         else:  # a bug, or a case nobody foresaw: still one line, the traceback on request
             message = f"{src}: unexpected {first_line(exc)}"
-            if self.args.debug:
+            if self.debug:
                 traceback.print_exception(exc, file=sys.stderr)
             else:
                 message += " (--debug shows the traceback)"
@@ -172,24 +125,24 @@ class Job:
 
     def _write(self, src: Path, dst: Path, result: Result) -> Row:
         from faceanon.errors import OutputExistsError
-        from faceanon.io import write_image
+        from faceanon.media.io import write_image
 
-        args = self.args
-        if result.faces == 0 and not args.write_faceless:
+        policy = self.policy
+        if result.faces == 0 and not policy.write_faceless:
             line = f"{src}: no face found; nothing written (--write-faceless copies it)"
             return Row(str(src), "no face", faces=[], lines=[line])
-        keep = args.keep_metadata
+        keep = policy.keep_metadata
         try:
             write_image(
                 dst,
                 result.image,
                 result.metadata,
-                overwrite=args.overwrite,
+                overwrite=policy.overwrite,
                 exif=result.source.exif if keep else None,
                 icc=result.source.icc if keep else None,
             )
         except OutputExistsError as exc:
-            if args.skip_existing:  # another run wrote it meanwhile
+            if policy.skip_existing:  # another run wrote it meanwhile
                 line = f"{dst}: written meanwhile by another run; kept"
                 return Row(str(src), "already done", str(dst), lines=[line])
             return self._fail(src, exc)
@@ -198,7 +151,7 @@ class Job:
         boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
         plural = "" if result.faces == 1 else "s"
         lines = [f"{src} -> {dst} ({result.faces} face{plural})"]
-        from faceanon.pipeline import COVERED
+        from faceanon.faces.finder import COVERED
 
         shares = result.coverage or [None] * len(boxes)  # restores do not measure it
         covered = [None if c is None else round(float(c), 3) for c in shares]
@@ -223,61 +176,49 @@ class Job:
 class AnonymizeJob(Job):
     def __init__(
         self,
-        args: argparse.Namespace,
+        settings: Settings,
+        policy: OutputPolicy,
         key: SecretKey | None,
         progress: Progress | None = None,
+        batch_size: int = 1,
+        debug: bool = False,
         nonce: bytes | None = None,
     ) -> None:
         """``nonce``: every face gets this one, and every metadata seal (tests that compare
         engines byte for byte); None, the normal case: fresh random nonces."""
-        from faceanon.anonymizer import Anonymizer
+        from faceanon.loading import tools
 
-        super().__init__(args, progress)
-        self.key, self.anonymizer, self.size, self.nonce = key, None, 256, nonce
-        hint: str | None = None
-        self.model: str | None = None  # what anonymizes the faces, for the user
-        if args.method in ("keyflip", "hydro"):
-            from faceanon import photos
-
-            if key is None and args.method == "keyflip":
-                raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
-            backbone = load_backbone(args.backbone, args.model_dir, args.device)
-            self.model = photos.describe_model(backbone)
-            self.anonymizer = Anonymizer(
-                backbone, args.steps, args.paper_mode, args.inversion, resolve_transform(args)
-            )
-            self.size = backbone.image_size
-            hint = getattr(backbone, "conditioning", None)
-        if args.aligned and getattr(args, "mask", None) is not None:
-            raise FaceanonError(
-                "--mask is for photos: --aligned crops use the ellipse their metadata records"
-            )
-        self.finder = None if args.aligned else make_finder(args, self.size, hint)
+        super().__init__(settings, policy, progress, batch_size, debug)
+        self.key, self.nonce = key, nonce
+        made = tools(settings, key)
+        self.anonymizer, self.finder, self.size = made.anonymizer, made.finder, made.size
+        self.model = made.model  # what anonymizes the faces, for the user
 
     def prepare(self, path: Path) -> Any:
-        from faceanon.pipeline import Face, crop_geometry
+        from faceanon.faces.finder import Face, crop_geometry
 
-        picture = read_checked(path, self.size if self.args.aligned else None)
+        picture = read_checked(path, self.size if self.settings.aligned else None)
         if self.finder is None:
             size = self.size
             return picture, [Face((0.0, 0.0, size, size), crop_geometry(size))]
         return picture, self.finder.find(picture.image)
 
     def work(self, batch: list[Any]) -> list[Result]:
-        from faceanon import photos
+        from faceanon.media import photos
 
+        s = self.settings
         outcomes = photos.anonymize(
             [picture.image for picture, _ in batch],
             [faces for _, faces in batch],
-            self.args.method,
+            s.method,
             anonymizer=self.anonymizer,
-            key=self.key,
-            batch_size=self.args.batch_size,
+            key=self.key if s.method == "keyflip" else None,
+            batch_size=self.batch_size,
             progress=self.progress,
-            aligned=self.args.aligned,
+            aligned=s.aligned,
             fixed_nonce=self.nonce,
-            strength=getattr(self.args, "strength", 0.6),
-            repeats=getattr(self.args, "repeats", 1),
+            strength=s.strength,
+            repeats=s.repeats,
         )
         return [
             Result(o.image, o.metadata, len(o.boxes), picture, o.boxes, o.coverage)
@@ -292,33 +233,44 @@ def long_restore(path: Path, meta: Metadata, backbone: str, inversion: str | Non
     """A line saying what a file asks for when it is a lot of work (its metadata chooses the
     faces, steps and inversion, within the reader's bounds), so a long restore (or a file
     forged to make one) is never silent."""
-    from faceanon.photos import restore_work
+    from faceanon.media.photos import restore_work
 
     work = restore_work(len(meta.faces), backbone, meta.steps, inversion or meta.inversion)
     return None if work.calls <= LONG_RESTORE_CALLS else f"note: {path}: {work}, a long restore"
 
 
 class DeanonymizeJob(Job):
+    """Restores: the model, steps and transform each file's metadata records; ``settings``
+    only to override the model (``backbone`` / ``model_dir``), the device, the inversion and,
+    for files without metadata (paper mode), how they were made."""
+
     def __init__(
-        self, args: argparse.Namespace, key: SecretKey, progress: Progress | None = None
+        self,
+        settings: Settings,
+        policy: OutputPolicy,
+        key: SecretKey,
+        progress: Progress | None = None,
+        batch_size: int = 1,
+        debug: bool = False,
     ) -> None:
-        super().__init__(args, progress)
+        super().__init__(settings, policy, progress, batch_size, debug)
         self.key = key
         self.backbones: dict[str, Backbone] = {}
         self.finders: dict[int, Any] = {}
 
     def backbone_for(self, path: Path, meta: Metadata) -> Backbone:
-        from faceanon import photos
         from faceanon.backbones.registry import MODELS
+        from faceanon.loading import backbone
+        from faceanon.media import photos
 
-        args = self.args
+        s = self.settings
         # --backbone / --model-dir replace whatever model the metadata names.
-        if args.backbone is None and args.model_dir is None:
+        if s.backbone is None and s.model_dir is None:
             name = photos.check_backbone(path, meta, list(MODELS))
         else:
-            name = args.backbone or str(meta.backbone)
+            name = s.backbone or str(meta.backbone)
         if name not in self.backbones:
-            self.backbones[name] = load_backbone(name, args.model_dir, args.device)
+            self.backbones[name] = backbone(name, s.device, s.model_dir)
             self.notes.append(f"model: {photos.describe_model(self.backbones[name])}")
         loaded = self.backbones[name].revision
         if meta.revision and loaded and meta.revision != loaded:
@@ -330,33 +282,35 @@ class DeanonymizeJob(Job):
 
     def finder(self, size: int) -> Any:
         if size not in self.finders:
-            self.finders[size] = make_finder(self.args, size)
+            from faceanon.loading import settings_finder
+
+            self.finders[size] = settings_finder(self.settings, size)
         return self.finders[size]
 
     def without_metadata(self, path: Path, picture: Any) -> Metadata:
         from faceanon.backbones.registry import DEFAULT_BACKBONE
-        from faceanon.container import FaceRecord, Metadata
-        from faceanon.engine import engine_defaults
+        from faceanon.diffusion.ddim_settings import ddim_defaults
         from faceanon.errors import MetadataError
-        from faceanon.masks import EllipseMask
+        from faceanon.faces.masks import EllipseMask
+        from faceanon.secure.container import FaceRecord, Metadata
 
-        args = self.args
-        if not args.paper_mode:
+        s = self.settings
+        if not s.paper_mode:
             raise MetadataError(
                 f"{path}: no faceanon metadata (stripped or re-saved?); an image anonymized"
                 " in paper mode can be undone with --paper-mode --backbone NAME --steps T"
             )
-        backbone = args.backbone or DEFAULT_BACKBONE
-        steps = args.steps or engine_defaults(backbone)[0]
-        transform = resolve_transform(args)
-        if args.aligned:
+        backbone = s.backbone or DEFAULT_BACKBONE
+        steps = s.steps or ddim_defaults(backbone)[0]
+        transform = s.key_transform
+        if s.aligned:
             record = FaceRecord(None, mask=EllipseMask())
             return Metadata("keyflip", (record,), backbone, None, steps, transform=transform)
         height, width = picture.image.shape[:2]
         return Metadata("keyflip", (), backbone, None, steps, (width, height), transform=transform)
 
     def prepare(self, path: Path) -> Any:
-        from faceanon import photos
+        from faceanon.media import photos
 
         picture = read_checked(path, None)
         if picture.faceanon is None:
@@ -364,7 +318,7 @@ class DeanonymizeJob(Job):
         else:
             meta = photos.read_metadata(path, picture.faceanon)
         backbone = self.backbone_for(path, meta)
-        inversion = getattr(self.args, "inversion", None)
+        inversion = self.settings.inversion
         if (note := long_restore(path, meta, backbone.name, inversion)) is not None:
             self.notes.append(note)
         size = backbone.image_size
@@ -380,7 +334,7 @@ class DeanonymizeJob(Job):
         return picture, meta, backbone, geometry
 
     def work(self, batch: list[Any]) -> list[Result]:
-        from faceanon import photos
+        from faceanon.media import photos
 
         outcomes = photos.restore(
             [
@@ -388,8 +342,8 @@ class DeanonymizeJob(Job):
                 for picture, meta, backbone, geometry in batch
             ],
             self.key,
-            inversion=self.args.inversion,
-            batch_size=self.args.batch_size,
+            inversion=self.settings.inversion,
+            batch_size=self.batch_size,
             progress=self.progress,
         )
         return [
@@ -398,12 +352,30 @@ class DeanonymizeJob(Job):
         ]
 
 
-def run_local(
-    job: Job, entries: Sequence[Entry], batch_size: int, label: Callable[[Entry], None]
+def run(
+    make_job: Callable[[Progress | None], Job],
+    entries: Sequence[Entry],
+    policy: OutputPolicy,
+    engine: Engine,
+    say: Callable[[str], None] = lambda line: None,
+    label: Callable[[int, int, Entry], None] = lambda number, total, entry: None,
+    progress: Progress | None = None,
 ) -> Iterator[Row]:
-    """The job on this machine, ``batch_size`` inputs at a time (``label``: the input about
-    to be processed, for a progress display)."""
-    for start in range(0, len(entries), batch_size):
-        chunk = entries[start : start + batch_size]
-        label(chunk[0])
-        yield from job.run(chunk)
+    """One row per entry: those :func:`claim` refuses first, then the others as the job
+    (``make_job(progress)``, built once here or once per Ray worker) does them on
+    ``engine``. ``say``: lines outside any row (Ray's start); ``label(number, total, entry)``:
+    the entry about to be processed locally (numbered from 1), for a progress display."""
+    todo, refused = claim(entries, policy)
+    yield from refused
+    if todo and engine.name == "ray":
+        from faceanon.folders.ray_engine import run_on_ray
+
+        yield from run_on_ray(make_job, todo, engine, say)
+    elif todo:
+        job = make_job(progress)
+        if getattr(job, "model", None):
+            job.notes.append(f"model: {job.model}")  # type: ignore[attr-defined]
+        for start in range(0, len(todo), engine.batch_size):
+            chunk = todo[start : start + engine.batch_size]
+            label(start + 1, len(todo), chunk[0])
+            yield from job.run(chunk)

@@ -32,7 +32,7 @@ from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
 
 MAX_IMAGE_BYTES = 40 * 2**20  # one photo (a 50-megapixel PNG fits)
 MAX_ZIP_FILES = 200
@@ -63,15 +63,15 @@ def _safe_name(name: str | None, fallback: str) -> str:
 @dataclass
 class Server:
     """What the app keeps between requests: settings only; the models and face finders are
-    faceanon.api's, loaded once per process (never images or keys)."""
+    faceanon.loading's, loaded once per process (never images or keys)."""
 
     device: str = "cpu"
     default_backbone: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # one job at a time
 
     def backbone(self, name: str) -> Backbone:
-        from faceanon.api import backbone
         from faceanon.backbones.registry import MODELS
+        from faceanon.loading import backbone
 
         if name not in MODELS:
             raise FaceanonError(f"unknown model {name[:80]!r}; known: {', '.join(MODELS)}")
@@ -79,14 +79,14 @@ class Server:
 
     def finder(self, size: int, hint: str | None = None) -> Any:
         """Faces cut at ``size`` px; ``hint``: a landmark ControlNet's (its points kept)."""
-        from faceanon.api import face_finder
+        from faceanon.loading import face_finder
 
         return face_finder(size=size, hint=hint)
 
 
 def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
     from faceanon.errors import KeyFileError
-    from faceanon.keys import read_key_file
+    from faceanon.secure.keys import read_key_file
 
     if upload is None:
         raise FaceanonError("no key: generate one or choose your key file")
@@ -101,7 +101,7 @@ def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
 
 
 def _png(image: Any, metadata: str | None) -> str:
-    from faceanon.io import encode_image
+    from faceanon.media.io import encode_image
 
     return base64.b64encode(encode_image(image, metadata)).decode("ascii")
 
@@ -117,9 +117,9 @@ def anonymize_job(
     progress: Progress,
 ) -> dict[str, Any]:
     """One photo anonymized; the answer the page shows (or a FaceanonError, one line)."""
-    from faceanon import photos
     from faceanon.anonymizer import Anonymizer
-    from faceanon.io import read_image
+    from faceanon.media import photos
+    from faceanon.media.io import read_image
 
     if method not in photos.METHODS:
         raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
@@ -163,10 +163,10 @@ def restore_job(
     progress: Progress,
 ) -> dict[str, Any]:
     """One anonymized photo restored with the key."""
-    from faceanon import photos
     from faceanon.backbones.registry import MODELS
     from faceanon.errors import MetadataError
-    from faceanon.io import read_image
+    from faceanon.media import photos
+    from faceanon.media.io import read_image
 
     key = _key(key_upload, passphrase)
     picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
@@ -315,9 +315,9 @@ def create_app(
 ) -> Any:
     """The FastAPI application (``faceanon serve`` runs it with uvicorn). ``hosts``: the
     Host names it answers (default: the loopback names; None: any, for a public address)."""
-    from faceanon import photos
     from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS
-    from faceanon.keys import SecretKey, key_file_content, secret_key_comment
+    from faceanon.media import photos
+    from faceanon.secure.keys import SecretKey, key_file_content, secret_key_comment
 
     server = Server(device, default_backbone or DEFAULT_BACKBONE)
     app = FastAPI(title="faceanon", docs_url=None, redoc_url=None, openapi_url=None)
@@ -342,7 +342,7 @@ def create_app(
         return response
 
     for route, (filename, media) in PAGE_FILES.items():
-        page = resources.files("faceanon.web").joinpath(filename).read_bytes()
+        page = resources.files("faceanon.apps.web").joinpath(filename).read_bytes()
 
         def serve(page: bytes = page, media: str = media) -> Any:
             return Response(page, media_type=media, headers={"Cache-Control": "no-cache"})

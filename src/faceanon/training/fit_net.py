@@ -3,8 +3,8 @@
     faceanon fit-net ../shared/data/faces64 -o face_net.safetensors
 
 Data: the crops aligned exactly as ``faceanon fit-prior`` aligns them
-(:func:`faceanon.fit_prior.align_dataset`; ``--aligned-cache`` keeps them in a .npz to train
-again without re-aligning), a seeded 5% held out, the rest and their mirror images used.
+(:func:`faceanon.training.fit_prior.align_dataset`; ``--aligned-cache`` keeps them in a .npz
+to train again without re-aligning), a seeded 5% held out, the rest and their mirror images used.
 Statistics: the mean latent (made left-right symmetric), the 3 x 3 colour PCA, the variance of
 every DCT coordinate and the covariance of the surrogate block
 (:mod:`faceanon.backbones.face_net`). Training: noise-prediction MSE on the learned block at
@@ -220,8 +220,8 @@ def aligned_latents(
     """Latents (N, 3, 64, 64) float32 of the aligned crops and their padded fraction (N,):
     from ``cache`` if it exists (a .npz this function wrote), else aligned now (and written to
     ``cache`` when given). Every crop with a face is kept; ``max_padding`` filters later."""
-    from faceanon.fit_prior import align_dataset
-    from faceanon.io import write_atomic
+    from faceanon.media.io import write_atomic
+    from faceanon.training.fit_prior import align_dataset
 
     if cache is not None and cache.is_file():
         try:

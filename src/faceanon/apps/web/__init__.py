@@ -1,4 +1,4 @@
-"""The local web app (``faceanon serve``, faceanon.web.app): needs the ``web`` extra."""
+"""The local web app (``faceanon serve``, faceanon.apps.web.app): needs the ``web`` extra."""
 
 
 def missing_extra() -> str | None:

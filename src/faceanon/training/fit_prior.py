@@ -36,7 +36,7 @@ from faceanon.backbones.face_prior import DIM, GRID, LOW, FacePrior, dct2, mirro
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
-    from faceanon.pipeline import Face, FaceFinder
+    from faceanon.faces.finder import Face, FaceFinder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 NOISE_FLOOR = 0.01  # least residual variance of a coordinate (build_prior)
@@ -140,7 +140,7 @@ class AlignedSet:
 
 
 def _align_part(items: list[tuple[Path, str]]) -> list[tuple[str, np.ndarray | None, float]]:
-    from faceanon.pipeline import FaceFinder
+    from faceanon.faces.finder import FaceFinder
 
     finder = FaceFinder(sideways=False, recall="standard")
     out: list[tuple[str, np.ndarray | None, float]] = []

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from faceanon.masks import EllipseMask, Mask
+from faceanon.faces.masks import EllipseMask, Mask
 
 SQUARE = 1  # half-side of the landmark squares (3 x 3 pixels, the authors' window_size=1)
 

@@ -1,6 +1,6 @@
 """Command-line options that ``faceanon`` and ``faceanon evaluate`` share (argparse types and
-option groups; the commands' own parsers are in ``faceanon.cli`` and
-``faceanon.eval.command``)."""
+option groups; the commands' own parsers are in ``faceanon.apps.cli`` and
+``faceanon.apps.evaluate``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def steps_type(text: str) -> int:
 
 
 def inversion_type(text: str) -> str:
-    from faceanon.engine import inversion_name, parse_inversion
+    from faceanon.diffusion.ddim_settings import inversion_name, parse_inversion
 
     try:
         return inversion_name(parse_inversion(text))
@@ -24,10 +24,10 @@ def inversion_type(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_engine_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
+def add_ddim_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     """--steps, --inversion and --transform; deanonymize uses what the file records."""
-    from faceanon.engine import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
-    from faceanon.transforms import DEFAULT_TRANSFORM, TRANSFORMS
+    from faceanon.diffusion.ddim_settings import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
+    from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
     p.add_argument(
         "--transform",

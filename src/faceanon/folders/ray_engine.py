@@ -1,4 +1,4 @@
-"""``--engine ray``: the CLI's jobs (:mod:`faceanon.batch`) on Ray Data workers.
+"""``--engine ray``: the CLI's jobs (:mod:`faceanon.folders.jobs`) on Ray Data workers.
 
 The inputs become a dataset of (input, output) paths; ``map_batches`` runs them through a
 stateful worker class, ``--workers`` of them, each of which builds the job once (loads the
@@ -13,17 +13,20 @@ the cluster); it is never written to disk by faceanon.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from faceanon.batch import Entry, Job, Row
 from faceanon.errors import FaceanonError, first_line
+from faceanon.folders.plan import Entry, Row
+from faceanon.settings import Engine
+
+if TYPE_CHECKING:
+    from faceanon.folders.jobs import Job
 
 INSTALL = "--engine ray needs Ray: pip install 'faceanon[ray]'"
 
@@ -44,12 +47,12 @@ class Worker:
 
 
 def run_on_ray(
-    args: argparse.Namespace,
     make_job: Callable[[Any], Job],
     entries: Sequence[Entry],
+    engine: Engine,
     say: Callable[[str], None],
 ) -> Iterator[Row]:
-    """Every entry processed by ``args.workers`` Ray workers; rows as they come back."""
+    """Every entry processed by ``engine.workers`` Ray workers; rows as they come back."""
     try:
         import ray
         import ray.data
@@ -59,9 +62,9 @@ def run_on_ray(
         logging.getLogger(name).setLevel(logging.ERROR)
     if not ray.is_initialized():
         try:
-            ray.init(address=args.address, logging_level=logging.WARNING, include_dashboard=False)
+            ray.init(address=engine.address, logging_level=logging.WARNING, include_dashboard=False)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError across versions
-            where = args.address or "a local instance"
+            where = engine.address or "a local instance"
             raise FaceanonError(
                 f"--engine ray: cannot start or join {where}: {first_line(exc)}"
             ) from None
@@ -69,18 +72,18 @@ def run_on_ray(
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     say(
-        f"ray: {len(entries)} inputs, {args.workers} workers of 1 CPU"
-        + (f" x {args.gpus_per_worker:g} GPUs" if args.gpus_per_worker else "")
-        + f", batches of {args.batch_size}"
+        f"ray: {len(entries)} inputs, {engine.workers} workers of 1 CPU"
+        + (f" x {engine.gpus_per_worker:g} GPUs" if engine.gpus_per_worker else "")
+        + f", batches of {engine.batch_size}"
     )
     dataset = ray.data.from_items([{"src": str(s), "dst": str(d)} for s, d in entries])
     rows = dataset.map_batches(
         Worker,
         fn_constructor_args=(make_job, os.getcwd()),
-        batch_size=args.batch_size,
+        batch_size=engine.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=args.workers),
-        num_gpus=args.gpus_per_worker,
+        compute=ray.data.ActorPoolStrategy(size=engine.workers),
+        num_gpus=engine.gpus_per_worker,
     )
     try:
         for item in rows.iter_rows():

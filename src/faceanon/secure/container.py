@@ -4,7 +4,7 @@ nothing else.
 In the clear: format version, method, backbone + revision, steps, inversion, the photo's size,
 the crop size, and per face its nonce, detection box and alignment (where the face is and how
 it was cut: the anonymized face keeps the pose, so this is visible in the image anyway). Hidden
-under the key (``faceanon.seal``): per face the polygon of the changed region (the face's own
+under the key (``faceanon.secure.seal``): per face the polygon of the changed region (the face's own
 outline), in an encoding that every key opens into some plausible polygon, so the file cannot
 tell a right key from a wrong one. Where the mask has parts in the clear (a face parser's kept
 cells, a landmark ControlNet's hint points: the output shows them anyway), they trace the face,
@@ -31,18 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceanon.engine import inversion_name, parse_inversion
+from faceanon.diffusion.ddim_settings import inversion_name, parse_inversion
 from faceanon.errors import MetadataError
 from faceanon.faces.align import Alignment
-from faceanon.limits import (
-    MAX_FACES,
-    MAX_JSON_DEPTH,
-    MAX_METADATA_CHARS,
-    MAX_PIXELS,
-    MAX_STEPS,
-    MIN_FACE_AREA,
-)
-from faceanon.masks import (
+from faceanon.faces.masks import (
     KEEP_GRID,
     EllipseMask,
     FaceMask,
@@ -52,10 +44,18 @@ from faceanon.masks import (
     keep_from_bytes,
     public_outline,
 )
-from faceanon.transforms import TRANSFORMS
+from faceanon.limits import (
+    MAX_FACES,
+    MAX_JSON_DEPTH,
+    MAX_METADATA_CHARS,
+    MAX_PIXELS,
+    MAX_STEPS,
+    MIN_FACE_AREA,
+)
+from faceanon.secure.transforms import TRANSFORMS
 
 if TYPE_CHECKING:
-    from faceanon.keys import SecretKey
+    from faceanon.secure.keys import SecretKey
 
 # 1: aligned crops only; 2: AEAD-sealed geometry; 3: outlines sealed in an encoding every key
 # opens; 4: a face whose mask is public (the fixed ellipse) or has public parts (kept cells,
@@ -219,10 +219,10 @@ class Metadata:
         """A copy carrying ``geometry`` (one per face, in the order of ``faces``): alignments in
         the clear, polygons hidden under ``key``; and the geometry as any later open with this
         key returns it. Anonymize with that one: its polygon is the face's as 32 rays kept to
-        12 principal components (faceanon.seal), within a pixel or two. A public mask (the
+        12 principal components (faceanon.secure.seal), within a pixel or two. A public mask (the
         fixed ellipse, or a :class:`FaceMask`'s public parts) is stored in the clear and its
         sealed numbers are zeros: a sealed copy would be a key check."""
-        from faceanon.seal import PARAMS, seal_face
+        from faceanon.secure.seal import PARAMS, seal_face
 
         if len(geometry) != len(self.faces):
             raise ValueError("one geometry per face")
@@ -267,7 +267,7 @@ class Metadata:
             raise MetadataError("the metadata carries no face geometry")
         if self.version == 2:
             return self._open_aead(key)
-        from faceanon.seal import PARAMS, open_face
+        from faceanon.secure.seal import PARAMS, open_face
 
         nonce, blob = self.sealed
         crop, step = self.crop or size, 8 * PARAMS
@@ -453,7 +453,7 @@ def _parse(data: Any) -> Metadata:
     for f in face_data:
         if not isinstance(f, dict):
             raise ValueError("a face is not an object")
-        from faceanon.keys import NONCE_BYTES
+        from faceanon.secure.keys import NONCE_BYTES
 
         nonce = None if f.get("nonce") is None else _hex(f["nonce"], "a face nonce", NONCE_BYTES)
         box = None if "box" not in f else _box(f["box"], size)
@@ -524,7 +524,7 @@ def _points(value: Any, crop: Any) -> tuple[tuple[int, int], ...]:
 
 
 def _check_reversible(meta: Metadata) -> None:
-    from faceanon.seal import PARAMS
+    from faceanon.secure.seal import PARAMS
 
     if meta.backbone is None or meta.steps is None:
         raise ValueError("no backbone or steps")

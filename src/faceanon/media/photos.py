@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceanon.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 from faceanon.errors import MetadataError
-from faceanon.masks import EllipseMask
-from faceanon.pipeline import (
+from faceanon.faces.finder import (
     Face,
     box_coverage,
     classic,
@@ -25,12 +23,14 @@ from faceanon.pipeline import (
     keyflip,
     transform_photos,
 )
+from faceanon.faces.masks import EllipseMask
+from faceanon.secure.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
-    from faceanon.keys import SecretKey
     from faceanon.methods.keyflip import Progress
+    from faceanon.secure.keys import SecretKey
 
 CLASSIC = ("blur", "pixelate", "solid")
 METHODS = ("keyflip", "hydro", *CLASSIC)  # hydro: irreversible, on the diffusion backbone
@@ -194,8 +194,8 @@ def output_geometry(faces: Sequence[Face], sealed: bool) -> list[Geometry]:
     the right key opens (for evaluations, which have no metadata to open)."""
     if not sealed or not faces:
         return [cover_box(f.geometry, f.box) for f in faces]
-    from faceanon.container import SEAL_NONCE_BYTES
-    from faceanon.keys import SecretKey
+    from faceanon.secure.container import SEAL_NONCE_BYTES
+    from faceanon.secure.keys import SecretKey
 
     meta = Metadata("keyflip", tuple(FaceRecord(None, f.box) for f in faces), cover="box")
     any_key, any_nonce = SecretKey(bytes(16)), bytes(SEAL_NONCE_BYTES)
@@ -241,9 +241,9 @@ def restore_work(
 ) -> RestoreWork:
     """The work of restoring ``faces`` faces with ``backbone`` at ``steps`` and ``inversion``
     (None: the backbone's default), as a file or an anonymizer asks for it."""
-    from faceanon.engine import engine_defaults, network_calls, parse_inversion
+    from faceanon.diffusion.ddim_settings import ddim_defaults, network_calls, parse_inversion
 
-    chosen = inversion or engine_defaults(backbone)[1]
+    chosen = inversion or ddim_defaults(backbone)[1]
     per_face = network_calls(steps, parse_inversion(chosen)) if steps else 0
     return RestoreWork(faces, per_face, backbone, steps or 0, chosen)
 
@@ -305,12 +305,12 @@ def restore(
     """Each (image, metadata, backbone, geometry) restored with ``key``; files may differ in
     backbone, steps, inversion and transform: one run for each combination."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.engine import engine_defaults
+    from faceanon.diffusion.ddim_settings import ddim_defaults
 
     results: list[Outcome | None] = [None] * len(batch)
     groups: dict[tuple[int, int, str, str], list[int]] = {}
     for i, (_, meta, backbone, _) in enumerate(batch):
-        chosen = inversion or meta.inversion or engine_defaults(backbone.name)[1]
+        chosen = inversion or meta.inversion or ddim_defaults(backbone.name)[1]
         change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
         groups.setdefault((id(backbone), int(meta.steps or 0), chosen, change), []).append(i)
     for (_, steps, chosen, change), indices in groups.items():

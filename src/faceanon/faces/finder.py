@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceanon.container import Box, Geometry
 from faceanon.faces.align import Alignment, ffhq_alignment, warp_to_crop
 from faceanon.faces.blend import paste_back
-from faceanon.masks import (
+from faceanon.faces.masks import (
     KEEP_GRID,
     EllipseMask,
     FaceMask,
@@ -25,11 +24,12 @@ from faceanon.masks import (
     feathered,
     with_points,
 )
+from faceanon.secure.container import Box, Geometry
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
-    from faceanon.keys import SecretKey
     from faceanon.methods.keyflip import Progress
+    from faceanon.secure.keys import SecretKey
 
 FEATHER = 1 / 64  # feather radius, as a fraction of the crop side (4 px at 256)
 
@@ -118,7 +118,7 @@ class FaceFinder:
     callable taking the aligned (size, size, 3) uint8 crop and returning a boolean (size, size)
     array, True on the pixels to anonymize). The outline of its largest region replaces the
     landmark polygon, and the cells inside it that the model does not call face are kept
-    (:class:`faceanon.masks.FaceMask`); if it marks almost nothing, the landmark polygon is
+    (:class:`faceanon.faces.masks.FaceMask`); if it marks almost nothing, the landmark polygon is
     kept.
     """
 
@@ -170,7 +170,7 @@ class FaceFinder:
         elif self.segmenter is not None:
             region = _segmented_mask(self.segmenter, warp_to_crop(photo, alignment)) or mask
         if self.hint is not None:
-            from faceanon.hints import hint_points
+            from faceanon.faces.hints import hint_points
 
             region = with_points(
                 region, hint_points(alignment.to_crop(points), self.hint), self.size

@@ -13,7 +13,7 @@ rounds spread one coordinate, beside a random rotation: ``benchmarks/mix_spread.
 (docs/evaluation.md "How far mix spreads a coordinate").
 
 Key material for both: SHAKE-256 over length-prefixed (domain, key, nonce or "paper", face
-index, and the shape or count), like :func:`faceanon.keys.sign_vector`.
+index, and the shape or count), like :func:`faceanon.secure.keys.sign_vector`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faceanon.keys import SecretKey, keyed_stream, nonce_fields
+from faceanon.secure.keys import SecretKey, keyed_stream, nonce_fields
 
 TRANSFORMS = ("flip", "mix")
 DEFAULT_TRANSFORM = "mix"  # chosen from the linkage attack, docs/evaluation.md

@@ -1,0 +1,1 @@
+"""Folders of photos: output planning, the jobs, and their local and Ray engines."""

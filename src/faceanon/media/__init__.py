@@ -1,0 +1,1 @@
+"""Images and videos: reading, writing, and whole photos and videos anonymized or restored."""

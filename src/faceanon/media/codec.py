@@ -1,0 +1,212 @@
+"""Video files: opened, decoded to RGB frames, encoded (FFV1 or H.264, the other streams
+copied), published atomically, and the faceanon metadata attachment written and read back.
+:mod:`faceanon.media.video` does the anonymizing on top."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from faceanon.errors import MetadataError, OutputExistsError, VideoError, first_line
+
+if TYPE_CHECKING:
+    from faceanon.media.video import Summary
+
+_reason = partial(first_line, typed=False)  # an error's first line, for "(...)" in messages
+
+ATTACHMENT = "faceanon.json"
+ATTACHMENT_MIME = "application/x-faceanon+json"
+DOCUMENT_VERSION = 1
+MAX_DOCUMENT_BYTES = 512 * 2**20
+
+
+def open_video(path: Path) -> Any:
+    """The input container, or one line: not found, not a video, no video stream."""
+    import av
+
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise VideoError(f"{path}: not a video ({_reason(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: no video stream")
+    return container
+
+
+@dataclass
+class Frame:
+    index: int
+    rgb: np.ndarray
+    pts: int | None
+    time_base: Fraction | None
+    rotation: int = 0  # the display rotation the container asks for (degrees)
+
+
+def frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Iterator[Frame]:
+    """Decoded frames as RGB, in presentation order; the other streams' packets go to ``copy``.
+    A broken stream ends the frames and is noted in ``summary.broke``."""
+    import av
+
+    video = container.streams.video[0]
+    others = [s for s in container.streams if s.type in ("audio", "subtitle")]
+    index = 0
+    try:
+        for packet in container.demux(video, *others):
+            if packet.stream.type != "video":
+                copy(packet)
+                continue
+            for frame in packet.decode():
+                rgb = frame.to_ndarray(format="rgb24")
+                rotation = int(getattr(frame, "rotation", 0) or 0)
+                yield Frame(index, rgb, frame.pts, frame.time_base, rotation)
+                index += 1
+    except (av.FFmpegError, ValueError) as exc:
+        summary.broke = f"the stream breaks after frame {index}: {_reason(exc)}"
+
+
+class Writer:
+    """An output video: the video stream re-encoded, the input's audio/subtitles copied."""
+
+    def __init__(
+        self, path: Path, source: Any, *, lossless: bool, audio: bool, matroska: bool = False
+    ) -> None:
+        import av
+
+        self.path = path
+        self.container = av.open(str(path), "w", format="matroska" if matroska else None)
+        vin = source.streams.video[0]
+        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        codec = "ffv1" if lossless else "libx264"
+        self.video: Any = cast(Any, self.container.add_stream(codec, rate=rate))
+        self.video.width, self.video.height = vin.codec_context.width, vin.codec_context.height
+        self.video.time_base = vin.time_base
+        self.lossless, self.started = lossless, False
+        # H.264 4:2:0 needs an even width and height; 4:4:4 takes any (fewer players play it).
+        odd = vin.codec_context.width % 2 or vin.codec_context.height % 2
+        self.yuv = "yuv444p" if odd else "yuv420p"
+        if lossless:
+            self.video.pix_fmt = "bgr0"  # RGB, exactly: what the restore reads back
+        else:
+            self.video.pix_fmt = self.yuv
+            self.video.options = {"crf": "18", "preset": "medium"}
+            for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
+                value = getattr(vin.codec_context, name, None)
+                if value:
+                    setattr(self.video.codec_context, name, value)
+            # The RGB frames go back to YUV with the input's matrix and range (decoding used
+            # them), not the converter's default, so colours come out as they went in.
+            self.colorspace = vin.codec_context.colorspace or None
+            self.color_range = vin.codec_context.color_range or None
+        self.copies: dict[int, Any] = {}
+        self.dropped: list[str] = []
+        for stream in source.streams:
+            if stream.type not in ("audio", "subtitle") or (stream.type == "audio" and not audio):
+                continue
+            try:
+                self.copies[stream.index] = self.container.add_stream_from_template(stream)
+            except (av.FFmpegError, ValueError) as exc:
+                self.dropped.append(f"{stream.type} stream {stream.index} ({_reason(exc)})")
+
+    def copy(self, packet: Any) -> None:
+        target = self.copies.get(packet.stream.index)
+        if target is None or packet.size == 0:  # not copied, or the end-of-stream marker
+            return
+        packet.stream = target
+        self.container.mux(packet)
+
+    def write(self, rgb: np.ndarray, like: Frame) -> None:
+        """``rgb`` as the frame ``like`` was: its timestamp and display rotation."""
+        import av
+
+        if not self.started and like.rotation:
+            self.video.set_display_rotation(like.rotation)
+        self.started = True
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if not self.lossless:
+            frame = frame.reformat(
+                format=self.yuv,
+                dst_colorspace=self.colorspace,
+                dst_color_range=self.color_range,
+            )
+        frame.pts, frame.time_base = like.pts, like.time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.video.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def temporary(dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}-", suffix=dst.suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def publish(tmp: Path, dst: Path, overwrite: bool) -> None:
+    from faceanon.media.io import publish_exclusive
+
+    os.chmod(tmp, 0o644)
+    try:
+        if overwrite:
+            os.replace(tmp, dst)
+        else:
+            publish_exclusive(str(tmp), dst)
+    except FileExistsError:
+        raise OutputExistsError(f"{dst}: already exists (pass --overwrite to replace it)") from None
+
+
+def with_attachment(video: Path, data: bytes, dst: Path) -> None:
+    """Copy every stream of ``video`` into ``dst`` with ``data`` attached (Matroska writes
+    attachments in its header, so they are added once everything is known)."""
+    import av
+
+    with av.open(str(video)) as source, av.open(str(dst), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        out.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
+        for packet in source.demux():
+            if packet.size == 0:  # the demuxer's end-of-stream marker
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+
+
+def read_document(path: Path, container: Any) -> list[str | None]:
+    """The per-frame metadata of an anonymized video, checked."""
+    attachment = next(
+        (s for s in container.streams if s.type == "attachment" and s.name == ATTACHMENT), None
+    )
+    if attachment is None:
+        raise MetadataError(
+            f"{path}: no faceanon metadata in this video (stripped, re-encoded, or not made by"
+            " faceanon anonymize --method keyflip)"
+        )
+    data = bytes(attachment.data)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise MetadataError(f"{path}: faceanon metadata too large ({len(data)} bytes)")
+    try:
+        document = json.loads(data)
+        if document.get("faceanon_video") != DOCUMENT_VERSION:
+            raise ValueError("unknown version")
+        records = document["metadata"]
+        if not isinstance(records, list) or not all(
+            r is None or isinstance(r, str) for r in records
+        ):
+            raise ValueError("metadata is not a list of texts")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise MetadataError(f"{path}: faceanon metadata is damaged ({_reason(exc)})") from None
+    return records

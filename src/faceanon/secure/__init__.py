@@ -1,0 +1,1 @@
+"""The key and what it protects: keys, key transforms, the sealed geometry, the metadata."""

@@ -1,0 +1,1 @@
+"""Rebuilding the embedded face models (faceanon fit-prior, faceanon fit-net)."""
