@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceanon.faces.finder import COVERED, FaceFinder, box_coverage
+from faceanon.faces.finder import FaceFinder
+from faceanon.faces.replace import COVERED, box_coverage
 from faceanon.media.io import read_image
 from faceanon.secure.container import FaceRecord, Metadata, cover_box
 from faceanon.secure.keys import SecretKey

@@ -37,7 +37,8 @@ def main() -> None:
 
     from faceanon.anonymizer import Anonymizer, to_tensor, to_uint8
     from faceanon.backbones.closed_form import GaussianBackbone
-    from faceanon.faces.finder import FaceFinder, keyflip, transform_photos
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.faces.replace import keyflip, transform_photos
     from faceanon.secure.keys import SecretKey
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

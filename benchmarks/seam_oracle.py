@@ -30,8 +30,10 @@ from public_oracles import photos_from
 
 from faceanon.anonymizer import Anonymizer
 from faceanon.backbones.registry import load_backbone
-from faceanon.faces.finder import FEATHER, FaceFinder, warp_to_crop
+from faceanon.faces.align import warp_to_crop
+from faceanon.faces.finder import FaceFinder
 from faceanon.faces.masks import feathered
+from faceanon.faces.replace import FEATHER
 from faceanon.media.photos import anonymize
 from faceanon.secure.container import Geometry, Metadata
 from faceanon.secure.keys import SecretKey

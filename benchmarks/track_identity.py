@@ -51,7 +51,7 @@ def box_coverage(path: Path, key_file: Path) -> np.ndarray:
     """Per face-frame, the share of its box that the region opened from the video replaces."""
     import av
 
-    from faceanon.faces.finder import box_coverage as coverage
+    from faceanon.faces.replace import box_coverage as coverage
     from faceanon.media.video import read_document
     from faceanon.secure.container import Metadata
     from faceanon.secure.keys import read_key_file

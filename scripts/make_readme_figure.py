@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 
 from faceanon.anonymizer import Anonymizer
 from faceanon.backbones.registry import load_backbone
-from faceanon.faces.finder import FaceFinder, keyflip, transform_photos
+from faceanon.faces.finder import FaceFinder
+from faceanon.faces.replace import keyflip, transform_photos
 from faceanon.secure.keys import SecretKey
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"

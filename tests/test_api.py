@@ -83,8 +83,9 @@ def test_the_evaluation_replaces_the_region_real_outputs_replace() -> None:
     # the sealed metadata carries it, grown over the box (issue 30). Now the same pixels.
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.closed_form import GaussianBackbone
-    from faceanon.eval.protocols import paste
-    from faceanon.faces.finder import FaceFinder, classic, keyflip
+    from faceanon.eval.methods import paste
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.faces.replace import classic, keyflip
     from faceanon.media import photos
 
     image = data.astronaut()

@@ -68,13 +68,8 @@ def test_the_attack_on_a_method_of_the_evaluation(face, tmp_path, closed_form):
     from PIL import Image
 
     from faceanon.anonymizer import Anonymizer
-    from faceanon.eval.protocols import (
-        ClassicMethod,
-        HydroMethod,
-        KeyflipMethod,
-        face_region,
-        quality,
-    )
+    from faceanon.eval.methods import ClassicMethod, HydroMethod, KeyflipMethod
+    from faceanon.eval.protocols import face_region, quality
     from faceanon.faces.finder import FaceFinder
     from faceanon.secure.keys import SecretKey
 

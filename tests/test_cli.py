@@ -292,7 +292,7 @@ def test_summary_counts_faces_per_photo(work, capsys):
 
 
 def test_video_rates_say_seconds_per_frame_when_slow() -> None:
-    from faceanon.apps.cli import rate
+    from faceanon.apps.photo_commands import rate
 
     assert rate(7.04) == "7.0 fps"
     assert rate(0.04) == "25.0 s per frame"  # not "0.0 fps"

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from faceanon.eval import metrics
-from faceanon.eval.protocols import EvaluationError, load_pairs, sample
+from faceanon.eval.datasets import EvaluationError, load_pairs, sample
 
 
 def _photo() -> np.ndarray:
@@ -240,8 +240,9 @@ def test_landmark_shift_measures_moved_features():
 
 
 def test_verification_with_classic_methods(tmp_path):
-    from faceanon.eval import protocols
-    from faceanon.eval.protocols import ClassicMethod, Pair
+    from faceanon.eval import datasets, protocols
+    from faceanon.eval.datasets import Pair
+    from faceanon.eval.methods import ClassicMethod
     from faceanon.eval.recognizers import FaceLocator
     from faceanon.faces.finder import FaceFinder
     from faceanon.methods.classic import Blur, Solid
@@ -296,7 +297,7 @@ def test_verification_with_classic_methods(tmp_path):
     for cache in (tmp_path / "cache").iterdir():
         cache.write_bytes(b"not a cache")
     assert (
-        protocols.Originals(tmp_path / "images", FaceLocator(), [], tmp_path / "cache").loaded == 0
+        datasets.Originals(tmp_path / "images", FaceLocator(), [], tmp_path / "cache").loaded == 0
     )
     with pytest.raises(EvaluationError, match=r"1 images missing, first id9/x\.png"):
         protocols.run(
@@ -314,7 +315,7 @@ def test_verification_with_classic_methods(tmp_path):
 def test_keyflip_wrong_keys_and_key_reuse_attack(tmp_path, closed_form):
     from faceanon.anonymizer import Anonymizer
     from faceanon.eval import protocols
-    from faceanon.eval.protocols import KeyflipMethod, KeyReuseAttack
+    from faceanon.eval.methods import KeyflipMethod, KeyReuseAttack
     from faceanon.eval.recognizers import make_recognizer
     from faceanon.faces.finder import FaceFinder
     from faceanon.secure.keys import SecretKey
@@ -429,7 +430,8 @@ def test_linkage_attack_finds_flipped_sources_not_mixed_ones(tmp_path):
 
 
 def test_impostors_from_every_cross_identity_pair():
-    from faceanon.eval.protocols import Pair, impostor_scores, lfw_identities
+    from faceanon.eval.datasets import Pair, lfw_identities
+    from faceanon.eval.protocols import impostor_scores
 
     names = [f"p{i}/p{i}_{j:04d}.jpg" for i in range(3) for j in range(3)]
     identities = lfw_identities(
@@ -489,9 +491,9 @@ def test_evaluate_cli_reconstruction_attack(tmp_path, capsys):
 
 def test_progress_lines_show_a_slow_stage_at_once(capsys):
     """Not on a terminal: a line when a stage begins (no ETA yet), then one per tenth done."""
-    from faceanon.apps.evaluate import _Progress
+    from faceanon.apps.evaluate import _StageProgress
 
-    progress = _Progress()
+    progress = _StageProgress()
     for done in (0, 8, 16, 24, 240):
         progress("attack hydro 0.6: pairs", done, 240)
     lines = capsys.readouterr().err.splitlines()

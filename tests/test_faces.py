@@ -214,7 +214,8 @@ def test_a_border_cut_face_is_covered():
     visible face is covered: measured 78% of its box changed by `solid` (the rest is hair and
     background), against 96% for the whole face."""
     from faceanon.faces.detect import detect_boxes
-    from faceanon.faces.finder import FaceFinder, classic, transform_photos
+    from faceanon.faces.finder import FaceFinder
+    from faceanon.faces.replace import classic, transform_photos
     from faceanon.methods.classic import Solid
 
     photo = data.astronaut()

@@ -18,8 +18,9 @@ from skimage import data
 from faceanon.anonymizer import Anonymizer
 from faceanon.apps.cli import main
 from faceanon.errors import MetadataError
-from faceanon.faces.finder import FaceFinder, classic, keyflip, transform_photos
+from faceanon.faces.finder import FaceFinder
 from faceanon.faces.masks import EllipseMask
+from faceanon.faces.replace import classic, keyflip, transform_photos
 from faceanon.methods.classic import Blur, Pixelate, Solid
 from faceanon.secure.container import FaceRecord, Metadata
 from faceanon.secure.keys import SecretKey

@@ -179,7 +179,7 @@ def test_faceanon_01_files_still_restore(tmp_path, monkeypatch, capsys, astronau
     not announced (the faces are found anew, like any wrong key)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.closed_form import GaussianBackbone
-    from faceanon.faces.finder import keyflip, transform_photos
+    from faceanon.faces.replace import keyflip, transform_photos
 
     monkeypatch.chdir(tmp_path)
     key = SecretKey.generate()
@@ -210,7 +210,7 @@ def test_the_box_cover_comes_from_public_data_only(face, astronaut):
     # every key's opened outline is grown over the public box, so every key covers the face.
     from dataclasses import replace
 
-    from faceanon.faces.finder import box_coverage
+    from faceanon.faces.replace import box_coverage
 
     key, other = SecretKey(bytes(16)), SecretKey(bytes(15) + b"\x01")
     meta = Metadata(

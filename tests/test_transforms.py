@@ -8,7 +8,7 @@ import torch
 from conftest import psnr
 
 from faceanon.anonymizer import Anonymizer, to_tensor, to_uint8
-from faceanon.eval.protocols import inverted_noise
+from faceanon.eval.methods import inverted_noise
 from faceanon.faces.masks import EllipseMask
 from faceanon.secure.keys import SecretKey
 from faceanon.secure.transforms import mixing_plan

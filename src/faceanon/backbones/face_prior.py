@@ -25,6 +25,9 @@ Float64 throughout.
 Decode: bicubic 4x upsampling made consistent with the area downsample (one back-projection
 of the residual, so ``encode(decode(z)) == z`` up to rounding): docs/benchmarks.md
 "face-prior decoder" measures it against nearest, bilinear and plain bicubic.
+
+One module: the basis, the mixture, its exact posterior and the backbone that runs them are
+one model; their file format is theirs alone.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ class AttackedMethod:
         return f"{self.method.published} -> reconstructed"
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
-        from faceanon.eval.protocols import paste
+        from faceanon.eval.methods import paste
 
         out = self.method.run(photo, faces, name)
         transform = correction_transform(self.model)

@@ -43,7 +43,7 @@ class Face:
 
 
 def _noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray], batch: int) -> np.ndarray:
-    from faceanon.eval.protocols import inverted_noise
+    from faceanon.eval.methods import inverted_noise
 
     parts = [
         inverted_noise(anonymizer, crops[i : i + batch]).double().numpy()

@@ -251,8 +251,8 @@ def track_region(track: Track, face: Any, shape: tuple[int, ...]) -> Any:
     parser's occluders of each frame are kept as well."""
     from dataclasses import replace
 
-    from faceanon.faces.finder import COVERED, box_coverage
     from faceanon.faces.masks import KEEP_GRID, FaceMask, public_outline
+    from faceanon.faces.replace import COVERED, box_coverage
     from faceanon.secure.container import Geometry, cover_box
 
     g = face.geometry

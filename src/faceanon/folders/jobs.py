@@ -151,7 +151,7 @@ class Job:
         boxes = [None if b is None else [round(float(v), 1) for v in b] for b in result.boxes]
         plural = "" if result.faces == 1 else "s"
         lines = [f"{src} -> {dst} ({result.faces} face{plural})"]
-        from faceanon.faces.finder import COVERED
+        from faceanon.faces.replace import COVERED
 
         shares = result.coverage or [None] * len(boxes)  # restores do not measure it
         covered = [None if c is None else round(float(c), 3) for c in shares]

@@ -14,16 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faceanon.errors import MetadataError
-from faceanon.faces.finder import (
-    Face,
-    box_coverage,
-    classic,
-    crop_geometry,
-    hydro,
-    keyflip,
-    transform_photos,
-)
+from faceanon.faces.finder import Face, crop_geometry
 from faceanon.faces.masks import EllipseMask
+from faceanon.faces.replace import box_coverage, classic, hydro, keyflip, transform_photos
 from faceanon.secure.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 
 if TYPE_CHECKING:

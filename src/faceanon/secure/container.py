@@ -16,6 +16,9 @@ checksum over everything catches accidental damage without involving the key.
 Format 2 (faceanon 0.1 photos) sealed alignment and polygon with ChaCha20-Poly1305, whose tag
 confirms a candidate key. Such files are still read: with a key that does not open the seal,
 the faces are found anew, silently, like a wrong key on format 3.
+
+One module: the writer and the reader of every format version, with the checks on each field
+of an untrusted file, are kept side by side so that a change to one is read against the other.
 """
 
 from __future__ import annotations

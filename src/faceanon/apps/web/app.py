@@ -9,6 +9,9 @@ request ends). No image name, key or face box is logged; uvicorn's access log is
 One photo per request: the page sends a folder's photos one after the other, so it shows
 which one is running, and each answer streams the diffusion steps as progress (one JSON
 object per line) before the result.
+
+One module: the routes, the request guard (sizes, hosts, origins) and the two jobs they run
+are read together when the page's security is reviewed.
 """
 
 from __future__ import annotations
