@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
     from faceanon.folders.plan import Row
     from faceanon.media.video import Summary
+    from faceanon.methods.keyflip import Progress
     from faceanon.secure.container import Box
     from faceanon.secure.keys import SecretKey
 
@@ -45,41 +46,60 @@ class Photo:
     coverage: list[float | None] = field(default_factory=list)
 
 
-def _read(photo: np.ndarray | str | PurePath) -> tuple[str, np.ndarray, str | None]:
+def _read(
+    photo: np.ndarray | str | PurePath, name: str | None
+) -> tuple[str, np.ndarray, str | None]:
     """(a name for messages, the RGB image, the faceanon metadata it carries)."""
     if isinstance(photo, (str, PurePath)):
         from faceanon.media.io import read_image
 
         picture = read_image(Path(photo))
-        return str(photo), picture.image, picture.faceanon
+        return name or str(photo), picture.image, picture.faceanon
     image = np.asarray(photo)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FaceanonError(f"the photo must be uint8 RGB (height, width, 3), not {image.shape}")
-    return "photo", image, None
+    return name or "photo", image, None
 
 
 def anonymize_photo(
     photo: np.ndarray | str | PurePath,
     key: SecretKey | None = None,
     settings: Settings | None = None,
+    *,
+    name: str | None = None,
+    progress: Progress | None = None,
+    max_restore_calls: int | None = None,
 ) -> Photo:
     """Every face of ``photo`` (an array or a file) anonymized as ``settings`` say (default:
-    keyflip with the default backbone, which needs ``key``)."""
+    keyflip with the default backbone, which needs ``key``). ``name``: the photo's name in
+    messages (default: its path, or "photo"); ``progress(done, total)``: network calls;
+    ``max_restore_calls``: refuse (FaceanonError, nothing made) a photo whose restore would
+    take more network calls than this (a service's bound, :func:`restore_photo`'s too)."""
     from faceanon.media import photos
 
     s = settings or Settings()
-    image = _read(photo)[1]
+    label, image, _ = _read(photo, name)
     if s.aligned:
         raise FaceanonError("aligned crops: use faceanon.Anonymizer, or a folder of them")
     made = loading.tools(s, key)
     assert made.finder is not None
     faces = made.finder.find(image)
+    anonymizer = made.anonymizer
+    if max_restore_calls is not None and s.method == "keyflip" and anonymizer is not None:
+        steps, inversion = anonymizer.steps, anonymizer.inversion
+        work = photos.restore_work(len(faces), anonymizer.backbone.name, steps, inversion)
+        if work.calls > max_restore_calls:
+            raise FaceanonError(
+                f"{label}: its restore would take {work}, over this server's"
+                f" {max_restore_calls}; use faceanon anonymize; nothing written"
+            )
     [out] = photos.anonymize(
         [image],
         [faces],
         s.method,
-        anonymizer=made.anonymizer,
+        anonymizer=anonymizer,
         key=key if s.method == "keyflip" else None,
+        progress=progress,
         strength=s.strength,
         repeats=s.repeats,
     )
@@ -91,24 +111,36 @@ def restore_photo(
     key: SecretKey,
     metadata: str | None = None,
     device: str = "auto",
+    *,
+    name: str | None = None,
+    progress: Progress | None = None,
+    max_calls: int | None = None,
 ) -> Photo:
     """``photo`` as it was before ``anonymize_photo`` (or ``faceanon anonymize``) with ``key``;
     ``metadata``: the text stored with it (read from the file when ``photo`` is a path). A
-    wrong key gives other faces, silently, as the command does."""
+    wrong key gives other faces, silently, as the command does. ``max_calls``: refuse a file
+    that asks for more network calls than this (the file chooses its faces and steps)."""
     from faceanon.backbones.registry import MODELS
+    from faceanon.errors import MetadataError
     from faceanon.media import photos
 
-    name, image, stored = _read(photo)
+    label, image, stored = _read(photo, name)
     text = metadata if metadata is not None else stored
     if text is None:
-        raise FaceanonError(f"{name}: no faceanon metadata (stripped or re-saved?)")
-    meta = photos.read_metadata(name, text)
-    model = loading.backbone(photos.check_backbone(name, meta, list(MODELS)), device)
+        raise FaceanonError(f"{label}: no faceanon metadata (stripped or re-saved?)")
+    meta = photos.read_metadata(label, text)
+    model = loading.backbone(photos.check_backbone(label, meta, list(MODELS)), device)
+    work = photos.restore_work(len(meta.faces), model.name, meta.steps, meta.inversion)
+    if max_calls is not None and work.calls > max_calls:
+        raise MetadataError(
+            f"{label}: asks for {work}; this server restores at most {max_calls} calls"
+            " a photo (restore it with faceanon deanonymize, which says what it does)"
+        )
     size = model.image_size
     meta, geometry = photos.restore_geometry(
-        name, image, meta, key, size, lambda: loading.face_finder(size=size)
+        label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    [out] = photos.restore([(image, meta, model, geometry)], key)
+    [out] = photos.restore([(image, meta, model, geometry)], key, progress=progress)
     return Photo(out.image, None, out.boxes)
 
 

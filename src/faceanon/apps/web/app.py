@@ -80,12 +80,6 @@ class Server:
             raise FaceanonError(f"unknown model {name[:80]!r}; known: {', '.join(MODELS)}")
         return backbone(name, self.device)
 
-    def finder(self, size: int, hint: str | None = None) -> Any:
-        """Faces cut at ``size`` px; ``hint``: a landmark ControlNet's (its points kept)."""
-        from faceanon.loading import face_finder
-
-        return face_finder(size=size, hint=hint)
-
 
 def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
     from faceanon.errors import KeyFileError
@@ -119,35 +113,32 @@ def anonymize_job(
     passphrase: str | None,
     progress: Progress,
 ) -> dict[str, Any]:
-    """One photo anonymized; the answer the page shows (or a FaceanonError, one line)."""
-    from faceanon.anonymizer import Anonymizer
+    """One photo anonymized through the library's API; the answer the page shows (or a
+    FaceanonError, one line). Never writes what :func:`restore_job` would refuse."""
+    from faceanon.api import anonymize_photo
     from faceanon.media import photos
     from faceanon.media.io import read_image
+    from faceanon.settings import Settings
 
     if method not in photos.METHODS:
         raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
-    anonymizer, key, size, model, hint = None, None, 256, None, None
+    key, backbone, model = None, None, None
     if method in ("keyflip", "hydro"):
         key = _key(key_upload, passphrase) if method == "keyflip" else None
         backbone = server.backbone(backbone_name)
-        anonymizer = Anonymizer(backbone)
-        size, model = backbone.image_size, photos.describe_model(backbone, terminal=False)
-        hint = getattr(backbone, "conditioning", None)
+        model = photos.describe_model(backbone, terminal=False)
+    settings = Settings(method, None if backbone is None else backbone.name, device=server.device)
     picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
-    faces = server.finder(size, hint).find(picture.image)
-    if not faces:
-        raise FaceanonError(f"{name}: no face found; nothing written")
-    if key is not None and anonymizer is not None:  # never write what restore_job refuses
-        steps, inversion = anonymizer.steps, anonymizer.inversion
-        work = photos.restore_work(len(faces), anonymizer.backbone.name, steps, inversion)
-        if work.calls > MAX_RESTORE_CALLS:
-            raise FaceanonError(
-                f"{name}: its restore would take {work}, over this server's"
-                f" {MAX_RESTORE_CALLS}; use faceanon anonymize; nothing written"
-            )
-    [outcome] = photos.anonymize(
-        [picture.image], [faces], method, anonymizer=anonymizer, key=key, progress=progress
+    outcome = anonymize_photo(
+        picture.image,
+        key,
+        settings,
+        name=name,
+        progress=progress,
+        max_restore_calls=MAX_RESTORE_CALLS,
     )
+    if not outcome.boxes:
+        raise FaceanonError(f"{name}: no face found; nothing written")
     return {
         "name": photos.output_name(name, "anonymized"),
         "image": _png(outcome.image, outcome.metadata),
@@ -165,8 +156,8 @@ def restore_job(
     passphrase: str | None,
     progress: Progress,
 ) -> dict[str, Any]:
-    """One anonymized photo restored with the key."""
-    from faceanon.backbones.registry import MODELS
+    """One anonymized photo restored with the key, through the library's API."""
+    from faceanon.api import restore_photo
     from faceanon.errors import MetadataError
     from faceanon.media import photos
     from faceanon.media.io import read_image
@@ -178,24 +169,21 @@ def restore_job(
             f"{name}: no faceanon metadata (stripped or re-saved?); restore the file"
             " faceanon wrote, as it was downloaded"
         )
-    meta = photos.read_metadata(name, picture.faceanon)
-    backbone = server.backbone(photos.check_backbone(name, meta, list(MODELS)))
-    work = photos.restore_work(len(meta.faces), backbone.name, meta.steps, meta.inversion)
-    if work.calls > MAX_RESTORE_CALLS:  # a file chooses its work: a server bounds it
-        raise MetadataError(
-            f"{name}: asks for {work}; this server restores at most {MAX_RESTORE_CALLS} calls"
-            " a photo (restore it with faceanon deanonymize, which says what it does)"
-        )
-    size = backbone.image_size
-    meta, geometry = photos.restore_geometry(
-        name, picture.image, meta, key, size, lambda: server.finder(size)
+    outcome = restore_photo(
+        picture.image,
+        key,
+        picture.faceanon,
+        server.device,
+        name=name,
+        progress=progress,
+        max_calls=MAX_RESTORE_CALLS,
     )
-    [outcome] = photos.restore([(picture.image, meta, backbone, geometry)], key, progress=progress)
+    meta = photos.read_metadata(name, picture.faceanon)
     return {
         "name": photos.output_name(name, "deanonymized"),
         "image": _png(outcome.image, None),
         "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
-        "model": photos.describe_model(backbone, terminal=False),
+        "model": photos.describe_model(server.backbone(str(meta.backbone)), terminal=False),
     }
 
 
