@@ -119,18 +119,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The model and DDIM settings the options say, typed and checked."""
-    from faceanon.settings import Settings
+    """The model and DDIM settings the options say (``--method`` here names the methods
+    compared), typed and checked."""
+    from faceanon.apps.options import settings_from
 
-    return Settings(
-        backbone=args.backbone,
-        model_dir=args.model_dir,
-        steps=args.steps,
-        inversion=args.inversion,
-        transform=args.transform,
-        paper_mode=args.paper_mode,
-        device=args.device,
-    )
+    return settings_from(args, exclude=("method",))
 
 
 def _backbone(settings: Settings) -> Backbone:

@@ -5,6 +5,10 @@ option groups; the commands' own parsers are in ``faceanon.apps.cli`` and
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faceanon.settings import Settings
 
 
 def steps_type(text: str) -> int:
@@ -54,3 +58,14 @@ def add_ddim_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
             else f"inversion); default {DEFAULT_INVERSION} ({backbones})"
         ),
     )
+
+
+def settings_from(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -> Settings:
+    """The typed settings the parsed options say: every :class:`faceanon.Settings` field that
+    the command has an option of the same name for (but ``exclude``), checked once more."""
+    from dataclasses import fields
+
+    from faceanon.settings import Settings
+
+    names = [f.name for f in fields(Settings) if f.name not in exclude and hasattr(args, f.name)]
+    return Settings(**{name: getattr(args, name) for name in names})

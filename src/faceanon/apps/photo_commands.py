@@ -10,36 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faceanon.apps.options import settings_from
 from faceanon.apps.terminal import EXIT_OK, EXIT_SOME_FAILED, Progress, load_key, say
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
-    from faceanon.settings import OutputPolicy, Settings
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """The typed settings the command's options say (checked there once more)."""
-    from faceanon.settings import Settings
-
-    return Settings(
-        method=getattr(args, "method", "keyflip"),
-        backbone=args.backbone,
-        model_dir=args.model_dir,
-        steps=args.steps,
-        inversion=args.inversion,
-        transform=args.transform,
-        paper_mode=args.paper_mode,
-        detector=args.detector,
-        threshold=args.threshold,
-        recall=args.recall,
-        upright_only=args.upright_only,
-        mask=args.mask,
-        parser_model=args.parser_model,
-        aligned=args.aligned,
-        device=args.device,
-        strength=getattr(args, "strength", 0.6),
-        repeats=getattr(args, "repeats", 1),
-    )
+    from faceanon.settings import OutputPolicy
 
 
 def _policy(args: argparse.Namespace) -> OutputPolicy:
@@ -198,7 +174,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     if args.method == "keyflip" and args.key is None:
         raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
-    settings = _settings(args)
+    settings = settings_from(args)
     key = load_key(args.key) if args.method == "keyflip" else None
 
     def video_runner() -> Callable[..., Any]:
@@ -232,7 +208,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
 
     from faceanon.folders.jobs import DeanonymizeJob
 
-    settings, policy = _settings(args), _policy(args)
+    settings, policy = settings_from(args), _policy(args)
     key = load_key(args.key)
     make_job = partial(
         DeanonymizeJob, settings, policy, key, batch_size=args.batch_size, debug=args.debug
