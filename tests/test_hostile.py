@@ -676,3 +676,64 @@ def test_unresolvable_inputs_and_odd_video_sizes(tmp_path, monkeypatch, capsys):
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (161, 97) and stream.codec_context.name == "h264"
         assert len(list(container.decode(video=0))) == 3
+
+
+def _latents_data(header: dict[str, object], body: bytes) -> bytes:
+    import json
+
+    return json.dumps(header).encode() + b"\n" + body
+
+
+LATENT_CASES = [
+    ("not json", b"{not json\n", "damaged"),
+    ("unknown version", _latents_data({"faceanon-latents": 9}, b""), "damaged (unknown version)"),
+    (
+        "huge shapes",
+        _latents_data(
+            {"faceanon-latents": 1, "metadata": "", "shapes": [[4096, 4096, 4]], "width": 2}, b""
+        ),
+        "damaged (latents too large)",
+    ),
+    (
+        "zlib bomb",  # 10 MB of zeros claimed as one small latent: stops at the claimed length
+        _latents_data(
+            {"faceanon-latents": 1, "metadata": "", "shapes": [[3, 8, 8]], "width": 1},
+            __import__("zlib").compress(bytes(10_000_000)),
+        ),
+        "its length does not match its header",
+    ),
+    (
+        "truncated",
+        _latents_data(
+            {"faceanon-latents": 1, "metadata": "", "shapes": [[3, 8, 8]], "width": 1},
+            __import__("zlib").compress(bytes(192))[:-4],
+        ),
+        "damaged",
+    ),
+    (
+        "bool in shape",
+        _latents_data({"faceanon-latents": 1, "shapes": [[True, 8, 8]], "width": 1}, b""),
+        "bad latent shape",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "data", "message"), LATENT_CASES, ids=[c[0] for c in LATENT_CASES]
+)
+def test_exact_face_data_refused_in_one_line(what: str, data: bytes, message: str) -> None:
+    """A JPEG's exact face data (media.latents) is untrusted: damaged, oversized or bomb-like
+    data is one MetadataError line, read within the claimed size; good data for another
+    image's metadata is refused as foreign."""
+    from faceanon.errors import MetadataError
+    from faceanon.media import latents
+
+    with pytest.raises(MetadataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        latents.decode(data, "{}", 1)
+    good = latents.encode([np.zeros((3, 8, 8))], [np.full((3, 8, 8), 0.5)], "metadata A")
+    [residual] = latents.decode(good, "metadata A", 1)
+    assert residual is not None and residual.shape == (3, 8, 8)
+    exact = latents.restored(np.full((3, 8, 8), 0.5), residual)  # the lossy latent + residual
+    assert np.abs(exact).max() <= latents.STEP / 2
+    with pytest.raises(MetadataError, match="belongs to another image"):
+        latents.decode(good, "metadata B", 1)

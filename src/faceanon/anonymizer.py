@@ -13,7 +13,7 @@ from faceanon.diffusion.ddim_settings import ddim_defaults, inversion_name, pars
 from faceanon.errors import ImageError
 from faceanon.faces.masks import EllipseMask, Mask
 from faceanon.limits import MAX_STEPS
-from faceanon.methods.keyflip import Change, Progress, keyflip_images
+from faceanon.methods.keyflip import Change, Progress, keyflip_images, keyflip_latent
 from faceanon.secure.keys import SecretKey, new_nonce, sign_vector
 from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
@@ -99,9 +99,11 @@ class Anonymizer:
         nonces: Sequence[bytes | None],
         progress: Progress | None = None,
         undo: bool = False,
+        residuals: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """The keyed map on a batch of crops; ``undo`` for its inverse (deanonymize). With the
-        ``flip`` transform both directions are the same map."""
+        ``flip`` transform both directions are the same map. ``residuals``: a lossy file's
+        exact face data (:mod:`faceanon.media.latents`) for the crops that have it."""
         if not isinstance(key, SecretKey):
             raise TypeError(
                 f"key must be a faceanon SecretKey (SecretKey.from_text, read_key_file), "
@@ -109,9 +111,12 @@ class Anonymizer:
             )
         if len(nonces) != len(images) or len(masks) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
-        if self.transform == "flip":
-            return self.with_change(images, self.signs(key, nonces), masks, progress)
-        return self.with_change(images, self.mixing(key, nonces, masks, undo), masks, progress)
+        change = (
+            self.signs(key, nonces)
+            if self.transform == "flip"
+            else self.mixing(key, nonces, masks, undo)
+        )
+        return self.with_change(images, change, masks, progress, residuals)
 
     def mixing(
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
@@ -151,9 +156,10 @@ class Anonymizer:
         change: torch.Tensor | Change,
         masks: Sequence[Mask],
         progress: Progress | None = None,
+        residuals: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """The map with a given change of z_T inside the mask: sign vectors (``flip``'s, or the
-        evaluation's attack's own) or a callable (``mix``'s)."""
+        evaluation's attack's own) or a callable (``mix``'s). ``residuals``: as :meth:`apply`."""
         if len(images) != len(masks) or (not callable(change) and len(change) != len(images)):
             raise ValueError("images, masks and sign vectors must have the same length")
         _, h, w = self.backbone.latent_shape
@@ -161,10 +167,28 @@ class Anonymizer:
         x = to_tensor(images, self.backbone.image_size)
         hints = getattr(self.backbone, "hints", None)  # a ControlNet's hint of each crop
         hint = None if hints is None else torch.from_numpy(hints(images, masks))
-        out = keyflip_images(
-            self.backbone, x, change, grids, self.steps, progress, self.refine, hint
+        if residuals is None or all(r is None for r in residuals):
+            out = keyflip_images(
+                self.backbone, x, change, grids, self.steps, progress, self.refine, hint
+            )
+            return to_uint8(out)
+        from faceanon.media.latents import restored
+
+        z0 = self.backbone.encode(x)
+        for i, residual in enumerate(residuals):
+            if residual is not None:
+                exact = restored(z0[i].detach().cpu().numpy(), residual)
+                z0[i] = torch.from_numpy(exact).to(z0)
+        z = keyflip_latent(
+            self.backbone, z0, change, grids, self.steps, progress, self.refine, hint
         )
-        return to_uint8(out)
+        return to_uint8(self.backbone.decode(z))
+
+    def latents(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The backbone's latent of each crop, as :meth:`apply` computes it."""
+        with torch.no_grad():
+            z = self.backbone.encode(to_tensor(crops, self.backbone.image_size))
+        return [np.asarray(v.detach().cpu().numpy(), np.float64) for v in z]
 
     def deidentify(
         self,

@@ -15,7 +15,8 @@ with the one-line message the command prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from faceanon.settings import Engine, OutputPolicy, Settings
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
     from faceanon.folders.plan import Row
+    from faceanon.media.io import Picture
     from faceanon.media.video import Summary
     from faceanon.methods.keyflip import Progress
     from faceanon.secure.container import Box
@@ -44,25 +46,28 @@ class Photo:
     metadata: str | None
     boxes: list[Box | None] = field(default_factory=list)
     coverage: list[float | None] = field(default_factory=list)
+    latents: Callable[[np.ndarray], bytes] | None = field(default=None, repr=False)  # JPEG saves
 
 
-def _read(
-    photo: np.ndarray | str | PurePath, name: str | None
-) -> tuple[str, np.ndarray, str | None]:
-    """(a name for messages, the RGB image, the faceanon metadata it carries)."""
+PhotoInput = np.ndarray | str | PurePath | bytes
+
+
+def _read(photo: PhotoInput, name: str | None) -> tuple[str, Picture]:
+    """(a name for messages, the picture): from a file, a file's bytes or an RGB array."""
+    from faceanon.media.io import Picture, read_image
+
     if isinstance(photo, (str, PurePath)):
-        from faceanon.media.io import read_image
-
-        picture = read_image(Path(photo))
-        return name or str(photo), picture.image, picture.faceanon
+        return name or str(photo), read_image(Path(photo))
+    if isinstance(photo, bytes):
+        return name or "photo", read_image(PurePath(name or "photo"), photo)  # type: ignore[arg-type]
     image = np.asarray(photo)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FaceanonError(f"the photo must be uint8 RGB (height, width, 3), not {image.shape}")
-    return name or "photo", image, None
+    return name or "photo", Picture(image)
 
 
 def anonymize_photo(
-    photo: np.ndarray | str | PurePath,
+    photo: PhotoInput,
     key: SecretKey | None = None,
     settings: Settings | None = None,
     *,
@@ -70,15 +75,17 @@ def anonymize_photo(
     progress: Progress | None = None,
     max_restore_calls: int | None = None,
 ) -> Photo:
-    """Every face of ``photo`` (an array or a file) anonymized as ``settings`` say (default:
-    keyflip with the default backbone, which needs ``key``). ``name``: the photo's name in
+    """Every face of ``photo`` (an RGB array, a file, or a file's bytes) anonymized as
+    ``settings`` say (default: keyflip with the default backbone, which needs ``key``).
+    ``name``: the photo's name in
     messages (default: its path, or "photo"); ``progress(done, total)``: network calls;
     ``max_restore_calls``: refuse (FaceanonError, nothing made) a photo whose restore would
     take more network calls than this (a service's bound, :func:`restore_photo`'s too)."""
     from faceanon.media import photos
 
     s = settings or Settings()
-    label, image, _ = _read(photo, name)
+    label, picture = _read(photo, name)
+    image = picture.image
     if s.aligned:
         raise FaceanonError("aligned crops: use faceanon.Anonymizer, or a folder of them")
     made = loading.tools(s, key)
@@ -103,11 +110,11 @@ def anonymize_photo(
         strength=s.strength,
         repeats=s.repeats,
     )
-    return Photo(out.image, out.metadata, out.boxes, out.coverage)
+    return Photo(out.image, out.metadata, out.boxes, out.coverage, out.latents)
 
 
 def restore_photo(
-    photo: np.ndarray | str | PurePath,
+    photo: PhotoInput,
     key: SecretKey,
     metadata: str | None = None,
     device: str = "auto",
@@ -117,14 +124,17 @@ def restore_photo(
     max_calls: int | None = None,
 ) -> Photo:
     """``photo`` as it was before ``anonymize_photo`` (or ``faceanon anonymize``) with ``key``;
-    ``metadata``: the text stored with it (read from the file when ``photo`` is a path). A
-    wrong key gives other faces, silently, as the command does. ``max_calls``: refuse a file
-    that asks for more network calls than this (the file chooses its faces and steps)."""
+    ``metadata``: the text stored with it (read from the file when ``photo`` is a file or its
+    bytes; and a JPEG's exact face data, which an array cannot carry; a lossy file without
+    usable data is restored from its pixels, with a warning). A wrong key gives other faces,
+    silently, as the command does. ``max_calls``: refuse a file that asks for more network
+    calls than this (the file chooses its faces and steps)."""
     from faceanon.backbones.registry import MODELS
     from faceanon.errors import MetadataError
     from faceanon.media import photos
 
-    label, image, stored = _read(photo, name)
+    label, picture = _read(photo, name)
+    image, stored = picture.image, picture.faceanon
     text = metadata if metadata is not None else stored
     if text is None:
         raise FaceanonError(f"{label}: no faceanon metadata (stripped or re-saved?)")
@@ -140,7 +150,14 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    [out] = photos.restore([(image, meta, model, geometry)], key, progress=progress)
+    residuals, note = photos.exact_faces(
+        label, picture.latents, picture.lossy, text, len(meta.faces), model
+    )
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
+    [out] = photos.restore(
+        [(image, meta, model, geometry)], key, progress=progress, residuals=[residuals]
+    )
     return Photo(out.image, None, out.boxes)
 
 
@@ -197,12 +214,22 @@ def restore_video(
     )
 
 
-def save_photo(photo: Photo, path: str | PurePath, overwrite: bool = False) -> None:
-    """Write ``photo`` with its metadata: PNG (lossless, the restore is exact) or JPEG,
-    atomically; an existing file is an error unless ``overwrite``."""
+def save_photo(
+    photo: Photo, path: str | PurePath, overwrite: bool = False, quality: int = 95
+) -> None:
+    """Write ``photo`` with its metadata, atomically: PNG (lossless), or JPEG at ``quality``
+    carrying its faces' exact latents (it restores about as well as the PNG); an existing file
+    is an error unless ``overwrite``."""
     from faceanon.media.io import write_image
 
-    write_image(Path(path), photo.image, photo.metadata, overwrite=overwrite)
+    write_image(
+        Path(path),
+        photo.image,
+        photo.metadata,
+        overwrite=overwrite,
+        quality=OutputPolicy(jpeg_quality=quality).jpeg_quality,
+        latents=photo.latents,
+    )
 
 
 def anonymize_folder(

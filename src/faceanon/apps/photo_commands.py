@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 def _policy(args: argparse.Namespace) -> OutputPolicy:
     from faceanon.settings import OutputPolicy
 
-    return OutputPolicy(args.overwrite, args.skip_existing, args.write_faceless, args.keep_metadata)
+    return OutputPolicy(
+        args.overwrite, args.skip_existing, args.write_faceless, args.keep_metadata, args.quality
+    )
 
 
 def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any]) -> int:

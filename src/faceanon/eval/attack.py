@@ -192,7 +192,7 @@ def correction_transform(model: Reconstructor) -> Callable[..., list[np.ndarray]
     correction, computed at SIDE px and enlarged to the crop's size (the published crop's own
     detail is kept; the network only adds what it learnt to put back)."""
 
-    def run(crops: list[np.ndarray], masks: object, nonces: object) -> list[np.ndarray]:
+    def run(crops: list[np.ndarray], *_: object) -> list[np.ndarray]:
         if not crops:
             return []
         small = to_batch(crops)

@@ -255,6 +255,7 @@ class KeyReuseAttack:
                 crops: list[np.ndarray],
                 masks: list[Any],
                 _: list[Any],
+                __: list[Any],
                 anon: Anonymizer = anon,
                 signs: torch.Tensor = signs,
             ) -> list[np.ndarray]:

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 
 FEATHER = 1 / 64  # feather radius, as a fraction of the crop side (4 px at 256)
 
-CropTransform = Callable[[list[np.ndarray], list[Mask], list[bytes | None]], list[np.ndarray]]
+Residuals = list[np.ndarray | None]  # a lossy file's exact face data, per crop (media.latents)
+CropTransform = Callable[
+    [list[np.ndarray], list[Mask], list[bytes | None], Residuals], list[np.ndarray]
+]
 
 
 def classic(method: Callable[[Sequence[np.ndarray]], list[np.ndarray]]) -> CropTransform:
     """A classic method (blur, pixelate, solid) as a crop transform: masks and nonces unused."""
-    return lambda crops, masks, nonces: method(crops)
+    return lambda crops, masks, nonces, residuals: method(crops)
 
 
 def keyflip(
@@ -42,7 +45,9 @@ def keyflip(
 ) -> CropTransform:
     """The reversible method (``undo``: its inverse) as a crop transform, ``batch_size`` crops
     per network call."""
-    return _in_batches(batch_size, lambda c, m, n: anonymizer.apply(c, key, m, n, progress, undo))
+    return _in_batches(
+        batch_size, lambda c, m, n, r: anonymizer.apply(c, key, m, n, progress, undo, r)
+    )
 
 
 def hydro(
@@ -57,7 +62,9 @@ def hydro(
     repeatable randomness, for evaluations only (default: fresh from the operating system)."""
     seeds = None if seed is None else np.random.default_rng(seed)
 
-    def run(crops: list[np.ndarray], masks: list[Mask], _: list[bytes | None]) -> list[np.ndarray]:
+    def run(
+        crops: list[np.ndarray], masks: list[Mask], _: list[bytes | None], __: Residuals
+    ) -> list[np.ndarray]:
         batch_seed = None if seeds is None else int(seeds.integers(2**62))
         return anonymizer.deidentify(crops, masks, strength, repeats, progress, batch_seed)
 
@@ -68,12 +75,15 @@ def _in_batches(batch_size: int, transform: CropTransform) -> CropTransform:
     """``transform`` run on ``batch_size`` crops at a time (one network batch each)."""
 
     def run(
-        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None]
+        crops: list[np.ndarray],
+        masks: list[Mask],
+        nonces: list[bytes | None],
+        residuals: Residuals,
     ) -> list[np.ndarray]:
         out: list[np.ndarray] = []
         for i in range(0, len(crops), batch_size):
             part = slice(i, i + batch_size)
-            out += transform(crops[part], masks[part], nonces[part])
+            out += transform(crops[part], masks[part], nonces[part], residuals[part])
         return out
 
     return run
@@ -107,23 +117,28 @@ def transform_photos(
     nonces: Sequence[Sequence[bytes | None]],
     transform: CropTransform,
     grid: tuple[int, int],
+    residuals: Sequence[Sequence[np.ndarray | None] | None] | None = None,
 ) -> list[np.ndarray]:
     """Each photo with each of its faces cut out, transformed and pasted back.
 
     ``grid`` is the latent grid the mask was applied on: the pasted region covers every cell
-    the method may have changed, grown and feathered by ``FEATHER``.
+    the method may have changed, grown and feathered by ``FEATHER``. ``residuals``: per photo,
+    its exact face data (one per face) or None.
     """
     crops: list[np.ndarray] = []
     masks: list[Mask] = []
     flat_nonces: list[bytes | None] = []
+    flat_residuals: Residuals = []
     owners: list[tuple[int, Geometry]] = []
     for i, (photo, faces, face_nonces) in enumerate(zip(photos, geometry, nonces, strict=True)):
-        for g, nonce in zip(faces, face_nonces, strict=True):
+        given = residuals[i] if residuals is not None else None
+        for j, (g, nonce) in enumerate(zip(faces, face_nonces, strict=True)):
             crops.append(warp_to_crop(photo, g.alignment))
             masks.append(g.mask)
             flat_nonces.append(nonce)
+            flat_residuals.append(None if given is None else given[j])
             owners.append((i, g))
-    changed = transform(crops, masks, flat_nonces) if crops else []
+    changed = transform(crops, masks, flat_nonces, flat_residuals) if crops else []
     out = [np.asarray(p) for p in photos]
     for (i, g), crop in zip(owners, changed, strict=True):
         size = g.alignment.size

@@ -37,6 +37,7 @@ class Result:
     source: Any  # the input's Picture: its EXIF and ICC profile, kept with --keep-metadata
     boxes: list[Any] = field(default_factory=list)  # each face's box, for --report
     coverage: list[Any] = field(default_factory=list)  # share of each box the output replaced
+    latents: Any = None  # keyflip: the exact face data a JPEG output carries (Outcome.latents)
 
 
 def read_checked(path: Path, aligned_size: int | None) -> Any:
@@ -140,6 +141,8 @@ class Job:
                 overwrite=policy.overwrite,
                 exif=result.source.exif if keep else None,
                 icc=result.source.icc if keep else None,
+                quality=policy.jpeg_quality,
+                latents=result.latents,
             )
         except OutputExistsError as exc:
             if policy.skip_existing:  # another run wrote it meanwhile
@@ -221,7 +224,7 @@ class AnonymizeJob(Job):
             repeats=s.repeats,
         )
         return [
-            Result(o.image, o.metadata, len(o.boxes), picture, o.boxes, o.coverage)
+            Result(o.image, o.metadata, len(o.boxes), picture, o.boxes, o.coverage, o.latents)
             for o, (picture, _) in zip(outcomes, batch, strict=True)
         ]
 
@@ -331,7 +334,13 @@ class DeanonymizeJob(Job):
             lambda: self.finder(size),
             detect=picture.faceanon is None,
         )
-        return picture, meta, backbone, geometry
+        residuals = None
+        if picture.faceanon is not None:
+            residuals, note = photos.exact_faces(
+                path, picture.latents, picture.lossy, picture.faceanon, len(meta.faces), backbone
+            )
+            self.notes += [note] if note else []
+        return picture, meta, backbone, geometry, residuals
 
     def work(self, batch: list[Any]) -> list[Result]:
         from faceanon.media import photos
@@ -339,12 +348,13 @@ class DeanonymizeJob(Job):
         outcomes = photos.restore(
             [
                 (picture.image, meta, backbone, geometry)
-                for picture, meta, backbone, geometry in batch
+                for picture, meta, backbone, geometry, _ in batch
             ],
             self.key,
             inversion=self.settings.inversion,
             batch_size=self.batch_size,
             progress=self.progress,
+            residuals=[item[4] for item in batch],
         )
         return [
             Result(o.image, None, len(item[3]), item[0], o.boxes)

@@ -85,8 +85,6 @@ def plan(inputs: Sequence[Path], out: Path | None, tag: str) -> tuple[list[Entry
     for _, dst in entries:
         if real(dst) in sources:
             raise FaceanonError(f"{dst}: output would overwrite an input; choose another -o")
-    if any(dst.suffix.lower() in JPEG_SUFFIXES for _, dst in entries):
-        notes.append("warning: JPEG is lossy, de-anonymization will be less accurate (use PNG)")
     return entries, notes
 
 

@@ -6,7 +6,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from faceanon.errors import ImageError, OutputExistsError
 from faceanon.limits import MAX_PIXELS
+from faceanon.media.latents import IDENTIFIER as LATENTS_IDENTIFIER
 
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
 
@@ -32,6 +33,8 @@ class Picture:
     faceanon: str | None = None
     exif: bytes | None = None
     icc: bytes | None = None
+    latents: tuple[tuple[str, bytes], ...] = ()  # a JPEG's exact face data (media.latents)
+    lossy: bool = False  # JPEG or WebP: the pixels are not the ones written
 
 
 def read_image(path: Path, data: bytes | None = None) -> Picture:
@@ -62,6 +65,12 @@ def read_image(path: Path, data: bytes | None = None) -> Picture:
                 exif = upright.getexif()
                 exif.pop(0x0112, None)  # the pixels are upright now
                 icc = img.info.get("icc_profile")
+                segments = tuple(
+                    (marker, data)
+                    for marker, data in getattr(img, "applist", [])
+                    if marker == "APP11" and data.startswith(LATENTS_IDENTIFIER)
+                )
+                lossy = img.format in ("JPEG", "MPO", "WEBP")
                 rgb = _to_rgb(upright)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
@@ -75,7 +84,8 @@ def read_image(path: Path, data: bytes | None = None) -> Picture:
         if isinstance(exc, OSError) and exc.errno is not None:  # the file system's, not Pillow's
             raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
-    return Picture(rgb, meta, exif.tobytes() if len(exif) else None, icc or None)
+    exif_bytes = exif.tobytes() if len(exif) else None
+    return Picture(rgb, meta, exif_bytes, icc or None, segments, lossy)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -101,15 +111,19 @@ def write_image(
     overwrite: bool,
     exif: bytes | None = None,
     icc: bytes | None = None,
+    quality: int = 95,
+    latents: Callable[[np.ndarray], bytes] | None = None,
 ) -> None:
-    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment), atomically.
+    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment; ``quality``;
+    ``latents``: see :func:`encode_image`), atomically.
 
     Nothing else from the input is written unless passed here: no EXIF, GPS or ICC profile.
     """
     suffix = path.suffix.lower()
     if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
         raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
-    data = encode_image(image, metadata, suffix in JPEG_SUFFIXES, exif=exif, icc=icc)
+    jpeg = suffix in JPEG_SUFFIXES
+    data = encode_image(image, metadata, jpeg, exif=exif, icc=icc, quality=quality, latents=latents)
     write_atomic(path, data, overwrite=overwrite)
 
 
@@ -120,8 +134,12 @@ def encode_image(
     *,
     exif: bytes | None = None,
     icc: bytes | None = None,
+    quality: int = 95,
+    latents: Callable[[np.ndarray], bytes] | None = None,
 ) -> bytes:
-    """The file's bytes: PNG with the metadata in an iTXt chunk, or JPEG with it as a comment."""
+    """The file's bytes: PNG with the metadata in an iTXt chunk, or JPEG (at ``quality``) with
+    it as a comment, and ``latents(pixels)``, given the pixels the JPEG decodes to, in APP11
+    segments (the exact face data of :mod:`faceanon.media.latents`)."""
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
     if not jpeg:
@@ -133,11 +151,17 @@ def encode_image(
         img.save(
             buffer,
             format="JPEG",
-            quality=95,
+            quality=quality,
             comment=metadata or "",
             exif=exif or b"",
             icc_profile=icc,
         )
+        if latents is not None:
+            from faceanon.media.latents import add_to_jpeg
+
+            with Image.open(io.BytesIO(buffer.getvalue())) as written:
+                pixels = np.asarray(written.convert("RGB"))
+            return add_to_jpeg(buffer.getvalue(), latents(pixels))
     return buffer.getvalue()
 
 

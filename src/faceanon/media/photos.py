@@ -35,6 +35,8 @@ class Outcome:
     metadata: str | None  # the faceanon metadata to store with an anonymized image
     boxes: list[Box | None]  # the faces covered, in the photo (None: an aligned crop)
     coverage: list[float | None] = field(default_factory=list)  # share of each box replaced
+    # keyflip: given the pixels a lossy file of the image decodes to, its exact face data
+    latents: Callable[[np.ndarray], bytes] | None = field(default=None, repr=False)
 
 
 def describe_model(backbone: Backbone, terminal: bool = True) -> str:
@@ -175,9 +177,30 @@ def anonymize(
                 None if aligned else box_coverage(g, f.box, image.shape, grid)
                 for f, g in zip(found, geometry, strict=True)
             ],
+            None
+            if anonymizer is None or key is None
+            else _exact(anonymizer, image, geometry, text),
         )
         for image, found, (text, geometry) in zip(out, faces, described, strict=True)
     ]
+
+
+def _exact(
+    anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], metadata: str
+) -> Callable[[np.ndarray], bytes]:
+    """What :attr:`Outcome.latents` does for a keyflip output ``image``: each face's latent,
+    from ``image`` and from the lossy pixels, as the restore cuts and encodes it."""
+    from faceanon.faces.align import warp_to_crop
+    from faceanon.media import latents
+
+    def data(lossy: np.ndarray) -> bytes:
+        if not geometry:
+            return latents.encode([], [], metadata)
+        exact = anonymizer.latents([warp_to_crop(image, g.alignment) for g in geometry])
+        worse = anonymizer.latents([warp_to_crop(lossy, g.alignment) for g in geometry])
+        return latents.encode(exact, worse, metadata)
+
+    return data
 
 
 def output_geometry(faces: Sequence[Face], sealed: bool) -> list[Geometry]:
@@ -287,6 +310,38 @@ def restore_geometry(
     return meta, geometry
 
 
+def exact_faces(
+    name: object,
+    segments: Sequence[tuple[str, bytes]],
+    lossy: bool,
+    text: str,
+    faces: int,
+    backbone: Backbone,
+) -> tuple[list[np.ndarray | None] | None, str | None]:
+    """A lossy file's exact face data (:mod:`faceanon.media.latents`) for a restore of its
+    ``faces`` with ``backbone``, and a line to say when a lossy file has none or none it can
+    use (the restore then starts from the lossy pixels)."""
+    from faceanon.media import latents
+
+    fallback = "restoring from the lossy pixels, less exactly"
+    try:
+        data = latents.from_app_segments(segments)
+        if data is None:
+            if not lossy:
+                return None, None
+            return None, f"note: {name}: no exact face data in this lossy file; {fallback}"
+        residuals = latents.decode(data, text, faces)
+    except MetadataError as exc:
+        return None, f"warning: {name}: {exc}; {fallback}"
+    shape = tuple(backbone.latent_shape)
+    if any(r is not None and r.shape != shape for r in residuals):
+        return (
+            None,
+            f"warning: {name}: exact face data not of {backbone.name}'s latents; {fallback}",
+        )
+    return residuals, None
+
+
 def restore(
     batch: Sequence[tuple[np.ndarray, Metadata, Backbone, list[Geometry]]],
     key: SecretKey,
@@ -294,9 +349,12 @@ def restore(
     inversion: str | None = None,
     batch_size: int = 1,
     progress: Progress | None = None,
+    residuals: Sequence[Sequence[np.ndarray | None] | None] | None = None,
 ) -> list[Outcome]:
     """Each (image, metadata, backbone, geometry) restored with ``key``; files may differ in
-    backbone, steps, inversion and transform: one run for each combination."""
+    backbone, steps, inversion and transform: one run for each combination. ``residuals``:
+    per item, its exact face data (:func:`exact_faces`) or None; ignored where the faces were
+    found anew (their count differs)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.diffusion.ddim_settings import ddim_defaults
 
@@ -310,12 +368,17 @@ def restore(
         backbone = batch[indices[0]][2]
         anonymizer = Anonymizer(backbone, steps, inversion=chosen, transform=change)
         transform = keyflip(anonymizer, key, batch_size, progress, undo=True)
+        given = [None if residuals is None else residuals[i] for i in indices]
         images = transform_photos(
             [batch[i][0] for i in indices],
             [batch[i][3] for i in indices],
             [[f.nonce for f in batch[i][1].faces] for i in indices],
             transform,
             backbone.latent_shape[1:],
+            [
+                r if r is not None and len(r) == len(batch[i][3]) else None
+                for i, r in zip(indices, given, strict=True)
+            ],
         )
         for i, image in zip(indices, images, strict=True):
             results[i] = Outcome(image, None, [f.box for f in batch[i][1].faces])

@@ -170,7 +170,7 @@ def restore_job(
             " faceanon wrote, as it was downloaded"
         )
     outcome = restore_photo(
-        picture.image,
+        data,
         key,
         picture.faceanon,
         server.device,
