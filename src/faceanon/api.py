@@ -59,7 +59,7 @@ def _read(photo: PhotoInput, name: str | None) -> tuple[str, Picture]:
     if isinstance(photo, (str, PurePath)):
         return name or str(photo), read_image(Path(photo))
     if isinstance(photo, bytes):
-        return name or "photo", read_image(PurePath(name or "photo"), photo)  # type: ignore[arg-type]
+        return name or "photo", read_image(Path(name or "photo"), photo)
     image = np.asarray(photo)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise FaceanonError(f"the photo must be uint8 RGB (height, width, 3), not {image.shape}")
@@ -77,10 +77,10 @@ def anonymize_photo(
 ) -> Photo:
     """Every face of ``photo`` (an RGB array, a file, or a file's bytes) anonymized as
     ``settings`` say (default: keyflip with the default backbone, which needs ``key``).
-    ``name``: the photo's name in
-    messages (default: its path, or "photo"); ``progress(done, total)``: network calls;
-    ``max_restore_calls``: refuse (FaceanonError, nothing made) a photo whose restore would
-    take more network calls than this (a service's bound, :func:`restore_photo`'s too)."""
+    ``name``: the photo's name in messages (default: its path, or "photo");
+    ``progress(done, total)``: network calls; ``max_restore_calls``: refuse (FaceanonError,
+    nothing made) a photo whose restore would take more network calls than this (a service's
+    bound, :func:`restore_photo`'s too)."""
     from faceanon.media import photos
 
     s = settings or Settings()

@@ -6,7 +6,9 @@ JPEG at quality 85 restored the example face at 18.8 dB against the PNG's 26.1. 
 face is public (anyone who sees the image sees it), so its latent can travel with the picture:
 quantised to ``STEP`` (one 8-bit level for the embedded models' 4x4-mean latents) and stored
 as the difference from the latent of the lossy crop, which is small and compresses to a few
-kB a face. The restore adds the difference to the latent it computes from the lossy pixels.
+kB a face. The restore adds the difference to the latent it computes from the lossy pixels. Only the
+cells the restore pastes back need it (the mask's, grown by ``GROW`` cells): elsewhere the
+difference is stored as zero (on the example photo: the same restore, a third less data).
 A decoder that rounds a little differently only adds its own difference; a re-encoded file
 loses that much and no more.
 
@@ -34,6 +36,7 @@ from faceanon.limits import MAX_FACES
 
 VERSION = 1
 STEP = 2 / 255  # latent units per quantisation level: one 8-bit level in [-1, 1]
+GROW = 2  # latent cells around the mask whose residuals are kept (the paste's feathered edge)
 IDENTIFIER = b"faceanon-latents\0"
 APP11 = 0xFFEB
 SEGMENT = 65533 - 2 - len(IDENTIFIER) - 2  # payload bytes per APP11 segment
@@ -50,18 +53,27 @@ def digest(metadata: str) -> str:
 
 
 def encode(
-    exact: Sequence[np.ndarray | None], lossy: Sequence[np.ndarray | None], metadata: str
+    exact: Sequence[np.ndarray | None],
+    lossy: Sequence[np.ndarray | None],
+    metadata: str,
+    where: Sequence[np.ndarray | None] | None = None,
 ) -> bytes:
     """The data for faces whose ``exact`` latents (from the lossless output) and ``lossy``
-    ones (from the lossy file as written) are given; None: a face without (not keyed)."""
+    ones (from the lossy file as written) are given; None: a face without (not keyed).
+    ``where``: per face, the (h, w) latent cells whose residuals matter (the rest are stored
+    as zeros, which cost almost nothing): the cells the restore pastes back."""
     shapes: list[list[int] | None] = []
     residuals = []
-    for e, lo in zip(exact, lossy, strict=True):
+    for i, (e, lo) in enumerate(zip(exact, lossy, strict=True)):
         if e is None or lo is None:
             shapes.append(None)
             continue
         shapes.append(list(e.shape))
-        residuals.append((quantise(e) - quantise(lo)).ravel())
+        residual = quantise(e) - quantise(lo)
+        cells = None if where is None else where[i]
+        if cells is not None:
+            residual = np.where(cells, residual, 0)
+        residuals.append(residual.ravel())
     values = np.concatenate(residuals) if residuals else np.zeros(0, np.int64)
     width = 1 if values.size == 0 or np.abs(values).max() < 128 else 2
     clipped = np.clip(values, -(2 ** (8 * width - 1)), 2 ** (8 * width - 1) - 1)

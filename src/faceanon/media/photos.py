@@ -196,9 +196,14 @@ def _exact(
     def data(lossy: np.ndarray) -> bytes:
         if not geometry:
             return latents.encode([], [], metadata)
+        import cv2
+
         exact = anonymizer.latents([warp_to_crop(image, g.alignment) for g in geometry])
         worse = anonymizer.latents([warp_to_crop(lossy, g.alignment) for g in geometry])
-        return latents.encode(exact, worse, metadata)
+        _, h, w = anonymizer.backbone.latent_shape
+        grow = np.ones((2 * latents.GROW + 1,) * 2, np.uint8)
+        where = [cv2.dilate(g.mask.grid(h, w).astype(np.uint8), grow) > 0 for g in geometry]
+        return latents.encode(exact, worse, metadata, where)
 
     return data
 
