@@ -115,11 +115,11 @@ def test_tracking_fills_missed_detections(work, monkeypatch, capsys):
     from faceanon.faces import detect
 
     original_detect = detect.detect_turned
-    calls = {"n": 0}
+    frames: dict[bytes, int] = {}  # each frame's pixels -> its number
 
     def flaky(detector, image, turns=(0, 1, 3)):
-        calls["n"] += 1
-        if calls["n"] in (5, 6, 7):  # the detector misses the face in frames 4-6
+        number = frames.setdefault(image.tobytes(), len(frames))
+        if number in (4, 5, 6):  # every search of frames 4-6 misses the face
             return []
         return original_detect(detector, image, turns)
 
@@ -129,7 +129,7 @@ def test_tracking_fills_missed_detections(work, monkeypatch, capsys):
     assert "14 face-frames in 1 tracks, 3 found by the turned search" in capsys.readouterr().err
     from faceanon.faces import tracking
 
-    calls["n"] = 0
+    frames.clear()
     monkeypatch.setattr(tracking, "RECOVER_ANGLES", ())  # without it, the gap is interpolated
     assert main(["anonymize", "clip.mp4", "--method", "solid", *FAST]) == 0
     out = capsys.readouterr().err
@@ -282,3 +282,36 @@ def test_a_folder_of_photos_and_videos(work, capsys):
         "anonymized videos: files 1, written 1" in err and "anonymized: files 1, written 1" in err
     )
     assert Path("out/clip_anonymized.mp4").is_file() and Path("out/photo_anonymized.png").is_file()
+
+
+def test_the_whole_search_runs_every_hold_plus_one_frames_and_when_a_track_is_lost(
+    work, monkeypatch, capsys
+):
+    """--recall high on video: the mirror-framed and enlarged views only every HOLD + 1
+    frames (a face only they find is at most HOLD frames late, and the hold covers those),
+    the photo as is between; and the whole search again on any frame where the quick one
+    finds fewer faces than there are live tracks. No frame is left bare either way."""
+    from faceanon.faces import tracking
+
+    searched: list[bool] = []
+    quick_misses = {"on": False}
+
+    def counted(finder, frame, full=True):  # type: ignore[no-untyped-def]
+        searched.append(full)
+        if quick_misses["on"] and not full:
+            return []
+        return tracking.detect(finder, frame, full)
+
+    monkeypatch.setattr("faceanon.media.video.detect", counted)
+    upright = ["--upright-only", "--method", "solid"]
+    assert main(["anonymize", "clip.mp4", *upright, "-o", "high.mp4"]) == 0
+    assert searched == [i % (tracking.HOLD + 1) == 0 for i in range(FRAMES)]
+    # The quick search misses every face: each frame after the first is searched again
+    # whole, and still every frame is covered.
+    searched.clear()
+    quick_misses["on"] = True
+    assert main(["anonymize", "clip.mp4", *upright, "-o", "lost.mp4"]) == 0
+    assert searched.count(True) == FRAMES
+    for x, y in zip(_frames("clip.mp4"), _frames("lost.mp4"), strict=True):
+        assert (np.abs(x.astype(int) - y).max(axis=-1) > 40).sum() > 300  # no bare frame
+    capsys.readouterr()

@@ -179,18 +179,29 @@ class Tracker:
         self.tracks = [t for t in self.tracks if t.last >= horizon]
 
 
-def detect(finder: Any, frame: Frame) -> list[Any]:
+def detect(finder: Any, frame: Frame, full: bool = True) -> list[Any]:
     """The faces of a frame: searched as the frame is displayed (its rotation applied), and,
     with ``finder.sideways``, only if none is found there, in the two quarter turns (a photo
     searches all three at once and keeps turned-only faces only without an upright one: the
-    same faces, for a third of the detector calls in frames that show a face)."""
+    same faces, for a third of the detector calls in frames that show a face). ``full``
+    False: with ``--recall high``, the photo as is only (see :func:`full_search`)."""
     from faceanon.faces.detect import detect_turned
 
+    detector = finder.detector if full else getattr(finder.detector, "base", finder.detector)
     upright = (frame.rotation // 90) % 4
-    found = detect_turned(finder.detector, frame.rgb, (upright,))
+    found = detect_turned(detector, frame.rgb, (upright,))
     if found or not finder.sideways:
         return found
-    return detect_turned(finder.detector, frame.rgb, ((upright + 1) % 4, (upright + 3) % 4))
+    return detect_turned(detector, frame.rgb, ((upright + 1) % 4, (upright + 3) % 4))
+
+
+def full_search(index: int, hold: int) -> bool:
+    """Whether frame ``index`` gets the whole ``--recall`` search (mirror-framed and enlarged
+    views too): every ``hold + 1`` frames, so a face that only those views find (cut by the
+    border, or tiny) is found at most ``hold`` frames late, and those frames are covered by
+    the hold before a track's first detection; the frames between get the photo as is, and
+    the whole search as well when it finds fewer faces than there are live tracks."""
+    return index % (hold + 1) == 0
 
 
 def recover(finder: Any, frame: Frame, expected: Sequence[Box], found: Sequence[Box]) -> list[Box]:

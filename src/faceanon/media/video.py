@@ -46,6 +46,7 @@ from faceanon.faces.tracking import (
     MAX_GAP,
     Tracker,
     detect,
+    full_search,
     look_back,
     recover,
     track_region,
@@ -200,7 +201,11 @@ def anonymize_video(
                 progress(summary.frames, total, summary.faces)
 
         for frame in frames(source, summary, writer.copy):
-            found = [(d.box, d.turns) for d in detect(finder, frame)]
+            full = full_search(frame.index, hold)
+            searched = detect(finder, frame, full)
+            if not full and len(searched) < len(tracker.expected(frame.index)):
+                searched = detect(finder, frame)  # a track may be lost: look everywhere
+            found = [(d.box, d.turns) for d in searched]
             if recovery:
                 extra = recover(finder, frame, tracker.expected(frame.index), [b for b, _ in found])
                 summary.recovered += len(extra)
