@@ -58,7 +58,7 @@ def box_coverage(path: Path, key_file: Path) -> np.ndarray:
 
     key = read_key_file(key_file)
     with av.open(str(path)) as container:
-        records = read_document(path, container)
+        records, _ = read_document(path, container)
     shares = []
     for image, text in zip(frames(path), records, strict=True):
         if text is None:

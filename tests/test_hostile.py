@@ -730,7 +730,8 @@ def test_exact_face_data_refused_in_one_line(what: str, data: bytes, message: st
 
     with pytest.raises(MetadataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         latents.decode(data, "{}", 1)
-    good = latents.encode([np.zeros((3, 8, 8))], [np.full((3, 8, 8), 0.5)], "metadata A")
+    exact = latents.quantise(np.zeros((3, 8, 8)))
+    good = latents.encode([exact], [np.full((3, 8, 8), 0.5)], "metadata A")
     [residual] = latents.decode(good, "metadata A", 1)
     assert residual is not None and residual.shape == (3, 8, 8)
     exact = latents.restored(np.full((3, 8, 8), 0.5), residual)  # the lossy latent + residual

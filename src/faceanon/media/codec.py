@@ -171,22 +171,25 @@ def publish(tmp: Path, dst: Path, overwrite: bool) -> None:
 
 
 def with_attachment(video: Path, data: bytes, dst: Path) -> None:
-    """Copy every stream of ``video`` into ``dst`` with ``data`` attached (Matroska writes
-    attachments in its header, so they are added once everything is known)."""
+    """Copy every stream of ``video`` but its attachments into ``dst`` with ``data`` attached
+    (Matroska writes attachments in its header, so they are added once everything is known)."""
     import av
 
     with av.open(str(video)) as source, av.open(str(dst), "w", format="matroska") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        kept = [s for s in source.streams if s.type != "attachment"]
+        streams = {s.index: out.add_stream_from_template(s) for s in kept}
         out.add_attachment(ATTACHMENT, ATTACHMENT_MIME, data)
-        for packet in source.demux():
+        for packet in source.demux(*kept):
             if packet.size == 0:  # the demuxer's end-of-stream marker
                 continue
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
 
 
-def read_document(path: Path, container: Any) -> list[str | None]:
-    """The per-frame metadata of an anonymized video, checked."""
+def read_document(path: Path, container: Any) -> tuple[list[str | None], list[str | None]]:
+    """The per-frame metadata of an anonymized video, checked, and per frame its faces' exact
+    data (:mod:`faceanon.media.latents`, base64) where a lossy video carries it (else all
+    None)."""
     attachment = next(
         (s for s in container.streams if s.type == "attachment" and s.name == ATTACHMENT), None
     )
@@ -207,6 +210,11 @@ def read_document(path: Path, container: Any) -> list[str | None]:
             r is None or isinstance(r, str) for r in records
         ):
             raise ValueError("metadata is not a list of texts")
+        exact = document.get("latents", [None] * len(records))
+        if not isinstance(exact, list) or len(exact) != len(records):
+            raise ValueError("exact face data is not one entry per frame")
+        if not all(e is None or isinstance(e, str) for e in exact):
+            raise ValueError("exact face data is not a list of texts")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MetadataError(f"{path}: faceanon metadata is damaged ({_reason(exc)})") from None
-    return records
+    return records, exact

@@ -58,10 +58,11 @@ def encode(
     metadata: str,
     where: Sequence[np.ndarray | None] | None = None,
 ) -> bytes:
-    """The data for faces whose ``exact`` latents (from the lossless output) and ``lossy``
-    ones (from the lossy file as written) are given; None: a face without (not keyed).
-    ``where``: per face, the (h, w) latent cells whose residuals matter (the rest are stored
-    as zeros, which cost almost nothing): the cells the restore pastes back."""
+    """The data for faces whose ``exact`` latents (from the lossless output, quantised with
+    :func:`quantise`) and ``lossy`` ones (from the lossy file as written) are given; None: a
+    face without (not keyed). ``where``: per face, the (h, w) latent cells whose residuals
+    matter (the rest are stored as zeros, which cost almost nothing): the cells the restore
+    pastes back."""
     shapes: list[list[int] | None] = []
     residuals = []
     for i, (e, lo) in enumerate(zip(exact, lossy, strict=True)):
@@ -69,7 +70,7 @@ def encode(
             shapes.append(None)
             continue
         shapes.append(list(e.shape))
-        residual = quantise(e) - quantise(lo)
+        residual = np.asarray(e, np.int64) - quantise(lo)
         cells = None if where is None else where[i]
         if cells is not None:
             residual = np.where(cells, residual, 0)

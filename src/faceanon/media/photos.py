@@ -37,6 +37,7 @@ class Outcome:
     coverage: list[float | None] = field(default_factory=list)  # share of each box replaced
     # keyflip: given the pixels a lossy file of the image decodes to, its exact face data
     latents: Callable[[np.ndarray], bytes] | None = field(default=None, repr=False)
+    geometry: list[Geometry] = field(default_factory=list, repr=False)  # as the restore sees it
 
 
 def describe_model(backbone: Backbone, terminal: bool = True) -> str:
@@ -180,32 +181,57 @@ def anonymize(
             None
             if anonymizer is None or key is None
             else _exact(anonymizer, image, geometry, text),
+            geometry,
         )
         for image, found, (text, geometry) in zip(out, faces, described, strict=True)
     ]
 
 
-def _exact(
-    anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], metadata: str
-) -> Callable[[np.ndarray], bytes]:
-    """What :attr:`Outcome.latents` does for a keyflip output ``image``: each face's latent,
-    from ``image`` and from the lossy pixels, as the restore cuts and encodes it."""
-    from faceanon.faces.align import warp_to_crop
-    from faceanon.media import latents
+@dataclass
+class ExactFaces:
+    """A keyflip output's faces as the restore cuts them: each face's exact latent (quantised,
+    :mod:`faceanon.media.latents`), its alignment, and the latent cells the restore pastes
+    back. :meth:`data` makes a lossy copy's exact face data; kept instead of the image where
+    the lossy copy comes later (a video's frames)."""
 
-    def data(lossy: np.ndarray) -> bytes:
-        if not geometry:
-            return latents.encode([], [], metadata)
+    anonymizer: Anonymizer
+    alignments: list[Any]
+    levels: list[np.ndarray]
+    where: list[np.ndarray]
+    metadata: str
+
+    @classmethod
+    def of(
+        cls, anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
+    ) -> ExactFaces:
         import cv2
 
-        exact = anonymizer.latents([warp_to_crop(image, g.alignment) for g in geometry])
-        worse = anonymizer.latents([warp_to_crop(lossy, g.alignment) for g in geometry])
+        from faceanon.faces.align import warp_to_crop
+        from faceanon.media import latents
+
+        alignments = [g.alignment for g in geometry]
+        exact = anonymizer.latents([warp_to_crop(image, a) for a in alignments]) if geometry else []
         _, h, w = anonymizer.backbone.latent_shape
         grow = np.ones((2 * latents.GROW + 1,) * 2, np.uint8)
         where = [cv2.dilate(g.mask.grid(h, w).astype(np.uint8), grow) > 0 for g in geometry]
-        return latents.encode(exact, worse, metadata, where)
+        levels = [latents.quantise(e).astype(np.int16) for e in exact]  # small: videos keep them
+        return cls(anonymizer, alignments, levels, where, text)
 
-    return data
+    def data(self, lossy: np.ndarray) -> bytes:
+        """The exact face data for ``lossy``, the pixels a lossy copy decodes to."""
+        from faceanon.faces.align import warp_to_crop
+        from faceanon.media import latents
+
+        crops = [warp_to_crop(lossy, a) for a in self.alignments]
+        worse = self.anonymizer.latents(crops) if crops else []
+        return latents.encode(self.levels, worse, self.metadata, self.where)
+
+
+def _exact(
+    anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
+) -> Callable[[np.ndarray], bytes]:
+    """:attr:`Outcome.latents`: the exact latents are computed only if a lossy copy is made."""
+    return lambda lossy: ExactFaces.of(anonymizer, image, geometry, text).data(lossy)
 
 
 def output_geometry(faces: Sequence[Face], sealed: bool) -> list[Geometry]:
@@ -317,20 +343,22 @@ def restore_geometry(
 
 def exact_faces(
     name: object,
-    segments: Sequence[tuple[str, bytes]],
+    data: bytes | Sequence[tuple[str, bytes]] | None,
     lossy: bool,
     text: str,
     faces: int,
     backbone: Backbone,
 ) -> tuple[list[np.ndarray | None] | None, str | None]:
-    """A lossy file's exact face data (:mod:`faceanon.media.latents`) for a restore of its
-    ``faces`` with ``backbone``, and a line to say when a lossy file has none or none it can
-    use (the restore then starts from the lossy pixels)."""
+    """A lossy file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or
+    a JPEG's APP segments) for a restore of its ``faces`` with ``backbone``, and a line to say
+    when a lossy file has none or none it can use (the restore then starts from the lossy
+    pixels)."""
     from faceanon.media import latents
 
     fallback = "restoring from the lossy pixels, less exactly"
     try:
-        data = latents.from_app_segments(segments)
+        if data is not None and not isinstance(data, bytes):
+            data = latents.from_app_segments(data)
         if data is None:
             if not lossy:
                 return None, None

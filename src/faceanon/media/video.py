@@ -67,6 +67,7 @@ from faceanon.media.codec import (
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
+    from faceanon.media.photos import ExactFaces
     from faceanon.secure.keys import SecretKey
 
 _reason = partial(first_line, typed=False)  # an error's first line, for "(...)" in messages
@@ -151,6 +152,7 @@ def anonymize_video(
     tracker = Tracker(make_nonce, max_gap, hold)
     pending: deque[Frame] = deque()
     records: list[str | None] = []
+    exact: list[ExactFaces | None] = []  # lossy keyflip: per frame
     tmp = temporary(dst)
     writer: Writer | None = None
     try:
@@ -163,11 +165,7 @@ def anonymize_video(
                 f"warning: {dst}: odd width or height, written as H.264 4:4:4 (4:2:0 needs even"
                 " ones); some players, browsers among them, cannot play it"
             )
-        if reversible and lossy:
-            summary.notes.append(
-                f"warning: {dst}: lossy H.264 changes the anonymized faces a little; their"
-                ' restore will be less accurate (docs/benchmarks.md "Video")'
-            )
+
         depth = source.streams.video[0].codec_context.pix_fmt or ""
         if any(bits in depth for bits in ("10", "12", "16")):
             summary.notes.append(f"warning: {src}: {depth} input is written with 8 bits")
@@ -196,6 +194,15 @@ def anonymize_video(
                 writer.write(outcome.image, f)
                 records.append(outcome.metadata if found_faces else None)
                 summary.faces += len(found_faces)
+                if reversible and lossy:  # what the restore needs of the faces, exactly
+                    assert anonymizer is not None and outcome.metadata is not None
+                    exact.append(
+                        photos.ExactFaces.of(
+                            anonymizer, outcome.image, outcome.geometry, outcome.metadata
+                        )
+                        if found_faces
+                        else None
+                    )
             summary.frames += len(chunk)
             if progress is not None:
                 progress(summary.frames, total, summary.faces)
@@ -230,11 +237,13 @@ def anonymize_video(
         if summary.faces == 0 and not write_faceless:
             summary.written = False
         elif reversible:
-            document = {
+            document: dict[str, Any] = {
                 "faceanon_video": DOCUMENT_VERSION,
                 "frames": summary.frames,
                 "metadata": records,
             }
+            if lossy:
+                document["latents"] = exact_data(tmp, exact)
             final = temporary(dst)
             try:
                 with_attachment(tmp, json.dumps(document, separators=(",", ":")).encode(), final)
@@ -255,6 +264,22 @@ def anonymize_video(
         tmp.unlink(missing_ok=True)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def exact_data(video: Path, exact: list[ExactFaces | None]) -> list[str | None]:
+    """Per frame of the lossy ``video`` just written, its faces' exact data (base64), from
+    the frames as they decode (:mod:`faceanon.media.latents`)."""
+    import base64
+
+    out: list[str | None] = [None] * len(exact)
+    container = open_video(video)
+    try:
+        for frame in frames(container, Summary(), lambda packet: None):
+            if frame.index < len(exact) and (faces := exact[frame.index]) is not None:
+                out[frame.index] = base64.b64encode(faces.data(frame.rgb)).decode("ascii")
+    finally:
+        container.close()
+    return out
 
 
 # --- deanonymize --------------------------------------------------------------------------
@@ -282,17 +307,35 @@ def deanonymize_video(
     tmp = temporary(dst)
     writer: Writer | None = None
     try:
-        records = read_document(src, source)
+        records, exact = read_document(src, source)
         total = len(records)
+        lossy = source.streams.video[0].codec_context.name != "ffv1"
         writer = Writer(tmp, source, lossless=True, audio=audio, matroska=True)
         batch: list[tuple[Frame, Any]] = []
+
+        def exact_faces(f: Frame, meta: Any, backbone: Backbone) -> Any:
+            """The frame's exact face data, if the video carries it; the first problem noted."""
+            import base64
+            import binascii
+
+            text, data = records[f.index], exact[f.index]
+            assert text is not None
+            try:
+                blob = None if data is None else base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                blob = b"damaged"  # refused by the reader, in the one line below
+            name = f"{src} frame {f.index}"
+            residuals, note = photos.exact_faces(name, blob, lossy, text, len(meta.faces), backbone)
+            if note is not None and not any("exact face data" in n for n in summary.notes):
+                summary.notes.append(note)
+            return residuals
 
         def flush() -> None:
             assert writer is not None
             work = [(f, m) for f, m in batch if m is not None]
             restored: dict[int, np.ndarray] = {}
             if work:
-                items = []
+                items, residuals = [], []
                 for f, meta in work:
                     backbone = backbone_for(src, meta)
                     size = backbone.image_size
@@ -301,8 +344,9 @@ def deanonymize_video(
                         name, f.rgb, meta, key, size, partial(finder_for, size)
                     )
                     items.append((f.rgb, meta, backbone, geometry))
+                    residuals.append(exact_faces(f, meta, backbone))
                     summary.faces += len(geometry)
-                outs = photos.restore(items, key, batch_size=batch_size)
+                outs = photos.restore(items, key, batch_size=batch_size, residuals=residuals)
                 restored = {f.index: o.image for (f, _), o in zip(work, outs, strict=True)}
             for f, _ in batch:
                 writer.write(restored.get(f.index, f.rgb), f)
