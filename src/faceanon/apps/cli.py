@@ -104,8 +104,8 @@ def _add_common(
     p.add_argument(
         "--lossy",
         action="store_true",
-        help="videos, keyflip: H.264 instead of lossless FFV1 (smaller; the restore is less"
-        " accurate)",
+        help="videos, keyflip: H.264 instead of lossless FFV1 (smaller), carrying the faces'"
+        " exact latents so that it restores as FFV1 does",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

@@ -10,11 +10,13 @@ and each track keeps one nonce and one region, so the person keeps one anonymize
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
-(``audio=False`` drops the audio). ``keyflip`` writes a lossless video (FFV1 on RGB in Matroska:
-a lossy codec would change the anonymized faces and the restore would fail) and everything the
-restore needs except the key as a Matroska attachment ``faceanon.json``: per frame the photo
-metadata of faceanon/secure/container.py (face polygons sealed under the key). The classic methods
-write H.264 (CRF 18) in the input's container (MP4, MOV or Matroska; others become Matroska).
+(``audio=False`` drops the audio). ``keyflip`` writes a lossless video (FFV1 on RGB in
+Matroska) and everything the restore needs except the key as a Matroska attachment
+``faceanon.json``: per frame the photo metadata of faceanon/secure/container.py (face polygons
+sealed under the key); with ``lossy``, H.264 (CRF 18) and in the attachment also each
+face-frame's exact latent (:mod:`faceanon.media.latents`, computed from the frames as they
+decode), so the restore does not depend on the lossy pixels. The classic methods write H.264
+(CRF 18) in the input's container (MP4, MOV or Matroska; others become Matroska).
 
 Outputs are written to a temporary file beside the target and given its name only when
 complete; a stream that breaks mid-file keeps the frames decoded before the break and says
@@ -135,7 +137,7 @@ def anonymize_video(
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
     A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
-    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, and the restore less accurate.
+    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, with the faces' exact latents.
     ``max_gap`` and ``hold`` 0 and ``recovery`` False: each frame only its own detections
     (benchmarks)."""
     from faceanon.media import photos
