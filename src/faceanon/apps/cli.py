@@ -109,7 +109,12 @@ def _add_common(
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--batch-size", type=int, default=1, help="faces per network call")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="faces per network call (default: 1 for photos, 8 for videos: the faces of 8"
+        " frames together, about 2x faster with the embedded model)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
         "--skip-existing",
@@ -319,7 +324,7 @@ def _stop_on_signals() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1:
+    if (batch := getattr(args, "batch_size", None)) is not None and batch < 1:
         say("faceanon: error: --batch-size must be at least 1")
         return EXIT_USAGE
     if getattr(args, "workers", 1) < 1:

@@ -33,7 +33,8 @@ def _process(args: argparse.Namespace, tag: str, make_job: Callable[[Any], Any])
     from faceanon.folders.plan import Tally, plan
     from faceanon.settings import Engine
 
-    engine = Engine(args.engine, args.batch_size, args.workers, args.address, args.gpus_per_worker)
+    batch = args.batch_size or 1
+    engine = Engine(args.engine, batch, args.workers, args.address, args.gpus_per_worker)
     entries, notes = plan(args.inputs, args.output, tag)
     for note in notes:
         say(note)
@@ -166,7 +167,13 @@ def _photos_and_videos(
 
 def _video_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options both video commands pass on."""
-    return {"batch_size": args.batch_size, "audio": not args.no_audio, "overwrite": args.overwrite}
+    from faceanon.media.video import CHUNK
+
+    return {
+        "batch_size": args.batch_size or CHUNK,
+        "audio": not args.no_audio,
+        "overwrite": args.overwrite,
+    }
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
@@ -200,7 +207,12 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         )
 
     make_job = partial(
-        AnonymizeJob, settings, _policy(args), key, batch_size=args.batch_size, debug=args.debug
+        AnonymizeJob,
+        settings,
+        _policy(args),
+        key,
+        batch_size=args.batch_size or 1,
+        debug=args.debug,
     )
     return _photos_and_videos(args, "anonymized", make_job, video_runner)
 
@@ -213,7 +225,7 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
     settings, policy = settings_from(args), _policy(args)
     key = load_key(args.key)
     make_job = partial(
-        DeanonymizeJob, settings, policy, key, batch_size=args.batch_size, debug=args.debug
+        DeanonymizeJob, settings, policy, key, batch_size=args.batch_size or 1, debug=args.debug
     )
 
     def video_runner() -> Callable[..., Any]:
