@@ -131,7 +131,7 @@ def restore_photo(
     calls than this (the file chooses its faces and steps)."""
     from faceanon.backbones.registry import MODELS
     from faceanon.errors import MetadataError
-    from faceanon.media import photos
+    from faceanon.media import latents, photos
 
     label, picture = _read(photo, name)
     image, stored = picture.image, picture.faceanon
@@ -150,7 +150,7 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    residuals, note = photos.exact_faces(
+    residuals, note = latents.exact_faces(
         label, picture.latents, picture.lossy, text, len(meta.faces), model
     )
     if note is not None:

@@ -313,7 +313,7 @@ class DeanonymizeJob(Job):
         return Metadata("keyflip", (), backbone, None, steps, (width, height), transform=transform)
 
     def prepare(self, path: Path) -> Any:
-        from faceanon.media import photos
+        from faceanon.media import latents, photos
 
         picture = read_checked(path, None)
         if picture.faceanon is None:
@@ -336,7 +336,7 @@ class DeanonymizeJob(Job):
         )
         residuals = None
         if picture.faceanon is not None:
-            residuals, note = photos.exact_faces(
+            residuals, note = latents.exact_faces(
                 path, picture.latents, picture.lossy, picture.faceanon, len(meta.faces), backbone
             )
             self.notes += [note] if note else []

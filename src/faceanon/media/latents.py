@@ -1,4 +1,5 @@
-"""Exact face latents beside a lossy picture, so that a JPEG output restores as a PNG does.
+"""Exact face latents beside a lossy picture, so that a JPEG (or H.264) output restores as a
+lossless one does.
 
 The restore starts from the latent of each anonymized face crop (the backbone's ``encode`` of
 the crop cut from the output). A lossy file changes those pixels, and the restore follows: a
@@ -6,11 +7,11 @@ JPEG at quality 85 restored the example face at 18.8 dB against the PNG's 26.1. 
 face is public (anyone who sees the image sees it), so its latent can travel with the picture:
 quantised to ``STEP`` (one 8-bit level for the embedded models' 4x4-mean latents) and stored
 as the difference from the latent of the lossy crop, which is small and compresses to a few
-kB a face. The restore adds the difference to the latent it computes from the lossy pixels. Only the
-cells the restore pastes back need it (the mask's, grown by ``GROW`` cells): elsewhere the
-difference is stored as zero (on the example photo: the same restore, a third less data).
-A decoder that rounds a little differently only adds its own difference; a re-encoded file
-loses that much and no more.
+kB a face. The restore adds the difference to the latent it computes from the lossy pixels.
+Only the cells the restore pastes back need it (the mask's, grown by ``GROW`` cells):
+elsewhere the difference is stored as zero (on the example photo: the same restore, a third
+less data). A decoder that rounds a little differently only adds its own difference; a
+re-encoded file loses that much and no more.
 
 Nothing secret is added: the sealed geometry stays in the metadata, the key in the key file.
 The data is bound to the metadata (a SHA-256 of its text): data of another image is refused.
@@ -18,7 +19,8 @@ The data is bound to the metadata (a SHA-256 of its text): data of another image
 The data (``faceanon-latents`` version 1): a JSON header line (version, metadata digest, per
 face its latent shape or null, the residuals' byte width), then the residuals of every face
 in order, as little-endian integers, zlib-compressed. In a JPEG: APP11 segments, each
-``IDENTIFIER``, a 2-byte sequence number and up to ``SEGMENT`` bytes of the data.
+``IDENTIFIER``, a 2-byte sequence number and up to ``SEGMENT`` bytes of the data. In a lossy
+video: one per frame, base64, in the metadata attachment (:mod:`faceanon.media.video`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ import json
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from faceanon.errors import MetadataError
 from faceanon.limits import MAX_FACES
+
+if TYPE_CHECKING:
+    from faceanon.anonymizer import Anonymizer
+    from faceanon.backbones.base import Backbone
+    from faceanon.secure.container import Geometry
 
 VERSION = 1
 STEP = 2 / 255  # latent units per quantisation level: one 8-bit level in [-1, 1]
@@ -171,3 +180,73 @@ def from_app_segments(segments: Sequence[tuple[str, bytes]]) -> bytes | None:
     if numbers != list(range(len(pieces))):
         raise MetadataError("exact face data is damaged (its JPEG segments are out of order)")
     return b"".join(p[2:] for p in pieces)
+
+
+@dataclass
+class ExactFaces:
+    """A keyflip output's faces as the restore cuts them: each face's exact latent (quantised,
+    :mod:`faceanon.media.latents`), its alignment, and the latent cells the restore pastes
+    back. :meth:`data` makes a lossy copy's exact face data; kept instead of the image where
+    the lossy copy comes later (a video's frames)."""
+
+    anonymizer: Anonymizer
+    alignments: list[Any]
+    levels: list[np.ndarray]
+    where: list[np.ndarray]
+    metadata: str
+
+    @classmethod
+    def of(
+        cls, anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
+    ) -> ExactFaces:
+        import cv2
+
+        from faceanon.faces.align import warp_to_crop
+
+        alignments = [g.alignment for g in geometry]
+        exact = anonymizer.latents([warp_to_crop(image, a) for a in alignments]) if geometry else []
+        _, h, w = anonymizer.backbone.latent_shape
+        grow = np.ones((2 * GROW + 1,) * 2, np.uint8)
+        where = [cv2.dilate(g.mask.grid(h, w).astype(np.uint8), grow) > 0 for g in geometry]
+        levels = [quantise(e).astype(np.int16) for e in exact]  # small: videos keep them
+        return cls(anonymizer, alignments, levels, where, text)
+
+    def data(self, lossy: np.ndarray) -> bytes:
+        """The exact face data for ``lossy``, the pixels a lossy copy decodes to."""
+        from faceanon.faces.align import warp_to_crop
+
+        crops = [warp_to_crop(lossy, a) for a in self.alignments]
+        worse = self.anonymizer.latents(crops) if crops else []
+        return encode(self.levels, worse, self.metadata, self.where)
+
+
+def exact_faces(
+    name: object,
+    data: bytes | Sequence[tuple[str, bytes]] | None,
+    lossy: bool,
+    text: str,
+    faces: int,
+    backbone: Backbone,
+) -> tuple[list[np.ndarray | None] | None, str | None]:
+    """A lossy file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or
+    a JPEG's APP segments) for a restore of its ``faces`` with ``backbone``, and a line to say
+    when a lossy file has none or none it can use (the restore then starts from the lossy
+    pixels)."""
+    fallback = "restoring from the lossy pixels, less exactly"
+    try:
+        if data is not None and not isinstance(data, bytes):
+            data = from_app_segments(data)
+        if data is None:
+            if not lossy:
+                return None, None
+            return None, f"note: {name}: no exact face data in this lossy file; {fallback}"
+        residuals = decode(data, text, faces)
+    except MetadataError as exc:
+        return None, f"warning: {name}: {exc}; {fallback}"
+    shape = tuple(backbone.latent_shape)
+    if any(r is not None and r.shape != shape for r in residuals):
+        return (
+            None,
+            f"warning: {name}: exact face data not of {backbone.name}'s latents; {fallback}",
+        )
+    return residuals, None

@@ -187,50 +187,12 @@ def anonymize(
     ]
 
 
-@dataclass
-class ExactFaces:
-    """A keyflip output's faces as the restore cuts them: each face's exact latent (quantised,
-    :mod:`faceanon.media.latents`), its alignment, and the latent cells the restore pastes
-    back. :meth:`data` makes a lossy copy's exact face data; kept instead of the image where
-    the lossy copy comes later (a video's frames)."""
-
-    anonymizer: Anonymizer
-    alignments: list[Any]
-    levels: list[np.ndarray]
-    where: list[np.ndarray]
-    metadata: str
-
-    @classmethod
-    def of(
-        cls, anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
-    ) -> ExactFaces:
-        import cv2
-
-        from faceanon.faces.align import warp_to_crop
-        from faceanon.media import latents
-
-        alignments = [g.alignment for g in geometry]
-        exact = anonymizer.latents([warp_to_crop(image, a) for a in alignments]) if geometry else []
-        _, h, w = anonymizer.backbone.latent_shape
-        grow = np.ones((2 * latents.GROW + 1,) * 2, np.uint8)
-        where = [cv2.dilate(g.mask.grid(h, w).astype(np.uint8), grow) > 0 for g in geometry]
-        levels = [latents.quantise(e).astype(np.int16) for e in exact]  # small: videos keep them
-        return cls(anonymizer, alignments, levels, where, text)
-
-    def data(self, lossy: np.ndarray) -> bytes:
-        """The exact face data for ``lossy``, the pixels a lossy copy decodes to."""
-        from faceanon.faces.align import warp_to_crop
-        from faceanon.media import latents
-
-        crops = [warp_to_crop(lossy, a) for a in self.alignments]
-        worse = self.anonymizer.latents(crops) if crops else []
-        return latents.encode(self.levels, worse, self.metadata, self.where)
-
-
 def _exact(
     anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
 ) -> Callable[[np.ndarray], bytes]:
     """:attr:`Outcome.latents`: the exact latents are computed only if a lossy copy is made."""
+    from faceanon.media.latents import ExactFaces
+
     return lambda lossy: ExactFaces.of(anonymizer, image, geometry, text).data(lossy)
 
 
@@ -341,40 +303,6 @@ def restore_geometry(
     return meta, geometry
 
 
-def exact_faces(
-    name: object,
-    data: bytes | Sequence[tuple[str, bytes]] | None,
-    lossy: bool,
-    text: str,
-    faces: int,
-    backbone: Backbone,
-) -> tuple[list[np.ndarray | None] | None, str | None]:
-    """A lossy file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or
-    a JPEG's APP segments) for a restore of its ``faces`` with ``backbone``, and a line to say
-    when a lossy file has none or none it can use (the restore then starts from the lossy
-    pixels)."""
-    from faceanon.media import latents
-
-    fallback = "restoring from the lossy pixels, less exactly"
-    try:
-        if data is not None and not isinstance(data, bytes):
-            data = latents.from_app_segments(data)
-        if data is None:
-            if not lossy:
-                return None, None
-            return None, f"note: {name}: no exact face data in this lossy file; {fallback}"
-        residuals = latents.decode(data, text, faces)
-    except MetadataError as exc:
-        return None, f"warning: {name}: {exc}; {fallback}"
-    shape = tuple(backbone.latent_shape)
-    if any(r is not None and r.shape != shape for r in residuals):
-        return (
-            None,
-            f"warning: {name}: exact face data not of {backbone.name}'s latents; {fallback}",
-        )
-    return residuals, None
-
-
 def restore(
     batch: Sequence[tuple[np.ndarray, Metadata, Backbone, list[Geometry]]],
     key: SecretKey,
@@ -386,8 +314,8 @@ def restore(
 ) -> list[Outcome]:
     """Each (image, metadata, backbone, geometry) restored with ``key``; files may differ in
     backbone, steps, inversion and transform: one run for each combination. ``residuals``:
-    per item, its exact face data (:func:`exact_faces`) or None; ignored where the faces were
-    found anew (their count differs)."""
+    per item, its exact face data (:func:`faceanon.media.latents.exact_faces`) or None;
+    ignored where the faces were found anew (their count differs)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.diffusion.ddim_settings import ddim_defaults
 

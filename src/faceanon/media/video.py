@@ -54,6 +54,7 @@ from faceanon.faces.tracking import (
     track_region,
     usable,
 )
+from faceanon.media import latents
 from faceanon.media.codec import (
     DOCUMENT_VERSION,
     Frame,
@@ -69,7 +70,7 @@ from faceanon.media.codec import (
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
-    from faceanon.media.photos import ExactFaces
+    from faceanon.media.latents import ExactFaces
     from faceanon.secure.keys import SecretKey
 
 _reason = partial(first_line, typed=False)  # an error's first line, for "(...)" in messages
@@ -199,7 +200,7 @@ def anonymize_video(
                 if reversible and lossy:  # what the restore needs of the faces, exactly
                     assert anonymizer is not None and outcome.metadata is not None
                     exact.append(
-                        photos.ExactFaces.of(
+                        latents.ExactFaces.of(
                             anonymizer, outcome.image, outcome.geometry, outcome.metadata
                         )
                         if found_faces
@@ -327,7 +328,9 @@ def deanonymize_video(
             except (binascii.Error, ValueError):
                 blob = b"damaged"  # refused by the reader, in the one line below
             name = f"{src} frame {f.index}"
-            residuals, note = photos.exact_faces(name, blob, lossy, text, len(meta.faces), backbone)
+            residuals, note = latents.exact_faces(
+                name, blob, lossy, text, len(meta.faces), backbone
+            )
             if note is not None and not any("exact face data" in n for n in summary.notes):
                 summary.notes.append(note)
             return residuals
