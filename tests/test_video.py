@@ -327,3 +327,14 @@ def test_the_whole_search_runs_every_hold_plus_one_frames_and_when_a_track_is_lo
     for x, y in zip(_frames("clip.mp4"), _frames("lost.mp4"), strict=True):
         assert (np.abs(x.astype(int) - y).max(axis=-1) > 40).sum() > 300  # no bare frame
     capsys.readouterr()
+
+
+def test_crf_sets_the_h264_quality(work, capsys):
+    """--crf: a higher CRF writes a smaller H.264 file; out of 0-51 is a usage error."""
+    for crf in ("18", "30"):
+        assert main(["anonymize", "clip.mp4", "--method", "blur", *FAST, "--crf", crf,
+                     "-o", f"c{crf}.mp4"]) == 0  # fmt: skip
+    assert Path("c30.mp4").stat().st_size < 0.8 * Path("c18.mp4").stat().st_size
+    with pytest.raises(SystemExit):
+        main(["anonymize", "clip.mp4", "--method", "blur", "--crf", "52"])
+    assert "not an H.264 CRF from 0 to 51" in capsys.readouterr().err

@@ -27,6 +27,12 @@ def _strength(text: str) -> float:
     return value
 
 
+def _crf(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 51:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an H.264 CRF from 0 to 51")
+    return int(text)
+
+
 def _quality(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 100:
         raise argparse.ArgumentTypeError(f"{text!r} is not a JPEG quality from 1 to 100")
@@ -106,6 +112,13 @@ def _add_common(
         action="store_true",
         help="videos, keyflip: H.264 instead of lossless FFV1 (smaller), carrying the faces'"
         " exact latents so that it restores as FFV1 does",
+    )
+    p.add_argument(
+        "--crf",
+        type=_crf,
+        default=18,
+        help="videos written as H.264 (the classic methods, keyflip --lossy): quality 0-51,"
+        " lower is better and larger (default 18, visually near-lossless)",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

@@ -202,6 +202,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             key=key,
             write_faceless=args.write_faceless,
             lossy=args.lossy,
+            crf=args.crf,
             progress=progress,
             **_video_options(args),
         )

@@ -77,10 +77,18 @@ def frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Ite
 
 
 class Writer:
-    """An output video: the video stream re-encoded, the input's audio/subtitles copied."""
+    """An output video: the video stream re-encoded (FFV1, or H.264 at ``crf``), the input's
+    audio/subtitles copied."""
 
     def __init__(
-        self, path: Path, source: Any, *, lossless: bool, audio: bool, matroska: bool = False
+        self,
+        path: Path,
+        source: Any,
+        *,
+        lossless: bool,
+        audio: bool,
+        matroska: bool = False,
+        crf: int = 18,
     ) -> None:
         import av
 
@@ -100,7 +108,7 @@ class Writer:
             self.video.pix_fmt = "bgr0"  # RGB, exactly: what the restore reads back
         else:
             self.video.pix_fmt = self.yuv
-            self.video.options = {"crf": "18", "preset": "medium"}
+            self.video.options = {"crf": str(crf), "preset": "medium"}
             for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
                 value = getattr(vin.codec_context, name, None)
                 if value:

@@ -131,6 +131,7 @@ def anonymize_video(
     overwrite: bool = False,
     write_faceless: bool = False,
     lossy: bool = False,
+    crf: int = 18,
     max_gap: int = MAX_GAP,
     hold: int = HOLD,
     recovery: bool = True,
@@ -138,7 +139,8 @@ def anonymize_video(
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
     A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
-    keyflip writes H.264 (CRF 18) instead of FFV1, smaller, with the faces' exact latents.
+    keyflip writes H.264 instead of FFV1, smaller, with the faces' exact latents. ``crf``: the
+    H.264 quality (0-51, lower is better; the classic methods' and ``lossy``'s).
     ``max_gap`` and ``hold`` 0 and ``recovery`` False: each frame only its own detections
     (benchmarks)."""
     from faceanon.media import photos
@@ -160,7 +162,12 @@ def anonymize_video(
     writer: Writer | None = None
     try:
         writer = Writer(
-            tmp, source, lossless=reversible and not lossy, audio=audio, matroska=reversible
+            tmp,
+            source,
+            lossless=reversible and not lossy,
+            audio=audio,
+            matroska=reversible,
+            crf=crf,
         )
         summary.notes += [f"warning: {src}: dropped {d}" for d in writer.dropped]
         if not writer.lossless and writer.yuv != "yuv420p":
