@@ -19,6 +19,7 @@ import numpy as np
 from faceanon.errors import MetadataError, OutputExistsError, VideoError, first_line
 
 if TYPE_CHECKING:
+    from faceanon.media.latents import ExactFaces
     from faceanon.media.video import Summary
 
 _reason = partial(first_line, typed=False)  # an error's first line, for "(...)" in messages
@@ -54,9 +55,9 @@ class Frame:
     rotation: int = 0  # the display rotation the container asks for (degrees)
 
 
-def frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Iterator[Frame]:
+def frames(container: Any, summary: Summary | None, copy: Callable[[Any], None]) -> Iterator[Frame]:
     """Decoded frames as RGB, in presentation order; the other streams' packets go to ``copy``.
-    A broken stream ends the frames and is noted in ``summary.broke``."""
+    A broken stream ends the frames and is noted in ``summary.broke`` (if given)."""
     import av
 
     video = container.streams.video[0]
@@ -73,7 +74,8 @@ def frames(container: Any, summary: Summary, copy: Callable[[Any], None]) -> Ite
                 yield Frame(index, rgb, frame.pts, frame.time_base, rotation)
                 index += 1
     except (av.FFmpegError, ValueError) as exc:
-        summary.broke = f"the stream breaks after frame {index}: {_reason(exc)}"
+        if summary is not None:
+            summary.broke = f"the stream breaks after frame {index}: {_reason(exc)}"
 
 
 class Writer:
@@ -226,3 +228,19 @@ def read_document(path: Path, container: Any) -> tuple[list[str | None], list[st
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MetadataError(f"{path}: faceanon metadata is damaged ({_reason(exc)})") from None
     return records, exact
+
+
+def exact_data(video: Path, exact: list[ExactFaces | None]) -> list[str | None]:
+    """Per frame of the lossy ``video`` just written, its faces' exact data (base64), from
+    the frames as they decode (:mod:`faceanon.media.latents`)."""
+    import base64
+
+    out: list[str | None] = [None] * len(exact)
+    container = open_video(video)
+    try:
+        for frame in frames(container, None, lambda packet: None):
+            if frame.index < len(exact) and (faces := exact[frame.index]) is not None:
+                out[frame.index] = base64.b64encode(faces.data(frame.rgb)).decode("ascii")
+    finally:
+        container.close()
+    return out

@@ -59,6 +59,7 @@ from faceanon.media.codec import (
     DOCUMENT_VERSION,
     Frame,
     Writer,
+    exact_data,
     frames,
     open_video,
     publish,
@@ -274,22 +275,6 @@ def anonymize_video(
         tmp.unlink(missing_ok=True)
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def exact_data(video: Path, exact: list[ExactFaces | None]) -> list[str | None]:
-    """Per frame of the lossy ``video`` just written, its faces' exact data (base64), from
-    the frames as they decode (:mod:`faceanon.media.latents`)."""
-    import base64
-
-    out: list[str | None] = [None] * len(exact)
-    container = open_video(video)
-    try:
-        for frame in frames(container, Summary(), lambda packet: None):
-            if frame.index < len(exact) and (faces := exact[frame.index]) is not None:
-                out[frame.index] = base64.b64encode(faces.data(frame.rgb)).decode("ascii")
-    finally:
-        container.close()
-    return out
 
 
 # --- deanonymize --------------------------------------------------------------------------
