@@ -27,17 +27,6 @@ from docsection import publish
 START, END = "<!-- jpeg-restore:start -->", "<!-- jpeg-restore:end -->"
 
 
-def strip_latents(jpeg: bytes) -> bytes:
-    """The JPEG without its APP11 segments (faceanon's exact face data)."""
-    out, i = bytearray(jpeg[:2]), 2
-    while jpeg[i : i + 2] != b"\xff\xda":
-        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
-        if jpeg[i + 1] != 0xEB:
-            out += jpeg[i : i + 2 + length]
-        i += 2 + length
-    return bytes(out + jpeg[i:])
-
-
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
     diff = a.astype(np.float64)[where] - b.astype(np.float64)[where]
     return float(10 * np.log10(255.0**2 / max(np.mean(diff**2), 1e-12)))
@@ -60,6 +49,7 @@ def main() -> None:
     import faceanon
     from faceanon.eval.recognizers import FaceLocator, make_recognizer
     from faceanon.media.io import folder_files, read_image
+    from faceanon.media.latents import split_jpeg
 
     photos = [("astronaut", data.astronaut())]
     if args.images is not None:
@@ -95,7 +85,7 @@ def main() -> None:
             for q in args.quality:
                 with_data = Path(tmp, f"a{q}.jpg")
                 faceanon.save_photo(anon, with_data, overwrite=True, quality=q)
-                plain = strip_latents(with_data.read_bytes())
+                plain = split_jpeg(with_data.read_bytes())[0]
                 Path(tmp, f"p{q}.jpg").write_bytes(plain)
                 sizes[q].append((with_data.stat().st_size, len(plain)))
                 files[f"JPEG q{q} with data"] = with_data

@@ -115,34 +115,22 @@ def test_outputs_folder_single_file_and_no_overwrite(work, capsys):
     assert "overwrite an input" in capsys.readouterr().err
 
 
-def _app11_removed(jpeg: bytes) -> tuple[bytes, list[bytes]]:
-    """The JPEG without its APP11 segments (the exact face data), and those segments."""
-    out, taken, i = bytearray(jpeg[:2]), [], 2
-    while jpeg[i : i + 2] != b"\xff\xda":  # up to the start of scan
-        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
-        segment = jpeg[i : i + 2 + length]
-        if jpeg[i + 1] == 0xEB:
-            taken.append(segment)
-        else:
-            out += segment
-        i += 2 + length
-    return bytes(out + jpeg[i:]), taken
-
-
 def test_jpeg_output_carries_exact_faces_and_restores_as_png_does(work, capsys):
     """A keyflip JPEG carries its faces' exact latents (media.latents): at quality 75 it
     restores as well as the PNG, where its pixels alone lose several dB. Stripped of that
     data, the restore says so in one line and uses the pixels; another image's data is
     refused the same way; both still restore a face."""
+    from faceanon.media.latents import split_jpeg
+
     original = np.asarray(Image.open("face.png").convert("RGB"))
     for name in ("anon.png", "anon.jpg", "other.jpg"):
         quality = ["--quality", "75"] if name.endswith(".jpg") else []
         assert main(["anonymize", "face.png", "-k", "my.key", "-o", name, *quality, *FAST]) == 0
     assert "lossy" not in capsys.readouterr().err
-    stripped, data = _app11_removed(Path("anon.jpg").read_bytes())
+    stripped, data = split_jpeg(Path("anon.jpg").read_bytes())
     assert data and Image.open("anon.jpg").info["comment"].startswith(b'{"faceanon"')
     Path("stripped.jpg").write_bytes(stripped)
-    _, foreign = _app11_removed(Path("other.jpg").read_bytes())
+    _, foreign = split_jpeg(Path("other.jpg").read_bytes())
     Path("foreign.jpg").write_bytes(stripped[:2] + b"".join(foreign) + stripped[2:])
     restored = {}
     for name in ("anon.png", "anon.jpg", "stripped.jpg", "foreign.jpg"):

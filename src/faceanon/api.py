@@ -40,13 +40,15 @@ if TYPE_CHECKING:
 @dataclass
 class Photo:
     """A photo anonymized or restored: the image (uint8 RGB), the metadata to store with it
-    (anonymized with a key; None otherwise), each face's box and the share of it replaced."""
+    (anonymized with a key; None otherwise), each face's box and the share of it replaced,
+    and the model that did it (keyflip and hydro)."""
 
     image: np.ndarray
     metadata: str | None
     boxes: list[Box | None] = field(default_factory=list)
     coverage: list[float | None] = field(default_factory=list)
     latents: Callable[[np.ndarray], bytes] | None = field(default=None, repr=False)  # JPEG saves
+    model: Backbone | None = field(default=None, repr=False)  # what anonymized or restored it
 
 
 PhotoInput = np.ndarray | str | PurePath | bytes
@@ -110,7 +112,8 @@ def anonymize_photo(
         strength=s.strength,
         repeats=s.repeats,
     )
-    return Photo(out.image, out.metadata, out.boxes, out.coverage, out.latents)
+    model = None if anonymizer is None else anonymizer.backbone
+    return Photo(out.image, out.metadata, out.boxes, out.coverage, out.latents, model)
 
 
 def restore_photo(
@@ -137,7 +140,10 @@ def restore_photo(
     image, stored = picture.image, picture.faceanon
     text = metadata if metadata is not None else stored
     if text is None:
-        raise FaceanonError(f"{label}: no faceanon metadata (stripped or re-saved?)")
+        raise MetadataError(
+            f"{label}: no faceanon metadata (stripped or re-saved?); restore the file faceanon"
+            " wrote, as it was written"
+        )
     meta = photos.read_metadata(label, text)
     model = loading.backbone(photos.check_backbone(label, meta, list(MODELS)), device)
     work = photos.restore_work(len(meta.faces), model.name, meta.steps, meta.inversion)
@@ -158,7 +164,7 @@ def restore_photo(
     [out] = photos.restore(
         [(image, meta, model, geometry)], key, progress=progress, residuals=[residuals]
     )
-    return Photo(out.image, None, out.boxes)
+    return Photo(out.image, None, out.boxes, model=model)
 
 
 def anonymize_video(

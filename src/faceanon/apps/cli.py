@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from faceanon.apps.commands import cmd_fit_net, cmd_fit_prior, cmd_keygen, cmd_models, cmd_serve
-from faceanon.apps.options import add_ddim_arguments
+from faceanon.apps.options import add_ddim_arguments, whole_number
 from faceanon.apps.photo_commands import cmd_anonymize, cmd_deanonymize
 from faceanon.apps.terminal import EXIT_USAGE, say
 from faceanon.errors import FaceanonError
@@ -25,18 +25,6 @@ def _strength(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a strength in (0, 1]")
     return value
-
-
-def _crf(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 51:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an H.264 CRF from 0 to 51")
-    return int(text)
-
-
-def _quality(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a JPEG quality from 1 to 100")
-    return int(text)
 
 
 def _threshold(text: str) -> float:
@@ -115,7 +103,7 @@ def _add_common(
     )
     p.add_argument(
         "--crf",
-        type=_crf,
+        type=whole_number("an H.264 CRF", 0, 51),
         default=18,
         help="videos written as H.264 (the classic methods, keyflip --lossy): quality 0-51,"
         " lower is better and larger (default 18, visually near-lossless)",
@@ -146,7 +134,7 @@ def _add_common(
     )
     p.add_argument(
         "--quality",
-        type=_quality,
+        type=whole_number("a JPEG quality", 1, 100),
         default=95,
         help="JPEG outputs (-o NAME.jpg): quality 1-100 (default 95); keyflip JPEGs carry their"
         " faces' exact latents, so they restore about as well as PNGs",

@@ -5,18 +5,23 @@ option groups; the commands' own parsers are in ``faceanon.apps.cli`` and
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from faceanon.settings import Settings
 
 
-def steps_type(text: str) -> int:
-    from faceanon.limits import MAX_STEPS
+def whole_number(what: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else "'x' is not {what} from
+    {low} to {high}"."""
 
-    if not text.isdigit() or not 1 <= int(text) <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps from 1 to {MAX_STEPS}")
-    return int(text)
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} from {low} to {high}")
+        return int(text)
+
+    return parse
 
 
 def inversion_type(text: str) -> str:
@@ -31,6 +36,7 @@ def inversion_type(text: str) -> str:
 def add_ddim_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     """--steps, --inversion and --transform; deanonymize uses what the file records."""
     from faceanon.diffusion.ddim_settings import BACKBONE_DEFAULTS, DEFAULT_INVERSION, DEFAULT_STEPS
+    from faceanon.limits import MAX_STEPS
     from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
     p.add_argument(
@@ -45,7 +51,7 @@ def add_ddim_arguments(p: argparse.ArgumentParser, undo: bool = False) -> None:
     backbones = ", ".join(f"{n} {s} {i}" for n, (s, i) in BACKBONE_DEFAULTS.items())
     p.add_argument(
         "--steps",
-        type=steps_type,
+        type=whole_number("a number of steps", 1, MAX_STEPS),
         help=f"DDIM steps T{when} (default {DEFAULT_STEPS}; {backbones})",
     )
     p.add_argument(

@@ -169,6 +169,23 @@ def add_to_jpeg(jpeg: bytes, data: bytes) -> bytes:
     return jpeg[:2] + segments + jpeg[2:]
 
 
+def split_jpeg(jpeg: bytes) -> tuple[bytes, list[bytes]]:
+    """``jpeg`` without its exact face data, and the APP11 segments taken out (what a tool
+    that strips APP segments leaves; the image data is not touched)."""
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG")
+    kept, taken, i = bytearray(jpeg[:2]), [], 2
+    while i + 4 <= len(jpeg) and jpeg[i] == 0xFF and jpeg[i + 1] != 0xDA:  # up to the scan
+        end = i + 2 + int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        segment = jpeg[i:end]
+        if jpeg[i + 1] == 0xEB and segment[4:].startswith(IDENTIFIER):
+            taken.append(segment)
+        else:
+            kept += segment
+        i = end
+    return bytes(kept + jpeg[i:]), taken
+
+
 def from_app_segments(segments: Sequence[tuple[str, bytes]]) -> bytes | None:
     """The data from a JPEG's APP segments (Pillow's ``applist``), or None if it has none.
     Raises :class:`MetadataError` when the pieces are not all there, once each, in order."""

@@ -158,32 +158,18 @@ def restore_job(
 ) -> dict[str, Any]:
     """One anonymized photo restored with the key, through the library's API."""
     from faceanon.api import restore_photo
-    from faceanon.errors import MetadataError
     from faceanon.media import photos
-    from faceanon.media.io import read_image
 
     key = _key(key_upload, passphrase)
-    picture = read_image(PurePath(name), data)  # type: ignore[arg-type]
-    if picture.faceanon is None:
-        raise MetadataError(
-            f"{name}: no faceanon metadata (stripped or re-saved?); restore the file"
-            " faceanon wrote, as it was downloaded"
-        )
     outcome = restore_photo(
-        data,
-        key,
-        picture.faceanon,
-        server.device,
-        name=name,
-        progress=progress,
-        max_calls=MAX_RESTORE_CALLS,
+        data, key, None, server.device, name=name, progress=progress, max_calls=MAX_RESTORE_CALLS
     )
-    meta = photos.read_metadata(name, picture.faceanon)
+    assert outcome.model is not None
     return {
         "name": photos.output_name(name, "deanonymized"),
         "image": _png(outcome.image, None),
         "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
-        "model": photos.describe_model(server.backbone(str(meta.backbone)), terminal=False),
+        "model": photos.describe_model(outcome.model, terminal=False),
     }
 
 
