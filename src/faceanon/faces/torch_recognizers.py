@@ -116,7 +116,9 @@ class OnnxGraph(torch.nn.Module):
         self.nodes = kept
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = {name: getattr(self, f"c{i}") for i, name in enumerate(self._names)}
+        values: dict[str, torch.Tensor] = {
+            name: getattr(self, f"c{i}") for i, name in enumerate(self._names)
+        }
         values[self.input] = x
         for op, inputs, outputs, attrs in self.nodes:
             values[outputs[0]] = self._run(op, [values[n] for n in inputs if n], attrs)
@@ -160,8 +162,8 @@ class OnnxGraph(torch.nn.Module):
             a, b = args[0], args[1]
             a = a.T if attrs.get("transA", 0) else a
             b = b.T if attrs.get("transB", 0) else b
-            out = attrs.get("alpha", 1.0) * (a @ b)
-            return out + attrs.get("beta", 1.0) * args[2] if len(args) > 2 else out
+            out: torch.Tensor = float(attrs.get("alpha", 1.0)) * (a @ b)
+            return out + float(attrs.get("beta", 1.0)) * args[2] if len(args) > 2 else out
         if op == "Dropout":
             return args[0]
         if op == "DequantizeLinear":
@@ -218,20 +220,20 @@ class CropRecognizer(torch.nn.Module):
         self.graph.eval()
         # theta maps the 112 output grid to the crop, both in [-1, 1] coordinates.
         matrix = _similarity(TEMPLATE_112 / 56.0 - 1.0, CROP_POINTS * 2.0 - 1.0)
-        self.register_buffer("theta", torch.tensor(matrix, dtype=torch.float32)[None])
+        self.theta = torch.tensor(matrix, dtype=torch.float32)[None]
 
     def embed_112(self, x: torch.Tensor) -> torch.Tensor:
         """The ONNX graph's own input: SFace BGR in [0, 255], ArcFace RGB in [-1, 1]."""
-        return self.graph(x)
+        out: torch.Tensor = self.graph(x)
+        return out
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        grid = F.affine_grid(
-            self.theta.expand(len(crops), 2, 3), [len(crops), 3, 112, 112], align_corners=False
-        )
+        theta = self.theta.to(crops.device).expand(len(crops), 2, 3)
+        grid = F.affine_grid(theta, [len(crops), 3, 112, 112], align_corners=False)
         face = F.grid_sample(crops.float(), grid, align_corners=False, padding_mode="border")
         if self.name == "sface":
             face = (face.flip(1) + 1.0) * 127.5  # RGB [-1, 1] -> BGR [0, 255]
-        return F.normalize(self.graph(face), dim=1)
+        return F.normalize(self.embed_112(face), dim=1)
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
