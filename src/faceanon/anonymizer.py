@@ -111,12 +111,16 @@ class Anonymizer:
             )
         if len(nonces) != len(images) or len(masks) != len(images):
             raise ValueError("images, masks and nonces must have the same length")
-        change = (
-            self.signs(key, nonces)
-            if self.transform == "flip"
-            else self.mixing(key, nonces, masks, undo)
-        )
+        change = self.change(key, nonces, masks, undo)
         return self.with_change(images, change, masks, progress, residuals)
+
+    def change(
+        self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
+    ) -> torch.Tensor | Change:
+        """What the key does to z_T for these faces: the flip's sign vectors or the mixing."""
+        if self.transform == "flip":
+            return self.signs(key, nonces)
+        return self.mixing(key, nonces, masks, undo)
 
     def mixing(
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
@@ -162,11 +166,7 @@ class Anonymizer:
         evaluation's attack's own) or a callable (``mix``'s). ``residuals``: as :meth:`apply`."""
         if len(images) != len(masks) or (not callable(change) and len(change) != len(images)):
             raise ValueError("images, masks and sign vectors must have the same length")
-        _, h, w = self.backbone.latent_shape
-        grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
-        x = to_tensor(images, self.backbone.image_size)
-        hints = getattr(self.backbone, "hints", None)  # a ControlNet's hint of each crop
-        hint = None if hints is None else torch.from_numpy(hints(images, masks))
+        x, grids, hint = self._inputs(images, masks)
         if residuals is None or all(r is None for r in residuals):
             out = keyflip_images(
                 self.backbone, x, change, grids, self.steps, progress, self.refine, hint
@@ -183,6 +183,49 @@ class Anonymizer:
             self.backbone, z0, change, grids, self.steps, progress, self.refine, hint
         )
         return to_uint8(self.backbone.decode(z))
+
+    def _inputs(
+        self, images: Sequence[np.ndarray], masks: Sequence[Mask]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The crops as a tensor, their masks on the latent grid, and a ControlNet's hints."""
+        _, h, w = self.backbone.latent_shape
+        grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
+        x = to_tensor(images, self.backbone.image_size)
+        hints = getattr(self.backbone, "hints", None)  # a ControlNet's hint of each crop
+        hint = None if hints is None else torch.from_numpy(hints(images, masks))
+        return x, grids, hint
+
+    def hide(
+        self,
+        images: Sequence[np.ndarray],
+        key: SecretKey,
+        masks: Sequence[Mask],
+        nonces: Sequence[bytes | None],
+        guide: str = "sface",
+        scale: float | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``--method hide`` (:mod:`faceanon.methods.hide`): the keyed map's faces, and the same
+        faces sampled with ``guide``'s identity guidance toward each original at ``scale``
+        (None: the default): (plain, guided). The key undoes the plain faces."""
+        from faceanon.faces.torch_recognizers import crop_recognizer
+        from faceanon.methods.hide import DEFAULT_SCALE, IdentityGuide, embeddings
+        from faceanon.methods.keyflip import guided_pair
+
+        if len(nonces) != len(images) or len(masks) != len(images):
+            raise ValueError("images, masks and nonces must have the same length")
+        recognizer = crop_recognizer(guide)
+        change = self.change(key, nonces, masks, False)
+        x, grids, hint = self._inputs(images, masks)
+        targets = embeddings(recognizer, x)
+        wrap = IdentityGuide(
+            self.backbone, recognizer, targets, grids, DEFAULT_SCALE if scale is None else scale
+        )
+        z0 = self.backbone.encode(x)
+        plain, guided = guided_pair(
+            self.backbone, z0, change, grids, self.steps, wrap, progress, self.refine, hint
+        )
+        return to_uint8(self.backbone.decode(plain)), to_uint8(self.backbone.decode(guided))
 
     def latents(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The backbone's latent of each crop, as :meth:`apply` computes it."""
@@ -212,19 +255,12 @@ class Anonymizer:
         rng = np.random.default_rng(seed)
         key = SecretKey(rng.bytes(16)) if seed is not None else SecretKey.generate()
         nonces: list[bytes | None] = [rng.bytes(16) for _ in images]
-        change: torch.Tensor | Change = (
-            self.signs(key, nonces)
-            if self.transform == "flip"
-            else self.mixing(key, nonces, masks, False)
-        )
-        _, h, w = self.backbone.latent_shape
-        grids = torch.from_numpy(np.stack([m.grid(h, w)[None] for m in masks]))
-        hints = getattr(self.backbone, "hints", None)
-        hint = None if hints is None else torch.from_numpy(hints(images, masks))
+        change = self.change(key, nonces, masks, False)
+        x, grids, hint = self._inputs(images, masks)
         generator = torch.Generator().manual_seed(
             int(rng.integers(2**62)) if seed is not None else secrets.randbits(62)
         )
-        z = self.backbone.encode(to_tensor(images, self.backbone.image_size))
+        z = self.backbone.encode(x)
         z = keyflip_latent(self.backbone, z, change, grids, self.steps, progress, self.refine, hint)
         for _ in range(repeats):
             z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)

@@ -94,7 +94,7 @@ def anonymize_photo(
     assert made.finder is not None
     faces = made.finder.find(image)
     anonymizer = made.anonymizer
-    if max_restore_calls is not None and s.method == "keyflip" and anonymizer is not None:
+    if max_restore_calls is not None and s.keyed and anonymizer is not None:
         steps, inversion = anonymizer.steps, anonymizer.inversion
         work = photos.restore_work(len(faces), anonymizer.backbone.name, steps, inversion)
         if work.calls > max_restore_calls:
@@ -107,10 +107,12 @@ def anonymize_photo(
         [faces],
         s.method,
         anonymizer=anonymizer,
-        key=key if s.method == "keyflip" else None,
+        key=key if s.keyed else None,
         progress=progress,
         strength=s.strength,
         repeats=s.repeats,
+        guide=s.guide,
+        guide_scale=s.guide_scale,
     )
     model = None if anonymizer is None else anonymizer.backbone
     return Photo(out.image, out.metadata, out.boxes, out.coverage, out.latents, model)
@@ -156,8 +158,9 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
+    hide = meta.method == "hide"
     residuals, note = latents.exact_faces(
-        label, picture.latents, picture.lossy, text, len(meta.faces), model
+        label, picture.latents, picture.lossy, text, len(meta.faces), model, hide
     )
     if note is not None:
         warnings.warn(note, stacklevel=2)
@@ -183,7 +186,7 @@ def anonymize_video(
     if s.aligned:
         raise FaceanonError("aligned crops are photos, not videos")
     made = loading.tools(s, key)
-    key = key if s.method == "keyflip" else None
+    key = key if s.keyed else None
     return video.anonymize_video(
         Path(src),
         Path(dst),
@@ -259,12 +262,12 @@ def anonymize_folder(
     from faceanon.folders.jobs import AnonymizeJob
 
     s = settings or Settings()
-    if s.method == "keyflip" and key is None:
+    if s.keyed and key is None:
         raise FaceanonError(
-            "method keyflip needs a key (faceanon keygen, or faceanon.SecretKey.generate())"
+            f"method {s.method} needs a key (faceanon keygen, or faceanon.SecretKey.generate())"
         )
     run = engine if isinstance(engine, Engine) else Engine(engine)
-    key = key if s.method == "keyflip" else None
+    key = key if s.keyed else None
     make_job = partial(AnonymizeJob, s, policy or OutputPolicy(), key, batch_size=run.batch_size)
     return _folder(inputs, output, "anonymized", make_job, policy, run)
 

@@ -124,12 +124,12 @@ def tools(settings: Settings, key: SecretKey | None) -> Tools:
     from faceanon.anonymizer import Anonymizer
 
     s = settings
-    if s.method == "keyflip" and key is None:
+    if s.keyed and key is None:
         raise FaceanonError(
-            "method keyflip needs a key (faceanon keygen, or faceanon.SecretKey.generate())"
+            f"method {s.method} needs a key (faceanon keygen, or faceanon.SecretKey.generate())"
         )
     anonymizer, size, hint, model = None, 256, None, None
-    if s.method in ("keyflip", "hydro"):
+    if s.keyed or s.method == "hydro":
         from faceanon.media.photos import describe_model
 
         loaded = backbone(s.backbone, s.device, s.model_dir)

@@ -16,6 +16,8 @@ from faceanon.errors import FaceanonError
 
 MASKS = ("landmarks", "parser", "ellipse")
 ENGINES = ("local", "ray")
+GUIDES = ("sface", "arcface")  # --method hide: faceanon.faces.torch_recognizers
+MAX_GUIDE_SCALE = 1000.0
 
 
 def _choose(value: object, name: str, allowed: tuple[str, ...]) -> None:
@@ -37,7 +39,9 @@ class Settings:
     ``mask``: landmarks (None: the default), parser (``parser_model``: resnet34, resnet18,
     downloaded once, or an ONNX file) or ellipse. ``aligned``: the inputs are aligned face
     crops of the backbone's size (no search; the ellipse their metadata records).
-    ``strength`` / ``repeats``: hydro's. ``device``: auto, cpu, cuda, cuda:N, mps.
+    ``strength`` / ``repeats``: hydro's. ``guide`` / ``guide_scale``: hide's (the recognizer
+    that keeps matching the person, sface or arcface; the guidance scale, None: the default).
+    ``device``: auto, cpu, cuda, cuda:N, mps.
     """
 
     method: str = "keyflip"
@@ -57,6 +61,8 @@ class Settings:
     device: str = "auto"
     strength: float = 0.6
     repeats: int = 1
+    guide: str = "sface"
+    guide_scale: float | None = None
 
     def __post_init__(self) -> None:
         from faceanon.diffusion.ddim_settings import parse_inversion
@@ -89,6 +95,15 @@ class Settings:
             raise FaceanonError(f"strength must be in (0, 1], not {self.strength}")
         if not 1 <= self.repeats <= 10:
             raise FaceanonError(f"repeats must be from 1 to 10, not {self.repeats}")
+        _choose(self.guide, "guide", GUIDES)
+        scale = self.guide_scale
+        if scale is not None and not (math.isfinite(scale) and 0 <= scale <= MAX_GUIDE_SCALE):
+            raise FaceanonError(f"guide scale must be from 0 to {MAX_GUIDE_SCALE:g}, not {scale}")
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the method needs a key (and its output can be restored with it)."""
+        return self.method in ("keyflip", "hide")
 
     @property
     def key_transform(self) -> str:

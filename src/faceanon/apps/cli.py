@@ -27,6 +27,18 @@ def _strength(text: str) -> float:
     return value
 
 
+def _guide_scale(text: str) -> float:
+    from faceanon.settings import MAX_GUIDE_SCALE as MAX_SCALE
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scale from 0 to {MAX_SCALE:g}")
+    return value
+
+
 def _threshold(text: str) -> float:
     try:
         value = float(text)
@@ -196,10 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, DEFAULT_BACKBONE, key_required=False)
     p.add_argument(
         "--method",
-        choices=("keyflip", "hydro", "blur", "pixelate", "solid"),
+        choices=("keyflip", "hide", "hydro", "blur", "pixelate", "solid"),
         default="keyflip",
-        help="keyflip (reversible, default); hydro (irreversible: keyflip with a throw-away key,"
-        " then re-noised and denoised, after HYDRO); or a classic method",
+        help="keyflip (reversible, default); hide (photos: reversible, a new face for people"
+        " that the --guide recognizer still matches to the person, after Diff-Privacy); hydro"
+        " (irreversible: keyflip with a throw-away key, then re-noised and denoised, after"
+        " HYDRO); or a classic method",
+    )
+    p.add_argument(
+        "--guide",
+        choices=("sface", "arcface"),
+        default="sface",
+        help="hide: the recognizer that keeps matching the person (default sface; arcface"
+        " needs faceanon[arcface], non-commercial)",
+    )
+    p.add_argument(
+        "--guide-scale",
+        type=_guide_scale,
+        default=None,
+        metavar="S",
+        help="hide: identity guidance strength, 0-1000 (default 40; 0: keyflip's face)",
     )
     p.add_argument(
         "--strength",

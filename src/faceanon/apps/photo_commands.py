@@ -181,10 +181,10 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     from faceanon.folders.jobs import AnonymizeJob
 
-    if args.method == "keyflip" and args.key is None:
-        raise FaceanonError("--method keyflip needs a key: -k KEYFILE (faceanon keygen)")
     settings = settings_from(args)
-    key = load_key(args.key) if args.method == "keyflip" else None
+    if settings.keyed and args.key is None:
+        raise FaceanonError(f"--method {args.method} needs a key: -k KEYFILE (faceanon keygen)")
+    key = load_key(args.key) if settings.keyed else None
 
     def video_runner() -> Callable[..., Any]:
         from faceanon.loading import tools

@@ -50,6 +50,29 @@ def keyflip(
     )
 
 
+def hide(
+    anonymizer: Anonymizer,
+    key: SecretKey,
+    guide: str,
+    scale: float | None,
+    batch_size: int,
+    progress: Progress | None = None,
+    plain: list[np.ndarray] | None = None,
+) -> CropTransform:
+    """``--method hide`` (:meth:`Anonymizer.hide`) as a crop transform: the guided faces; the
+    unguided ones, which the key undoes, are appended to ``plain`` in the same order."""
+
+    def run(
+        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None], _: Residuals
+    ) -> list[np.ndarray]:
+        unguided, guided = anonymizer.hide(crops, key, masks, nonces, guide, scale, progress)
+        if plain is not None:
+            plain.extend(unguided)
+        return guided
+
+    return _in_batches(batch_size, run)
+
+
 def hydro(
     anonymizer: Anonymizer,
     strength: float,

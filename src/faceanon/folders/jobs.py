@@ -215,13 +215,15 @@ class AnonymizeJob(Job):
             [faces for _, faces in batch],
             s.method,
             anonymizer=self.anonymizer,
-            key=self.key if s.method == "keyflip" else None,
+            key=self.key if s.keyed else None,
             batch_size=self.batch_size,
             progress=self.progress,
             aligned=s.aligned,
             fixed_nonce=self.nonce,
             strength=s.strength,
             repeats=s.repeats,
+            guide=s.guide,
+            guide_scale=s.guide_scale,
         )
         return [
             Result(o.image, o.metadata, len(o.boxes), picture, o.boxes, o.coverage, o.latents)
@@ -336,8 +338,9 @@ class DeanonymizeJob(Job):
         )
         residuals = None
         if picture.faceanon is not None:
+            text, hide = picture.faceanon, meta.method == "hide"
             residuals, note = latents.exact_faces(
-                path, picture.latents, picture.lossy, picture.faceanon, len(meta.faces), backbone
+                path, picture.latents, picture.lossy, text, len(meta.faces), backbone, hide
             )
             self.notes += [note] if note else []
         return picture, meta, backbone, geometry, residuals

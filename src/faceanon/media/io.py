@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import tempfile
 import warnings
@@ -18,6 +20,7 @@ from faceanon.limits import MAX_PIXELS
 from faceanon.media.latents import IDENTIFIER as LATENTS_IDENTIFIER
 
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
+LATENTS_KEY = "faceanon-latents"  # PNG iTXt keyword of a hide output's exact face data, base64
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # read
 PNG_SUFFIXES = (".png",)
@@ -70,6 +73,9 @@ def read_image(path: Path, data: bytes | None = None) -> Picture:
                     for marker, data in getattr(img, "applist", [])
                     if marker == "APP11" and data.startswith(LATENTS_IDENTIFIER)
                 )
+                text = img.text.get(LATENTS_KEY) if hasattr(img, "text") else None
+                if isinstance(text, str):
+                    segments += (("iTXt", text.encode("ascii", "replace")),)
                 lossy = img.format in ("JPEG", "MPO", "WEBP")
                 rgb = _to_rgb(upright)
     except FileNotFoundError:
@@ -139,13 +145,17 @@ def encode_image(
 ) -> bytes:
     """The file's bytes: PNG with the metadata in an iTXt chunk, or JPEG (at ``quality``) with
     it as a comment, and ``latents(pixels)``, given the pixels the JPEG decodes to, in APP11
-    segments (the exact face data of :mod:`faceanon.media.latents`)."""
+    segments (the exact face data of :mod:`faceanon.media.latents`). A ``--method hide``
+    output needs that data in a PNG too (its restore starts from other faces than it shows):
+    there, base64 in a second iTXt chunk."""
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
     if not jpeg:
         info = PngImagePlugin.PngInfo()
         if metadata is not None:
             info.add_itxt(CHUNK_KEY, metadata)
+            if latents is not None and needs_exact_data(metadata):
+                info.add_itxt(LATENTS_KEY, base64.b64encode(latents(image)).decode("ascii"))
         img.save(buffer, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
     else:
         img.save(
@@ -163,6 +173,16 @@ def encode_image(
                 pixels = np.asarray(written.convert("RGB"))
             return add_to_jpeg(buffer.getvalue(), latents(pixels))
     return buffer.getvalue()
+
+
+def needs_exact_data(metadata: str) -> bool:
+    """Whether a file with this metadata cannot restore well without its exact face data,
+    lossless or not (``--method hide``)."""
+    try:
+        data = json.loads(metadata)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("method") == "hide"
 
 
 def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> None:

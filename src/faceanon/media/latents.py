@@ -25,6 +25,7 @@ video: one per frame, base64, in the metadata attachment (:mod:`faceanon.media.v
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import struct
@@ -187,8 +188,15 @@ def split_jpeg(jpeg: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def from_app_segments(segments: Sequence[tuple[str, bytes]]) -> bytes | None:
-    """The data from a JPEG's APP segments (Pillow's ``applist``), or None if it has none.
-    Raises :class:`MetadataError` when the pieces are not all there, once each, in order."""
+    """The data from a JPEG's APP segments (Pillow's ``applist``) or a PNG's iTXt chunk
+    (``("iTXt", base64 text)``), or None if it has none. Raises :class:`MetadataError` when the
+    pieces are not all there, once each, in order, or the text is not base64."""
+    texts = [s for m, s in segments if m == "iTXt"]
+    if texts:
+        try:
+            return base64.b64decode(texts[0], validate=True)
+        except ValueError:
+            raise MetadataError("exact face data is damaged (not base64)") from None
     ours = [s for m, s in segments if m == "APP11" and s.startswith(IDENTIFIER)]
     pieces = [s[len(IDENTIFIER) :] for s in ours]
     if not pieces:
@@ -244,16 +252,24 @@ def exact_faces(
     text: str,
     faces: int,
     backbone: Backbone,
+    hide: bool = False,
 ) -> tuple[list[np.ndarray | None] | None, str | None]:
-    """A lossy file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or
-    a JPEG's APP segments) for a restore of its ``faces`` with ``backbone``, and a line to say
-    when a lossy file has none or none it can use (the restore then starts from the lossy
-    pixels)."""
-    fallback = "restoring from the lossy pixels, less exactly"
+    """A file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or a
+    JPEG's APP segments or PNG's text) for a restore of its ``faces`` with ``backbone``, and a
+    line to say when a file that needs it (``lossy``, or ``hide``: a ``--method hide`` file)
+    has none or none it can use (the restore then
+    starts from the pixels)."""
+    fallback = f"restoring from the {'lossy ' if lossy else ''}pixels, less exactly"
     try:
         if data is not None and not isinstance(data, bytes):
             data = from_app_segments(data)
         if data is None:
+            if hide:
+                return (
+                    None,
+                    f"warning: {name}: no exact face data, which a --method hide file"
+                    f" needs; {fallback}",
+                )
             if not lossy:
                 return None, None
             return None, f"note: {name}: no exact face data in this lossy file; {fallback}"

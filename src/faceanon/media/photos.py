@@ -16,7 +16,7 @@ import numpy as np
 from faceanon.errors import MetadataError
 from faceanon.faces.finder import Face, crop_geometry
 from faceanon.faces.masks import EllipseMask
-from faceanon.faces.replace import box_coverage, classic, hydro, keyflip, transform_photos
+from faceanon.faces.replace import box_coverage, classic, hide, hydro, keyflip, transform_photos
 from faceanon.secure.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from faceanon.secure.keys import SecretKey
 
 CLASSIC = ("blur", "pixelate", "solid")
-METHODS = ("keyflip", "hydro", *CLASSIC)  # hydro: irreversible, on the diffusion backbone
+# hydro: irreversible, on the diffusion backbone; hide: keyflip with identity guidance
+METHODS = ("keyflip", "hide", "hydro", *CLASSIC)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ def anonymize(
     nonces: Sequence[Sequence[bytes | None]] | None = None,
     strength: float = 0.6,
     repeats: int = 1,
+    guide: str = "sface",
+    guide_scale: float | None = None,
 ) -> list[Outcome]:
     """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
     and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
@@ -103,13 +106,18 @@ def anonymize(
     and of every metadata seal, only for tests that compare two runs byte for byte (default:
     fresh random ones). ``nonces``: each face's nonce, given (a video's tracked person keeps
     one); default: fresh ones. ``strength`` and ``repeats``: ``hydro``'s (see
-    :meth:`Anonymizer.deidentify`)."""
-    reversible = method == "keyflip"
+    :meth:`Anonymizer.deidentify`); ``guide`` and ``guide_scale``: ``hide``'s (see
+    :meth:`Anonymizer.hide`)."""
+    reversible = method in REVERSIBLE
+    plain: list[np.ndarray] = []  # hide: the unguided faces, which the restore starts from
     if reversible:
         if anonymizer is None or key is None:
-            raise ValueError("keyflip needs an anonymizer and a key")
+            raise ValueError(f"{method} needs an anonymizer and a key")
         backbone = anonymizer.backbone
-        transform = keyflip(anonymizer, key, batch_size, progress)
+        if method == "hide":
+            transform = hide(anonymizer, key, guide, guide_scale, batch_size, progress, plain)
+        else:
+            transform = keyflip(anonymizer, key, batch_size, progress)
         grid: tuple[int, int] = tuple(backbone.latent_shape[1:])  # type: ignore[assignment]
     elif method == "hydro":
         if anonymizer is None:
@@ -141,7 +149,7 @@ def anonymize(
         if anonymizer is None or key is None:
             return Metadata(method, records, photo_size=(width, height)).to_json(), geometry
         meta = Metadata(
-            "keyflip",
+            method,
             records,
             anonymizer.backbone.name,
             anonymizer.backbone.revision,
@@ -168,7 +176,11 @@ def anonymize(
         describe(image, found, face_nonces)
         for image, found, face_nonces in zip(images, faces, nonces, strict=True)
     ]
-    out = transform_photos(images, [g for _, g in described], nonces, transform, grid)
+    geometry = [g for _, g in described]
+    out = transform_photos(images, geometry, nonces, transform, grid)
+    exact_from = out
+    if method == "hide":  # the same photos with the unguided faces pasted the same way
+        exact_from = transform_photos(images, geometry, nonces, lambda c, *_: plain[: len(c)], grid)
     return [
         Outcome(
             image,
@@ -180,10 +192,12 @@ def anonymize(
             ],
             None
             if anonymizer is None or key is None
-            else _exact(anonymizer, image, geometry, text),
+            else _exact(anonymizer, exact, geometry, text),
             geometry,
         )
-        for image, found, (text, geometry) in zip(out, faces, described, strict=True)
+        for image, exact, found, (text, geometry) in zip(
+            out, exact_from, faces, described, strict=True
+        )
     ]
 
 

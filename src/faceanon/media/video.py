@@ -146,6 +146,8 @@ def anonymize_video(
     (benchmarks)."""
     from faceanon.media import photos
 
+    if method == "hide":
+        raise FaceanonError(f"{src}: --method hide is for photos; videos: keyflip")
     started = time.monotonic()
     summary = Summary()
     reversible = method == "keyflip"

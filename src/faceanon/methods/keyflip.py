@@ -13,7 +13,8 @@ import torch
 
 from faceanon.backbones.base import Backbone
 from faceanon.diffusion.ddim_settings import network_calls
-from faceanon.diffusion.loops import invert, sample
+from faceanon.diffusion.loops import EpsFn, invert, sample
+from faceanon.diffusion.schedule import Levels
 
 Progress = Callable[[int, int], None]
 Change = Callable[[torch.Tensor], torch.Tensor]  # z_T -> the key's change of it (whole tensor)
@@ -44,13 +45,50 @@ def keyflip_latent(
     with torch.inference_mode():
         mask = mask.to(z0.device)
         eps = _eps(backbone, mask, hint)  # face-prior: the outside predicted from the outside
-        trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
-        if callable(signs):
-            changed = signs(trajectory[-1])
-        else:
-            changed = signs.to(device=z0.device, dtype=z0.dtype) * trajectory[-1]
-        z_t = torch.where(mask, changed, trajectory[-1])  # eq. 4 (6)
+        z_t, trajectory = _changed(eps, z0, signs, mask, levels, tick, refine)
         return sample(eps, z_t, levels, mask, trajectory, tick)  # eqs. 2, 5 (7)
+
+
+def guided_pair(
+    backbone: Backbone,
+    z0: torch.Tensor,
+    signs: torch.Tensor | Change,
+    mask: torch.Tensor,
+    steps: int,
+    guide: Callable[[EpsFn], EpsFn],
+    progress: Progress | None = None,
+    refine: int = 0,
+    hint: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`keyflip_latent`'s z0' and, from the same changed z_T, the sample with the noise
+    predictor wrapped by ``guide`` (``--method hide``, :mod:`faceanon.methods.hide`):
+    (plain, guided). ``progress`` counts the inversion's calls and both samplings'."""
+    levels = backbone.schedule.levels(steps)
+    tick = _counter(progress, network_calls(steps, refine) + steps)
+    with torch.no_grad():  # the guide differentiates the recognizer inside
+        mask = mask.to(z0.device)
+        eps = _eps(backbone, mask, hint)
+        z_t, trajectory = _changed(eps, z0, signs, mask, levels, tick, refine)
+        plain = sample(eps, z_t, levels, mask, trajectory, tick)
+        return plain, sample(guide(eps), z_t, levels, mask, trajectory, tick)
+
+
+def _changed(
+    eps: EpsFn,
+    z0: torch.Tensor,
+    signs: torch.Tensor | Change,
+    mask: torch.Tensor,
+    levels: Levels,
+    tick: Callable[[], None],
+    refine: int,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The inversion of z0 (its trajectory) and z_T changed by the key inside the mask."""
+    trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
+    if callable(signs):
+        changed = signs(trajectory[-1])
+    else:
+        changed = signs.to(device=z0.device, dtype=z0.dtype) * trajectory[-1]
+    return torch.where(mask, changed, trajectory[-1]), trajectory  # eq. 4 (6)
 
 
 def renoise_latent(
@@ -77,8 +115,6 @@ def renoise_latent(
         z0 * a**0.5 + noise * (1 - a) ** 0.5 for a in levels.alphas[: k + 1]
     ]  # the outside at each level, ending at z0 (alpha-bar 1 at level 0)
     outside[0] = z0
-    from faceanon.diffusion.schedule import Levels
-
     head = Levels(levels.alphas[: k + 1], levels.timesteps[: k + 1])
     tick = _counter(progress, k)
     with torch.inference_mode():
@@ -100,9 +136,7 @@ def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
     return tick
 
 
-def _eps(
-    backbone: Backbone, mask: torch.Tensor, hint: torch.Tensor | None
-) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def _eps(backbone: Backbone, mask: torch.Tensor, hint: torch.Tensor | None) -> EpsFn:
     """The noise predictor the method calls: a masked one where the backbone has it, a
     conditioned one with a hint, else the plain one."""
     masked = getattr(backbone, "masked_eps", None)

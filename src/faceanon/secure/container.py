@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 # sealed numbers are zeros). All are still read.
 FORMAT_VERSION = 4
 READS = (1, 2, 3, FORMAT_VERSION)
-METHODS = ("keyflip", "hydro", "blur", "pixelate", "solid")
-REVERSIBLE = ("keyflip",)
+METHODS = ("keyflip", "hide", "hydro", "blur", "pixelate", "solid")
+REVERSIBLE = ("keyflip", "hide")  # hide: keyflip's restore, from the exact face data
 SEAL_NONCE_BYTES = 16
 CHECK_BYTES = 16
 

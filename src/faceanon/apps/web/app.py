@@ -123,8 +123,8 @@ def anonymize_job(
     if method not in photos.METHODS:
         raise FaceanonError(f"unknown method {method[:40]!r}; known: {', '.join(photos.METHODS)}")
     key, backbone, model = None, None, None
-    if method in ("keyflip", "hydro"):
-        key = _key(key_upload, passphrase) if method == "keyflip" else None
+    if method in ("keyflip", "hide", "hydro"):
+        key = _key(key_upload, passphrase) if method != "hydro" else None
         backbone = server.backbone(backbone_name)
         model = photos.describe_model(backbone, terminal=False)
     settings = Settings(method, None if backbone is None else backbone.name, device=server.device)
