@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from faceanon.settings import Settings
 
 BASELINES = ("blur:0.02", "blur:0.04", "blur:0.08", "pixelate:16", "pixelate:8", "solid")
-DIFFUSION_METHODS = ("keyflip", "key-reuse", "hydro")
+DIFFUSION_METHODS = ("keyflip", "key-reuse", "hydro", "hide")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["keyflip"],
         metavar="M",
         help="keyflip, key-reuse (the attack), hydro[:strength] (default 0.6), "
+        "hide[:guide scale] (guided by --guide), "
         f"blur[:strength], pixelate[:blocks], solid, baselines (= {' '.join(BASELINES)})",
+    )
+    p.add_argument(
+        "--guide",
+        choices=("sface", "arcface"),
+        default="sface",
+        help="hide: the recognizer that guides (default sface); score with the others too",
     )
     p.add_argument(
         "--attack",
@@ -135,8 +142,15 @@ def _backbone(settings: Settings) -> Backbone:
 def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
     """The methods named by ``--method``, and the backbone (None if no keyflip method)."""
     from faceanon.anonymizer import Anonymizer
-    from faceanon.eval.methods import ClassicMethod, HydroMethod, KeyflipMethod, KeyReuseAttack
+    from faceanon.eval.methods import (
+        ClassicMethod,
+        HideMethod,
+        HydroMethod,
+        KeyflipMethod,
+        KeyReuseAttack,
+    )
     from faceanon.methods.classic import Blur, Pixelate, Solid
+    from faceanon.settings import MAX_GUIDE_SCALE
 
     specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
     specs = list(dict.fromkeys(specs))
@@ -169,6 +183,14 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
                 methods.append(keyflip(args.paper_mode))
             elif kind == "key-reuse" and not value:
                 methods.append(KeyReuseAttack(keyflip(True), keyflip(False)))
+            elif kind == "hide":
+                scale = float(value) if value else None
+                if scale is not None and not 0 <= scale <= MAX_GUIDE_SCALE:
+                    raise ValueError
+                guided = HideMethod(
+                    anonymizer(False), key, args.seed, args.batch_size, args.guide, scale
+                )
+                methods.append(guided)
             elif kind == "hydro":
                 strength = float(value or 0.6)
                 if not 0 < strength <= 1:

@@ -134,6 +134,7 @@ class KeyflipMethod:
     key. The wrong keys get the true geometry and nonces: the attacker's best case."""
 
     label = "keyflip"
+    published = "keyflip: anonymized"
 
     def __init__(self, anonymizer: Anonymizer, key: SecretKey, seed: int, batch_size: int = 8):
         from faceanon.secure.keys import SecretKey
@@ -157,8 +158,6 @@ class KeyflipMethod:
 
         return keyflip(self.anonymizer, key, self.batch_size, undo=undo)
 
-    published = "keyflip: anonymized"
-
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
     ) -> list[np.ndarray]:
@@ -175,15 +174,81 @@ class KeyflipMethod:
         """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
         it): the worst case, counted in the report."""
         nonces = self.nonces(name, len(faces))
-        grid = self.grid
-        anonymized = paste(photo, faces, self.transform(self.key), nonces, grid, sealed=True)
-        out = {"keyflip: anonymized": anonymized}
-        undo = self.transform(self.key, undo=True)
-        out["keyflip: de-anonymized"] = paste(anonymized, faces, undo, nonces, grid, sealed=True)
-        for label, key in self.wrong.items():
+        anonymized = paste(photo, faces, self.transform(self.key), nonces, self.grid, sealed=True)
+        return self.restores(anonymized, anonymized, faces, nonces)
+
+    def restores(
+        self,
+        published: np.ndarray,
+        restorable: np.ndarray,
+        faces: list[Face],
+        nonces: list[bytes | None],
+    ) -> dict[str, np.ndarray]:
+        """The ``published`` photo, and ``restorable`` (what the restore starts from) restored
+        with the key, the key one bit off and a random key."""
+        out = {f"{self.label}: anonymized": published}
+        for label, key in {"de-anonymized": self.key, **self.wrong}.items():
             undo = self.transform(key, undo=True)
-            out[f"keyflip: {label}"] = paste(anonymized, faces, undo, nonces, grid, sealed=True)
+            restored = paste(restorable, faces, undo, nonces, self.grid, sealed=True)
+            out[f"{self.label}: {label}"] = restored
         return out
+
+
+class HideMethod(KeyflipMethod):
+    """``--method hide``: the protected photo (guided by ``guide`` at ``scale``) is published;
+    the restores start from the unguided faces, as the file's exact face data gives them (here
+    the unguided photo itself, as a PNG keyflip output would be: the data's quantisation to one
+    8-bit level is left out)."""
+
+    label = "hide"
+
+    def __init__(
+        self,
+        anonymizer: Anonymizer,
+        key: SecretKey,
+        seed: int,
+        batch_size: int = 8,
+        guide: str = "sface",
+        scale: float | None = None,
+    ) -> None:
+        super().__init__(anonymizer, key, seed, batch_size)
+        self.guide, self.scale = guide, scale
+        self.label = "hide" if scale is None else f"hide {scale:g}"
+        self.published = f"{self.label}: anonymized"
+
+    def _hidden(
+        self,
+        photos: Sequence[np.ndarray],
+        faces: Sequence[Sequence[Face]],
+        key: SecretKey,
+        nonces: Sequence[Sequence[bytes | None]],
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The protected photos and the same photos with the unguided faces."""
+        from faceanon.faces.replace import hide
+
+        plain: list[np.ndarray] = []
+        guide = hide(self.anonymizer, key, self.guide, self.scale, self.batch_size, None, plain)
+        hidden = paste_many(photos, faces, guide, nonces, self.grid, sealed=True)
+        unguided = paste_many(
+            photos, faces, lambda c, *_: plain[: len(c)], nonces, self.grid, sealed=True
+        )
+        return hidden, unguided
+
+    def publish(
+        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
+    ) -> list[np.ndarray]:
+        """The attacker's training inputs: protected photos with keys and nonces of their own."""
+        from faceanon.secure.keys import SecretKey
+
+        rng = np.random.default_rng(seed)
+        key = SecretKey(rng.bytes(len(self.key.material)))
+        nonces = [[None if self.anonymizer.paper_mode else rng.bytes(16) for _ in f] for f in faces]
+        return self._hidden(photos, faces, key, nonces)[0]
+
+    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
+        nonces = self.nonces(name, len(faces))
+        [hidden], [unguided] = self._hidden([photo], [faces], self.key, [nonces])
+        return self.restores(hidden, unguided, faces, nonces)
 
 
 def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch.Tensor:

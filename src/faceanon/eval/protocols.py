@@ -196,6 +196,10 @@ CONDITION_ORDER = (
     "keyflip: de-anonymized",
     "keyflip: wrong key (1 bit)",
     "keyflip: random key",
+    "hide: anonymized",
+    "hide: de-anonymized",
+    "hide: wrong key (1 bit)",
+    "hide: random key",
     "attack: paper mode",
     "attack: nonces",
 )
