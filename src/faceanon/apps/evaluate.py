@@ -92,6 +92,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training time per method, after its pairs are made (default 3)",
     )
     p.add_argument(
+        "--attack-steps",
+        type=int,
+        default=100_000,
+        help="at most this many training steps of 32 pairs per method (default: the minutes"
+        " decide); with a large --attack-minutes, a budget that is the same on every machine",
+    )
+    p.add_argument(
+        "--attack-identity",
+        choices=("none", "sface", "arcface"),
+        default="none",
+        help="an identity loss beside L1: 1 - cosine of this differentiable recognizer"
+        " (weight 0.1); its own score then favours the attacker: read the other recognizers",
+    )
+    p.add_argument(
         "--recognizers",
         nargs="+",
         choices=RECOGNIZERS,
@@ -231,7 +245,7 @@ class _StageProgress:
 
 def evaluate(args: argparse.Namespace) -> int:
     from faceanon import __version__
-    from faceanon.eval import datasets, protocols, report
+    from faceanon.eval import attack, datasets, protocols, report
     from faceanon.eval.recognizers import DEFAULT_RECOGNIZERS, make_recognizer
     from faceanon.faces.finder import FaceFinder
 
@@ -252,8 +266,12 @@ def evaluate(args: argparse.Namespace) -> int:
         raise FaceanonError("--limit must be at least 1")
     if args.attack and (args.attack_images is None or not args.attack_images.is_dir()):
         raise FaceanonError("--attack reconstruct needs --attack-images, a folder of images")
-    if args.attack and (args.attack_faces < 10 or args.attack_minutes <= 0):
-        raise FaceanonError("--attack-faces must be at least 10 and --attack-minutes positive")
+    if args.attack and (
+        args.attack_faces < 10 or args.attack_minutes <= 0 or args.attack_steps < 1
+    ):
+        raise FaceanonError(
+            "--attack-faces must be at least 10, --attack-minutes and --attack-steps positive"
+        )
     # The dataset first: a bad pairs file is reported before any model is loaded.
     pairs = images = None
     identities = None
@@ -325,6 +343,10 @@ def evaluate(args: argparse.Namespace) -> int:
             "faces": args.attack_faces,
             "minutes": args.attack_minutes,
             "network": "faceanon.eval.attack.Reconstructor (width 32), L1, Adam, 64 px",
+            "identity_loss": None
+            if args.attack_identity == "none"
+            else f"{args.attack_identity} (weight {attack.IDENTITY_WEIGHT})",
+            "max_steps": args.attack_steps,
         },
         "faceanon": __version__,
         "torch": torch.__version__,
@@ -360,9 +382,17 @@ def _attacked(
             continue
         slug = "".join(c if c.isalnum() else "-" for c in method.label)
         checkpoint = args.output / "attack" / f"{slug}.pt"
+        identity = None if args.attack_identity == "none" else args.attack_identity
         out.append(
             attack.attack_method(
-                method, photos, args.attack_minutes, args.seed, checkpoint, progress
+                method,
+                photos,
+                args.attack_minutes,
+                args.seed,
+                checkpoint,
+                progress,
+                steps=args.attack_steps,
+                identity=identity,
             )
         )
     return out

@@ -147,6 +147,8 @@ class OnnxGraph(torch.nn.Module):
             return F.batch_norm(x, mean, var, scale, bias, False, 0.0, attrs.get("epsilon", 1e-5))
         if op == "PRelu":
             x, slope = args
+            if x.dim() > 1 and slope.numel() in (1, x.shape[1]):  # per channel: native
+                return F.prelu(x, slope.reshape(-1))
             return torch.where(x >= 0, x, x * slope)
         if op in ("Add", "Sub", "Mul"):
             a, b = args
