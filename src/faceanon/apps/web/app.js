@@ -31,7 +31,7 @@ async function loadOptions() {
 }
 
 function updateMethod() {
-  const reversible = $("method").value === "keyflip";
+  const reversible = ["keyflip", "hide"].includes($("method").value);
   $("key-fieldset").disabled = !reversible;
   $("backbone").disabled = !reversible && $("method").value !== "hydro";
 }
@@ -191,7 +191,7 @@ async function run(tab) {
         form.append("method", $("method").value);
         form.append("backbone", $("backbone").value);
       }
-      if (key && (tab === "restore" || $("method").value === "keyflip")) {
+      if (key && (tab === "restore" || ["keyflip", "hide"].includes($("method").value))) {
         form.append("key", key.blob, key.name);
         form.append("passphrase", $(`${tab}-passphrase`).value);
       }

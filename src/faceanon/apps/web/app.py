@@ -97,10 +97,12 @@ def _key(upload: tuple[str, bytes] | None, passphrase: str | None) -> SecretKey:
     return read_key_file(PurePath(name), ask, data=data)  # type: ignore[arg-type]
 
 
-def _png(image: Any, metadata: str | None) -> str:
+def _png(image: Any, metadata: str | None, latents: Any = None) -> str:
+    """The PNG's bytes in base64 (``latents``: a hide output's exact face data, see
+    :func:`faceanon.media.io.encode_image`)."""
     from faceanon.media.io import encode_image
 
-    return base64.b64encode(encode_image(image, metadata)).decode("ascii")
+    return base64.b64encode(encode_image(image, metadata, latents=latents)).decode("ascii")
 
 
 def anonymize_job(
@@ -141,7 +143,7 @@ def anonymize_job(
         raise FaceanonError(f"{name}: no face found; nothing written")
     return {
         "name": photos.output_name(name, "anonymized"),
-        "image": _png(outcome.image, outcome.metadata),
+        "image": _png(outcome.image, outcome.metadata, outcome.latents),
         "boxes": [list(map(float, b)) for b in outcome.boxes if b is not None],
         "model": model,
         "reversible": key is not None,
