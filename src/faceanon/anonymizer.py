@@ -208,7 +208,7 @@ class Anonymizer:
         """``--method hide`` (:mod:`faceanon.methods.hide`): the keyed map's faces, and the same
         faces sampled with ``guide``'s identity guidance toward each original at ``scale``
         (None: the default): (plain, guided). The key undoes the plain faces."""
-        from faceanon.faces.torch_recognizers import crop_recognizer
+        from faceanon.faces.torch_recognizers import crop_recognizer, five_points
         from faceanon.methods.hide import DEFAULT_SCALE, IdentityGuide, embeddings
         from faceanon.methods.keyflip import guided_pair
 
@@ -217,10 +217,10 @@ class Anonymizer:
         recognizer = crop_recognizer(guide)
         change = self.change(key, nonces, masks, False)
         x, grids, hint = self._inputs(images, masks)
-        targets = embeddings(recognizer, x)
-        wrap = IdentityGuide(
-            self.backbone, recognizer, targets, grids, DEFAULT_SCALE if scale is None else scale
-        )
+        points = five_points(list(images))  # aligned as a service would: by the face's points
+        targets = embeddings(recognizer, x, points)
+        chosen = DEFAULT_SCALE if scale is None else scale
+        wrap = IdentityGuide(self.backbone, recognizer, targets, grids, chosen, points)
         z0 = self.backbone.encode(x)
         plain, guided = guided_pair(
             self.backbone, z0, change, grids, self.steps, wrap, progress, self.refine, hint

