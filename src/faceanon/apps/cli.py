@@ -15,6 +15,7 @@ from faceanon.apps.options import add_ddim_arguments, whole_number
 from faceanon.apps.photo_commands import cmd_anonymize, cmd_deanonymize
 from faceanon.apps.terminal import EXIT_USAGE, say
 from faceanon.errors import FaceanonError
+from faceanon.settings import GUIDES, MAX_GUIDE_SCALE
 
 
 def _strength(text: str) -> float:
@@ -28,14 +29,12 @@ def _strength(text: str) -> float:
 
 
 def _guide_scale(text: str) -> float:
-    from faceanon.settings import MAX_GUIDE_SCALE as MAX_SCALE
-
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value <= MAX_SCALE:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a scale from 0 to {MAX_SCALE:g}")
+    if not 0 <= value <= MAX_GUIDE_SCALE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scale from 0 to {MAX_GUIDE_SCALE:g}")
     return value
 
 
@@ -217,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--guide",
-        choices=("sface", "arcface"),
+        choices=GUIDES,
         default="sface",
         help="hide: the recognizer that keeps matching the person (default sface; arcface"
         " needs faceanon[arcface], non-commercial)",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from faceanon.backbones.registry import DEFAULT_BACKBONE
 from faceanon.errors import FaceanonError
+from faceanon.settings import GUIDES, MAX_GUIDE_SCALE
 
 if TYPE_CHECKING:
     from faceanon.backbones.base import Backbone
@@ -66,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--guide",
-        choices=("sface", "arcface"),
+        choices=GUIDES,
         default="sface",
         help="hide: the recognizer that guides (default sface); score with the others too",
     )
@@ -164,7 +165,6 @@ def _methods(args: argparse.Namespace) -> tuple[list[Any], Any]:
         KeyReuseAttack,
     )
     from faceanon.methods.classic import Blur, Pixelate, Solid
-    from faceanon.settings import MAX_GUIDE_SCALE
 
     specs = [s for spec in args.method for s in (BASELINES if spec == "baselines" else (spec,))]
     specs = list(dict.fromkeys(specs))

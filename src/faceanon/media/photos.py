@@ -176,11 +176,11 @@ def anonymize(
         describe(image, found, face_nonces)
         for image, found, face_nonces in zip(images, faces, nonces, strict=True)
     ]
-    geometry = [g for _, g in described]
-    out = transform_photos(images, geometry, nonces, transform, grid)
+    regions = [g for _, g in described]
+    out = transform_photos(images, regions, nonces, transform, grid)
     exact_from = out
     if method == "hide":  # the same photos with the unguided faces pasted the same way
-        exact_from = transform_photos(images, geometry, nonces, lambda c, *_: plain[: len(c)], grid)
+        exact_from = transform_photos(images, regions, nonces, lambda c, *_: plain[: len(c)], grid)
     return [
         Outcome(
             image,
