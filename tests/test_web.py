@@ -76,7 +76,7 @@ def _cli_error(tmp_path: Path, capsys, name: str, data: bytes, *args: str) -> st
 def test_options_and_keys(client: TestClient) -> None:
     options = client.get("/api/options").json()
     assert options["default_backbone"] == "face-prior"
-    assert options["methods"] == ["keyflip", "hydro", "blur", "pixelate", "solid"]
+    assert options["methods"] == ["keyflip", "hide", "hydro", "blur", "pixelate", "solid"]
     first, second = (client.post("/api/keygen") for _ in range(2))
     assert first.headers["cache-control"] == "no-store"
     key = SecretKey.from_text(first.json()["key"])
