@@ -27,11 +27,6 @@ from docsection import publish
 START, END = "<!-- jpeg-restore:start -->", "<!-- jpeg-restore:end -->"
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
-    diff = a.astype(np.float64)[where] - b.astype(np.float64)[where]
-    return float(10 * np.log10(255.0**2 / max(np.mean(diff**2), 1e-12)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, help="a folder of photos as well")
@@ -47,6 +42,7 @@ def main() -> None:
     from skimage import data
 
     import faceanon
+    from faceanon.eval.metrics import psnr
     from faceanon.eval.recognizers import FaceLocator, make_recognizer
     from faceanon.media.io import folder_files, read_image
     from faceanon.media.latents import split_jpeg

@@ -53,6 +53,22 @@ def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
     return list(out.permute(0, 2, 3, 1).numpy())
 
 
+def _check(
+    images: Sequence[np.ndarray],
+    key: SecretKey,
+    masks: Sequence[Mask],
+    nonces: Sequence[bytes | None],
+) -> None:
+    """The keyed map's arguments: a faceanon key, one mask and nonce per crop."""
+    if not isinstance(key, SecretKey):
+        raise TypeError(
+            f"key must be a faceanon SecretKey (SecretKey.from_text, read_key_file), "
+            f"got {type(key).__name__}"
+        )
+    if len(nonces) != len(images) or len(masks) != len(images):
+        raise ValueError("images, masks and nonces must have the same length")
+
+
 class Anonymizer:
     """Key-conditioned reversible anonymization of aligned crops (METHOD §5-6).
 
@@ -104,13 +120,7 @@ class Anonymizer:
         """The keyed map on a batch of crops; ``undo`` for its inverse (deanonymize). With the
         ``flip`` transform both directions are the same map. ``residuals``: a lossy file's
         exact face data (:mod:`faceanon.media.latents`) for the crops that have it."""
-        if not isinstance(key, SecretKey):
-            raise TypeError(
-                f"key must be a faceanon SecretKey (SecretKey.from_text, read_key_file), "
-                f"got {type(key).__name__}"
-            )
-        if len(nonces) != len(images) or len(masks) != len(images):
-            raise ValueError("images, masks and nonces must have the same length")
+        _check(images, key, masks, nonces)
         change = self.change(key, nonces, masks, undo)
         return self.with_change(images, change, masks, progress, residuals)
 
@@ -209,16 +219,16 @@ class Anonymizer:
         faces sampled with ``guide``'s identity guidance toward each original at ``scale``
         (None: the default): (plain, guided). The key undoes the plain faces."""
         from faceanon.faces.torch_recognizers import crop_recognizer, five_points
-        from faceanon.methods.hide import DEFAULT_SCALE, IdentityGuide, embeddings
+        from faceanon.methods.hide import DEFAULT_SCALE, IdentityGuide
         from faceanon.methods.keyflip import guided_pair
 
-        if len(nonces) != len(images) or len(masks) != len(images):
-            raise ValueError("images, masks and nonces must have the same length")
+        _check(images, key, masks, nonces)
         recognizer = crop_recognizer(guide)
         change = self.change(key, nonces, masks, False)
         x, grids, hint = self._inputs(images, masks)
         points = five_points(list(images))  # aligned as a service would: by the face's points
-        targets = embeddings(recognizer, x, points)
+        with torch.no_grad():
+            targets = recognizer(x, points)
         chosen = DEFAULT_SCALE if scale is None else scale
         wrap = IdentityGuide(self.backbone, recognizer, targets, grids, chosen, points)
         z0 = self.backbone.encode(x)

@@ -146,18 +146,6 @@ class SFaceRecognizer:
         return _unit(self._net.feature(crop))
 
 
-# insightface's 112x112 ArcFace template (image left eye first), and YuNet's order mapped to it.
-_ARCFACE_TEMPLATE = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ]
-)
-
-
 class ArcFaceRecognizer:
     name = "arcface"
 
@@ -178,14 +166,16 @@ class ArcFaceRecognizer:
         self.version = f"onnxruntime {onnxruntime.__version__}, {file_version(model)}"
 
     def points(self, image: np.ndarray, face: LocatedFace) -> np.ndarray:
-        five = face.five
-        # YuNet gives the eyes and mouth corners in image order left, right already.
-        return five if five[0, 0] <= five[1, 0] else five[[1, 0, 2, 4, 3]]
+        from faceanon.faces.align import image_order
+
+        return image_order(face.five)
 
     def embed(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         import cv2
 
-        matrix, _ = cv2.estimateAffinePartial2D(points, _ARCFACE_TEMPLATE, method=cv2.LMEDS)
+        from faceanon.faces.align import TEMPLATE_112
+
+        matrix, _ = cv2.estimateAffinePartial2D(points, TEMPLATE_112, method=cv2.LMEDS)
         crop = cv2.warpAffine(image, matrix, (112, 112), borderValue=0.0)
         blob = (crop.astype(np.float32).transpose(2, 0, 1)[None] - 127.5) / 127.5
         return _unit(self._session.run(None, {self._input: blob})[0])

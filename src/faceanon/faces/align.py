@@ -72,3 +72,22 @@ def warp_to_crop(image: np.ndarray, alignment: Alignment) -> np.ndarray:
         flags=cv2.INTER_LANCZOS4,
         borderMode=cv2.BORDER_REFLECT_101,
     )
+
+
+# insightface's 112 x 112 five-point template (ArcFace, SFace's alignCrop): image-left eye,
+# image-right eye, nose tip, image-left and image-right mouth corners.
+TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
+)
+
+
+def image_order(five: np.ndarray) -> np.ndarray:
+    """YuNet's five points (5, 2) in :data:`TEMPLATE_112`'s order: YuNet gives the eyes and
+    mouth corners image-left first already, except on a mirrored face."""
+    return five if five[0, 0] <= five[1, 0] else five[[1, 0, 2, 4, 3]]

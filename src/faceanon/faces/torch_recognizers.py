@@ -29,19 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from faceanon.errors import ModelUnavailableError
+from faceanon.faces.align import TEMPLATE_112, image_order
 
 TORCH_RECOGNIZERS = ("sface", "arcface")
 
-# insightface's 112 x 112 template (image-left eye, image-right eye, nose, mouth left, right).
-TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ]
-)
 # The same five points in faceanon's aligned crop, in crop sides: the mean of YuNet's points on
 # the FFHQ-aligned crops of 200 CelebA faces (``benchmarks/crop_points.py``). The crop's
 # alignment puts them here up to a few pixels; a fixed map keeps the embedding reproducible
@@ -262,7 +253,7 @@ def five_points(crops: list[np.ndarray]) -> torch.Tensor:
             continue
         row = max(rows, key=lambda r: float(r[2] * r[3]))
         five = np.asarray(row[4:14], np.float64).reshape(5, 2) / crop.shape[0]
-        out.append(five if five[0, 0] <= five[1, 0] else five[[1, 0, 2, 4, 3]])
+        out.append(image_order(five))
     return torch.from_numpy(np.stack(out))
 
 

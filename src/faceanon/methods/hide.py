@@ -73,13 +73,3 @@ class IdentityGuide:
             return e - torch.where(self.mask.to(z.device), step.to(e.dtype), torch.zeros_like(e))
 
         return guided
-
-
-def embeddings(
-    recognizer: CropRecognizer, images: torch.Tensor, points: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The recognizer's unit embeddings of crops (B, 3, S, S) in [-1, 1] aligned by their
-    five ``points`` (see :class:`CropRecognizer`), no gradient."""
-    with torch.no_grad():
-        out: torch.Tensor = recognizer(images, points)
-    return out
