@@ -1,13 +1,15 @@
-"""Restoring from JPEG: keyflip JPEGs with their faces' exact latents vs PNG and vs the pixels.
+"""Restoring from JPEG and WebP: keyflip outputs with their faces' exact latents vs PNG and
+vs the pixels.
 
 For each photo (the public-domain astronaut, and with ``--images DIR`` the first ``--limit``
 photos of a folder, e.g. ../shared/data/celeba-wild/images): anonymize with the default
-settings (or ``--backbone`` / ``--steps``), write PNG and JPEG at each ``--quality``, restore
-each with the key, and measure inside the faces (the pixels anonymization changed): PSNR of
-the restore against the original, and SFace's cosine between the restored and the original
-face (located on the original, as the evaluation does). "pixels only" is the same JPEG with its
-exact face data removed (as a messenger that strips APP segments would): what faceanon did
-before. Size: the JPEG with the data against the same JPEG without it.
+settings (or ``--backbone`` / ``--steps``), write PNG, and JPEG and WebP at each
+``--quality``, restore each with the key, and measure inside the faces (the pixels
+anonymization changed): PSNR of the restore against the original, and SFace's cosine between
+the restored and the original face (located on the original, as the evaluation does). "pixels"
+is the same file with its exact face data removed (as a messenger that strips APP segments or
+unknown chunks would): what faceanon did before. Size: the file with the data against the
+same file without it.
 
     python benchmarks/jpeg_restore.py --output docs/benchmarks.md
     python benchmarks/jpeg_restore.py --images ../shared/data/celeba-wild/images --limit 20 \\
@@ -25,6 +27,14 @@ import numpy as np
 from docsection import publish
 
 START, END = "<!-- jpeg-restore:start -->", "<!-- jpeg-restore:end -->"
+FORMATS = {"JPEG": ".jpg", "WebP": ".webp"}
+
+
+def without_data(data: bytes, fmt: str) -> bytes:
+    from faceanon.media import webp
+    from faceanon.media.latents import split_jpeg
+
+    return split_jpeg(data)[0] if fmt == "JPEG" else webp.remove_chunks(data, [webp.LATENTS])
 
 
 def main() -> None:
@@ -34,6 +44,7 @@ def main() -> None:
     parser.add_argument("--backbone", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--quality", type=int, nargs="+", default=[95, 85, 75])
+    parser.add_argument("--formats", nargs="+", default=["JPEG", "WebP"], choices=FORMATS)
     parser.add_argument("--output", type=Path, help="markdown file whose section to replace")
     args = parser.parse_args()
 
@@ -45,7 +56,6 @@ def main() -> None:
     from faceanon.eval.metrics import psnr
     from faceanon.eval.recognizers import FaceLocator, make_recognizer
     from faceanon.media.io import folder_files, read_image
-    from faceanon.media.latents import split_jpeg
 
     photos = [("astronaut", data.astronaut())]
     if args.images is not None:
@@ -54,9 +64,10 @@ def main() -> None:
     key = faceanon.SecretKey(bytes(range(16)))
     settings = faceanon.Settings(backbone=args.backbone, steps=args.steps)
     locator, sface = FaceLocator(), make_recognizer("sface")
-    kinds = ["PNG"] + [f"JPEG q{q} {w}" for q in args.quality for w in ("with data", "pixels")]
+    lossy = [(f, q) for f in args.formats for q in args.quality]
+    kinds = ["PNG"] + [f"{f} q{q} {w}" for f, q in lossy for w in ("with data", "pixels")]
     scores: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
-    sizes: dict[int, list[tuple[int, int]]] = {q: [] for q in args.quality}
+    sizes: dict[tuple[str, int], list[tuple[int, int]]] = {fq: [] for fq in lossy}
     anonymized: list[float] = []
     used = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,14 +89,14 @@ def main() -> None:
             anonymized.append(score(anon.image)[0])
             files = {"PNG": Path(tmp, "a.png")}
             faceanon.save_photo(anon, files["PNG"], overwrite=True)
-            for q in args.quality:
-                with_data = Path(tmp, f"a{q}.jpg")
+            for fmt, q in lossy:
+                with_data = Path(tmp, f"a{q}{FORMATS[fmt]}")
                 faceanon.save_photo(anon, with_data, overwrite=True, quality=q)
-                plain = split_jpeg(with_data.read_bytes())[0]
-                Path(tmp, f"p{q}.jpg").write_bytes(plain)
-                sizes[q].append((with_data.stat().st_size, len(plain)))
-                files[f"JPEG q{q} with data"] = with_data
-                files[f"JPEG q{q} pixels"] = Path(tmp, f"p{q}.jpg")
+                plain = without_data(with_data.read_bytes(), fmt)
+                Path(tmp, f"p{q}{FORMATS[fmt]}").write_bytes(plain)
+                sizes[fmt, q].append((with_data.stat().st_size, len(plain)))
+                files[f"{fmt} q{q} with data"] = with_data
+                files[f"{fmt} q{q} pixels"] = Path(tmp, f"p{q}{FORMATS[fmt]}")
             for kind, path in files.items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "pixels": the expected fallback note
@@ -95,12 +106,12 @@ def main() -> None:
             print(f"{name}: anonymized {anonymized[-1]:.2f} dB; restored {line}", flush=True)
 
     model = settings.backbone or faceanon.DEFAULT_BACKBONE
-    jpeg_info = io.StringIO()
-    for q in args.quality:
-        ratio = [w / p for w, p in sizes[q]]
-        extra = [(w - p) / 1024 for w, p in sizes[q]]
-        jpeg_info.write(
-            f"| q{q} | {np.mean([p for _, p in sizes[q]]) / 1024:.1f} kB | "
+    size_info = io.StringIO()
+    for fmt, q in lossy:
+        ratio = [w / p for w, p in sizes[fmt, q]]
+        extra = [(w - p) / 1024 for w, p in sizes[fmt, q]]
+        size_info.write(
+            f"| {fmt} q{q} | {np.mean([p for _, p in sizes[fmt, q]]) / 1024:.1f} kB | "
             f"+{np.mean(extra):.1f} kB (max {max(extra):.1f}) | "
             f"{np.mean(ratio):.3f}x (max {max(ratio):.3f}x) |\n"
         )
@@ -118,17 +129,18 @@ def main() -> None:
         + (f" --images {args.images} --limit {args.limit}" if args.images else "")
         + (f" --backbone {args.backbone}" if args.backbone else "")
         + (f" --steps {args.steps}" if args.steps else "")
+        + (f" --formats {' '.join(args.formats)}" if args.formats != list(FORMATS) else "")
         + f"`: {used} photos ({sources}), {model}, default settings otherwise. Inside the "
         f"faces (anonymized: {np.mean(anonymized):.2f} dB mean):\n\n"
         "| restored from | PSNR mean (dB) | PSNR worst | SFace cosine to the original |\n"
         "|---|---|---|---|\n"
         f"{rows}\n"
-        "Size of the exact face data (the JPEG with it against the same JPEG without):\n\n"
-        "| quality | JPEG without | data | with / without |\n|---|---|---|---|\n"
-        f"{jpeg_info.getvalue()}"
+        "Size of the exact face data (the file with it against the same file without):\n\n"
+        "| file | without | data | with / without |\n|---|---|---|---|\n"
+        f"{size_info.getvalue()}"
         f"{END}"
     )
-    publish(section, args.output, START, END, "Restoring from JPEG (issue 28)")
+    publish(section, args.output, START, END, "Restoring from JPEG and WebP (issue 28)")
 
 
 if __name__ == "__main__":

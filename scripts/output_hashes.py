@@ -45,7 +45,7 @@ PHOTO_RUNS = {
 }
 VIDEO_RUNS = {
     "video-blur": ["--method", "blur"],
-    "video-keyflip": ["--backbone", "closed-form", "--steps", "4"],
+    "video-keyflip": ["--backbone", "closed-form", "--steps", "4", "--lossless"],
 }
 KEYED = ("keyflip-mix", "keyflip-flip", "keyflip-ellipse", "face-prior", "face-net")
 

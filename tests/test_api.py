@@ -136,7 +136,7 @@ def test_video_api_is_what_the_command_writes(tmp_path, monkeypatch) -> None:
     faceanon.restore_video("api.mkv", "back.mkv", key)
     _, original = decoded(tmp_path / "c.mp4")
     _, back = decoded(tmp_path / "back.mkv")
-    face = (api[1][3] != original[3]).any(axis=-1)
+    face = np.abs(api[1][3].astype(int) - original[3]).max(axis=-1) > 40  # H.264: not exact
     error = {
         n: np.abs(x[3].astype(int) - original[3])[face].mean()
         for n, x in {"anon": api[1], "back": back}.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -115,38 +116,62 @@ def test_outputs_folder_single_file_and_no_overwrite(work, capsys):
     assert "overwrite an input" in capsys.readouterr().err
 
 
-def test_jpeg_output_carries_exact_faces_and_restores_as_png_does(work, capsys):
-    """A keyflip JPEG carries its faces' exact latents (media.latents): at quality 75 it
-    restores as well as the PNG, where its pixels alone lose several dB. Stripped of that
-    data, the restore says so in one line and uses the pixels; another image's data is
-    refused the same way; both still restore a face."""
+def _split(name: str, data: bytes) -> tuple[bytes, bytes, str | None]:
+    """A lossy output's bytes without its exact face data, that data, and its metadata."""
+    from faceanon.media import webp
     from faceanon.media.latents import split_jpeg
 
+    if name.endswith(".jpg"):
+        stripped, segments = split_jpeg(data)
+        comment = Image.open(io.BytesIO(data)).info.get("comment", b"")
+        return stripped, b"".join(segments), comment.decode()
+    chunks = webp.read_chunks(data, [webp.LATENTS, webp.METADATA])
+    meta = chunks[webp.METADATA].decode() if webp.METADATA in chunks else None
+    return webp.remove_chunks(data, [webp.LATENTS]), chunks.get(webp.LATENTS, b""), meta
+
+
+def _with(name: str, stripped: bytes, data: bytes, size: tuple[int, int]) -> bytes:
+    from faceanon.media import webp
+
+    if name.endswith(".jpg"):
+        return stripped[:2] + data + stripped[2:]
+    return webp.add_chunks(stripped, [(webp.LATENTS, data)], *size)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_lossy_output_carries_exact_faces_and_restores_as_png_does(work, capsys, suffix):
+    """A keyflip JPEG or WebP carries its faces' exact latents (media.latents): at quality 75
+    it restores as well as the PNG, where its pixels alone lose several dB. Stripped of that
+    data, the restore says so in one line and uses the pixels; another image's data is
+    refused the same way; both still restore a face."""
     original = np.asarray(Image.open("face.png").convert("RGB"))
-    for name in ("anon.png", "anon.jpg", "other.jpg"):
-        quality = ["--quality", "75"] if name.endswith(".jpg") else []
+    anon, other = "anon" + suffix, "other" + suffix
+    for name in ("anon.png", anon, other):
+        quality = ["--quality", "75"] if name != "anon.png" else []
         assert main(["anonymize", "face.png", "-k", "my.key", "-o", name, *quality, *FAST]) == 0
     assert "lossy" not in capsys.readouterr().err
-    stripped, data = split_jpeg(Path("anon.jpg").read_bytes())
-    assert data and Image.open("anon.jpg").info["comment"].startswith(b'{"faceanon"')
-    Path("stripped.jpg").write_bytes(stripped)
-    _, foreign = split_jpeg(Path("other.jpg").read_bytes())
-    Path("foreign.jpg").write_bytes(stripped[:2] + b"".join(foreign) + stripped[2:])
+    stripped, data, meta = _split(anon, Path(anon).read_bytes())
+    assert data and meta is not None and meta.startswith('{"faceanon"')
+    assert _split(anon, stripped)[1] == b""
+    Path("stripped" + suffix).write_bytes(stripped)
+    size = Image.open(anon).size
+    foreign = _with(anon, stripped, _split(other, Path(other).read_bytes())[1], size)
+    Path("foreign" + suffix).write_bytes(foreign)
     restored = {}
-    for name in ("anon.png", "anon.jpg", "stripped.jpg", "foreign.jpg"):
+    for name in ("anon.png", anon, "stripped" + suffix, "foreign" + suffix):
         assert main(["deanonymize", name, "-k", "my.key", "-o", f"back-{name}.png"]) == 0
         restored[name] = psnr(np.asarray(Image.open(f"back-{name}.png")), original, REGION)
     err = capsys.readouterr().err
-    assert "stripped.jpg: no exact face data in this lossy file; restoring from the lossy" in err
-    assert "foreign.jpg: exact face data belongs to another image" in err
-    assert "anon.jpg:" not in err.replace("anon.jpg -> ", "")
-    anon = psnr(np.asarray(Image.open("anon.jpg").convert("RGB")), original, REGION)
-    assert abs(restored["anon.jpg"] - restored["anon.png"]) < 0.5, restored
-    assert restored["stripped.jpg"] < restored["anon.jpg"] - 2, restored
-    assert restored["foreign.jpg"] < restored["anon.jpg"] - 2, restored
-    assert restored["stripped.jpg"] > anon + 5, (restored, anon)
-    untouched = np.asarray(Image.open("anon.jpg").convert("RGB"))
-    assert psnr(untouched, original, ~REGION) > 30  # the JPEG copy of the untouched part
+    assert f"stripped{suffix}: no exact face data in this lossy file; restoring from the" in err
+    assert f"foreign{suffix}: exact face data belongs to another image" in err
+    assert f"{anon}:" not in err.replace(f"{anon} -> ", "")
+    lossy = psnr(np.asarray(Image.open(anon).convert("RGB")), original, REGION)
+    assert abs(restored[anon] - restored["anon.png"]) < 0.5, restored
+    assert restored["stripped" + suffix] < restored[anon] - 2, restored
+    assert restored["foreign" + suffix] < restored[anon] - 2, restored
+    assert restored["stripped" + suffix] > lossy + 5, (restored, lossy)
+    untouched = np.asarray(Image.open(anon).convert("RGB"))
+    assert psnr(untouched, original, ~REGION) > 30  # the lossy copy of the untouched part
 
 
 def test_inversion_is_recorded_and_used(work, capsys):

@@ -583,9 +583,10 @@ def test_an_output_name_says_what_the_file_is(tmp_path, monkeypatch, capsys):
     # (a folder "out.gif" appeared), and a keyflip video named .mp4 held Matroska.
     monkeypatch.chdir(tmp_path)
     Image.fromarray(_astronaut()).save("a.png")
-    for name in ("out.gif", "out.TIFF", "out.webp"):
+    for name in ("out.gif", "out.TIFF", "out.bmp"):
         assert main(["anonymize", "a.png", "--method", "blur", "-o", name]) == 2
-        assert f"-o {name}: faceanon writes photos as .png, .jpg, .jpeg" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"-o {name}: faceanon writes photos as .png, .jpg, .jpeg, .webp" in err
         assert not Path(name).exists()
     os.mkdir("run.gif")  # an existing folder is a folder, whatever its name
     assert main(["anonymize", "a.png", "--method", "blur", "-o", "run.gif"]) == 0
@@ -597,11 +598,14 @@ def test_an_output_name_says_what_the_file_is(tmp_path, monkeypatch, capsys):
     make_clip(tmp_path / "c.mp4", 2, (160, 96), audio=False)
     assert main(["keygen", "-o", "k.key"]) == 0
     capsys.readouterr()
-    for name in ("x.mp4", "x.gif"):
+    for name in ("x.avi", "x.gif"):
         assert main(["anonymize", "c.mp4", "-k", "k.key", "-o", name, *FAST]) == 2
         err = capsys.readouterr().err
-        assert f"-o {name}: faceanon writes keyflip videos as .mkv;" in err, err
+        assert f"-o {name}: faceanon writes videos as .mp4 or .mov or .mkv or .m4v;" in err, err
         assert not Path(name).exists()
+    assert main(["anonymize", "c.mp4", "-k", "k.key", "--lossless", "-o", "x.mp4", *FAST]) == 2
+    assert "-o x.mp4: faceanon writes lossless videos as .mkv;" in capsys.readouterr().err
+    assert not Path("x.mp4").exists()
 
 
 def test_a_termination_signal_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):

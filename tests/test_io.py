@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,50 @@ def test_write_png_and_jpeg_with_metadata(tmp_path):
     write_image(tmp_path / "b.jpg", image, '{"faceanon":1}', overwrite=False)
     assert read_image(tmp_path / "b.jpg").faceanon == '{"faceanon":1}'
     assert read_image(tmp_path / "b.jpg").image.shape == (8, 8, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg"]  # no temp files
+    write_image(tmp_path / "c.webp", image, '{"faceanon":1}', overwrite=False)
+    webp = read_image(tmp_path / "c.webp")
+    assert webp.faceanon == '{"faceanon":1}' and webp.image.shape == (8, 8, 3) and webp.lossy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.jpg", "c.webp"]
+
+
+@pytest.mark.parametrize("with_exif", [False, True])
+def test_webp_chunks_are_found_and_a_hostile_file_is_read_within_its_bytes(tmp_path, with_exif):
+    """faceanon's WebP chunks (media.webp) after the image, in the simple layout Pillow writes
+    without EXIF (given a VP8X header) and the extended one it writes with: Pillow and FFmpeg
+    still decode the picture, the reader finds the chunks from the bytes or the file, and a
+    chunk or RIFF size that claims more than the file ends the walk instead of reading past
+    it or raising."""
+    from faceanon.media import webp
+    from faceanon.media.io import encode_image
+
+    exif = None
+    if with_exif:
+        tags = Image.Exif()
+        tags[0x010F] = "a camera maker"
+        exif = tags.tobytes()
+    y, x = np.mgrid[:30, :41]
+    image = np.stack([x * 6, y * 8, x + y], axis=-1).astype(np.uint8)
+    data = encode_image(image, '{"faceanon":1}', "webp", exif=exif, latents=lambda px: b"abc")
+    assert data[12:16] == b"VP8X" and data[4:8] == (len(data) - 8).to_bytes(4, "little")
+    (tmp_path / "a.webp").write_bytes(data)
+    for picture in (read_image(tmp_path / "a.webp"), read_image(Path("upload"), data)):
+        assert picture.faceanon == '{"faceanon":1}' and picture.latents == (("WebP", b"abc"),)
+        assert picture.image.shape == (30, 41, 3)
+        assert np.abs(picture.image - image.astype(int)).mean() < 3
+    av = pytest.importorskip("av")
+    with av.open(str(tmp_path / "a.webp")) as container:
+        assert next(container.decode(video=0)).width == 41
+    wanted = (webp.METADATA, webp.LATENTS)
+    assert webp.read_chunks(data[:-4], wanted) == {webp.METADATA: b'{"faceanon":1}'}
+    huge = data[:-12] + b"FALT" + (2**32 - 1).to_bytes(4, "little") + b"abc\0"
+    assert webp.LATENTS not in webp.read_chunks(huge, wanted)
+    short = data[:4] + (20).to_bytes(4, "little") + data[8:]  # RIFF size: the image alone
+    assert webp.read_chunks(short, wanted) == {}
+    assert webp.read_chunks(b"RIFF\xff\xff\xff\xffWEBP", wanted) == {}
+    assert webp.read_chunks(b"\x89PNG" + data[4:], wanted) == {}
+    stripped = webp.remove_chunks(data, [webp.LATENTS])
+    assert webp.read_chunks(stripped, wanted) == {webp.METADATA: b'{"faceanon":1}'}
+    assert read_image(Path("s"), stripped).latents == ()
 
 
 def test_write_refuses_existing_and_unknown_formats(tmp_path):

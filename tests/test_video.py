@@ -73,7 +73,7 @@ def test_blur_keeps_timing_size_and_sound(work, capsys):
 
 def test_keyflip_video_is_lossless_and_restores(work, capsys):
     fast = ["--backbone", "closed-form", "--steps", "50", *FAST]
-    assert main(["anonymize", "clip.mp4", "-k", "my.key", *fast]) == 0
+    assert main(["anonymize", "clip.mp4", "-k", "my.key", "--lossless", *fast]) == 0
     with av.open("clip_anonymized.mkv") as container:
         assert container.streams.video[0].codec_context.name == "ffv1"
         attachment = next(s for s in container.streams if s.type == "attachment")
@@ -192,28 +192,62 @@ def test_rotated_phone_video_keeps_its_rotation(work, tmp_path, capsys):
         assert frame.rotation == 90 and (frame.width, frame.height) == (270, 480)
 
 
-def test_lossy_keyflip_carries_exact_faces_and_restores_as_ffv1_does(work, monkeypatch, capsys):
-    """--lossy writes H.264 and, in the metadata attachment, each face-frame's exact latent
-    (from the frames as they decode): restored as well as from lossless FFV1. Without that
-    data the restore says so once and works from the pixels, less exactly."""
-    from faceanon.media import video
+def test_keyflip_mp4_carries_exact_faces_and_restores_as_ffv1_does(work, monkeypatch, capsys):
+    """keyflip writes H.264 by default, in the input's container (here MP4, the metadata in
+    faceanon's box after the movie; -o NAME.mkv: a Matroska attachment) with each face-frame's
+    exact latent (from the frames as they decode): restored as well as from lossless FFV1.
+    Without that data the restore says so once and works from the pixels, less exactly. The
+    restore writes H.264 into an .mp4 name, FFV1 into an .mkv one."""
+    from faceanon.media import codec, video
 
     fast = ["--backbone", "closed-form", "--steps", "50", *FAST]
     psnr = {}
-    for name, lossy in (("ffv1.mkv", []), ("lossy.mkv", ["--lossy"]), ("bare.mkv", ["--lossy"])):
-        if name == "bare.mkv":  # as a file whose exact face data was lost
+    for name, flags in (
+        ("ffv1.mkv", ["--lossless"]),
+        ("clip_anonymized.mp4", []),
+        ("h264.mkv", []),
+        ("bare.mp4", []),
+    ):
+        if name == "bare.mp4":  # as a file whose exact face data was lost
             monkeypatch.setattr(video, "exact_data", lambda tmp, exact: [None] * len(exact))
-        assert main(["anonymize", "clip.mp4", "-k", "my.key", *fast, *lossy, "-o", name]) == 0
-        assert main(["deanonymize", name, "-k", "my.key", "-o", f"back-{name}"]) == 0
-        x, y, z = _frames("clip.mp4")[3], _frames(name)[3], _frames(f"back-{name}")[3]
+        out = [] if name == "clip_anonymized.mp4" else ["-o", name]  # the default name
+        assert main(["anonymize", "clip.mp4", "-k", "my.key", *fast, *flags, *out]) == 0
+        assert main(["deanonymize", name, "-k", "my.key", "-o", f"back-{name}.mkv"]) == 0
+        x, y, z = _frames("clip.mp4")[3], _frames(name)[3], _frames(f"back-{name}.mkv")[3]
         face = np.abs(x.astype(int) - y).max(axis=-1) > 40
         psnr[name] = _psnr(z, x, face)
     err = capsys.readouterr().err
-    with av.open("lossy.mkv") as container:
+    for name, codec_name in (("clip_anonymized.mp4", "h264"), ("h264.mkv", "h264")):
+        with av.open(name) as container:
+            assert container.streams.video[0].codec_context.name == codec_name
+            assert [s.type for s in container.streams] == ["video", "audio"] + (
+                ["attachment"] if name.endswith(".mkv") else []
+            )
+    document = json.loads(codec.read_box(Path("clip_anonymized.mp4")) or b"")
+    assert len(document["metadata"]) == len(document["latents"]) == FRAMES
+    assert err.count("no exact face data in this lossy file") == 1 and "bare.mp4 frame" in err
+    assert psnr["clip_anonymized.mp4"] > psnr["ffv1.mkv"] - 0.5, psnr
+    assert psnr["h264.mkv"] > psnr["ffv1.mkv"] - 0.5, psnr
+    assert psnr["bare.mp4"] < psnr["clip_anonymized.mp4"] - 2, psnr
+    # The restore of an MP4 is an MP4 (H.264), and re-encoding it costs little.
+    assert main(["deanonymize", "clip_anonymized.mp4", "-k", "my.key"]) == 0
+    with av.open("clip_deanonymized.mp4") as container:
         assert container.streams.video[0].codec_context.name == "h264"
-    assert err.count("no exact face data in this lossy file") == 1 and "bare.mkv frame" in err
-    assert psnr["lossy.mkv"] > psnr["ffv1.mkv"] - 0.5, psnr
-    assert psnr["bare.mkv"] < psnr["lossy.mkv"] - 2, psnr
+    x, z = _frames("clip.mp4")[3], _frames("clip_deanonymized.mp4")[3]
+    face = np.abs(x.astype(int) - _frames("clip_anonymized.mp4")[3]).max(axis=-1) > 40
+    assert _psnr(z, x, face) > psnr["clip_anonymized.mp4"] - 1
+    # A damaged box is one line; a copy without it has no metadata (one line too).
+    data = Path("clip_anonymized.mp4").read_bytes()
+    box = data.rindex(codec.BOX_UUID)
+    Path("damaged.mp4").write_bytes(data[: box + 16] + b"{not json" + data[box + 25 :])
+    Path("cut.mp4").write_bytes(data[: box - 8])
+    capsys.readouterr()
+    damaged = (("damaged.mp4", "faceanon metadata is damaged"), ("cut.mp4", "no faceanon"))
+    for name, problem in damaged:
+        assert main(["deanonymize", name, "-k", "my.key"]) == 1
+        err = capsys.readouterr().err
+        assert f"{name}: {problem}" in err and "Traceback" not in err, err
+        assert not Path(name.replace(".mp4", "_deanonymized.mp4")).exists()
 
 
 def test_colours_of_a_bt709_video_are_kept(work):

@@ -176,10 +176,12 @@ def anonymize_video(
     key: SecretKey | None = None,
     settings: Settings | None = None,
     overwrite: bool = False,
+    lossless: bool = False,
 ) -> Summary:
-    """Every tracked face of the video ``src`` anonymized into ``dst`` (keyflip: a lossless
-    ``.mkv`` carrying the metadata; the classic methods: H.264 in ``dst``'s container), as
-    ``faceanon anonymize`` does; the summary says frames, faces, tracks and warnings."""
+    """Every tracked face of the video ``src`` anonymized into ``dst`` as ``faceanon
+    anonymize`` does: H.264 in ``dst``'s container (.mp4, .mov, .m4v, .mkv), or with
+    ``lossless`` FFV1 in a ``.mkv``; keyflip's carry the metadata and the faces' exact latents.
+    The summary says frames, faces, tracks and warnings."""
     from faceanon.media import video
 
     s = settings or Settings()
@@ -195,6 +197,7 @@ def anonymize_video(
         anonymizer=made.anonymizer,
         key=key,
         overwrite=overwrite,
+        lossless=lossless,
     )
 
 
@@ -206,7 +209,7 @@ def restore_video(
     overwrite: bool = False,
 ) -> Summary:
     """The video ``anonymize_video`` (or the command) made, restored with ``key`` into
-    ``dst`` (lossless ``.mkv``)."""
+    ``dst`` (a ``.mkv``: lossless FFV1; .mp4, .mov, .m4v: H.264 CRF 18)."""
     from faceanon.backbones.registry import MODELS
     from faceanon.media import photos, video
 
@@ -226,9 +229,9 @@ def restore_video(
 def save_photo(
     photo: Photo, path: str | PurePath, overwrite: bool = False, quality: int = 95
 ) -> None:
-    """Write ``photo`` with its metadata, atomically: PNG (lossless), or JPEG at ``quality``
-    carrying its faces' exact latents (it restores about as well as the PNG); an existing file
-    is an error unless ``overwrite``."""
+    """Write ``photo`` with its metadata, atomically, as the name says: PNG (lossless), or JPEG
+    or WebP at ``quality`` carrying its faces' exact latents (they restore about as well as the
+    PNG); an existing file is an error unless ``overwrite``."""
     from faceanon.media.io import write_image
 
     write_image(

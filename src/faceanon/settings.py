@@ -126,7 +126,7 @@ class OutputPolicy:
     """``overwrite``: replace existing outputs (else they are errors, or with ``skip_existing``
     kept: resume an interrupted run); ``write_faceless``: write photos where no face was found
     (else nothing is written for them); ``keep_metadata``: keep the input's EXIF (GPS too!)
-    and ICC profile (else dropped); ``jpeg_quality``: of JPEG outputs (1-100)."""
+    and ICC profile (else dropped); ``jpeg_quality``: of JPEG and WebP outputs (1-100)."""
 
     overwrite: bool = False
     skip_existing: bool = False
@@ -136,7 +136,7 @@ class OutputPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.jpeg_quality, bool) or not 1 <= self.jpeg_quality <= 100:
-            raise FaceanonError(f"JPEG quality must be from 1 to 100, not {self.jpeg_quality}")
+            raise FaceanonError(f"quality must be from 1 to 100, not {self.jpeg_quality}")
 
 
 @dataclass(frozen=True)

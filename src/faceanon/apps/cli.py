@@ -107,17 +107,18 @@ def _add_common(
         "--no-audio", action="store_true", help="videos: drop the sound (default: copied as is)"
     )
     p.add_argument(
-        "--lossy",
+        "--lossless",
         action="store_true",
-        help="videos, keyflip: H.264 instead of lossless FFV1 (smaller), carrying the faces'"
-        " exact latents so that it restores as FFV1 does",
+        help="videos: lossless FFV1 in Matroska (.mkv, about 10x larger) instead of H.264;"
+        " keyflip's H.264 carries the faces' exact latents and restores as FFV1 does",
     )
+    p.add_argument("--lossy", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument(
         "--crf",
         type=whole_number("an H.264 CRF", 0, 51),
         default=18,
-        help="videos written as H.264 (the classic methods, keyflip --lossy): quality 0-51,"
-        " lower is better and larger (default 18, visually near-lossless)",
+        help="videos written as H.264 (the default): quality 0-51, lower is better and larger"
+        " (default 18, visually near-lossless)",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -145,10 +146,11 @@ def _add_common(
     )
     p.add_argument(
         "--quality",
-        type=whole_number("a JPEG quality", 1, 100),
+        type=whole_number("a JPEG or WebP quality", 1, 100),
         default=95,
-        help="JPEG outputs (-o NAME.jpg): quality 1-100 (default 95); keyflip JPEGs carry their"
-        " faces' exact latents, so they restore about as well as PNGs",
+        help="JPEG and WebP outputs (-o NAME.jpg, NAME.webp): quality 1-100 (default 95);"
+        " keyflip JPEGs and WebPs carry their faces' exact latents, so they restore about as"
+        " well as PNGs",
     )
     p.add_argument(
         "--write-faceless", action="store_true", help="write photos where no face was found"

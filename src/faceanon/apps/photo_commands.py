@@ -154,8 +154,7 @@ def _photos_and_videos(
     only if there are any), then the photos."""
     from faceanon.folders.plan import plan_videos
 
-    method = getattr(args, "method", "keyflip")
-    videos, rest = plan_videos(args.inputs, args.output, tag, method)
+    videos, rest = plan_videos(args.inputs, args.output, tag, getattr(args, "lossless", False))
     code = EXIT_OK
     if videos:
         code = _process_videos(args, tag, videos, video_runner())
@@ -201,7 +200,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
             anonymizer=made.anonymizer,
             key=key,
             write_faceless=args.write_faceless,
-            lossy=args.lossy,
+            lossless=args.lossless,
             crf=args.crf,
             progress=progress,
             **_video_options(args),

@@ -55,12 +55,12 @@ def plan(inputs: Sequence[Path], out: Path | None, tag: str) -> tuple[list[Entry
     tree mirrored under a folder ``out``; beside each input without one), outputs named
     ``NAME_{tag}.png``; and the warnings to show. ``out`` may name the one output file of a
     single input. Raises when an output would replace an input."""
-    from faceanon.media.io import IMAGE_SUFFIXES, JPEG_SUFFIXES, PNG_SUFFIXES, folder_files
+    from faceanon.media.io import IMAGE_SUFFIXES, WRITTEN_SUFFIXES, folder_files
     from faceanon.media.photos import output_name
 
     entries: list[Entry] = []
     notes: list[str] = []
-    written = PNG_SUFFIXES + JPEG_SUFFIXES
+    written = WRITTEN_SUFFIXES
     if out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir():
         if out.suffix.lower() not in written:  # not a folder name: a format we do not write
             raise FaceanonError(
@@ -89,11 +89,11 @@ def plan(inputs: Sequence[Path], out: Path | None, tag: str) -> tuple[list[Entry
 
 
 def plan_videos(
-    inputs: Sequence[Path], out: Path | None, tag: str, method: str
+    inputs: Sequence[Path], out: Path | None, tag: str, lossless: bool = False
 ) -> tuple[list[Entry], list[Path]]:
     """(video, output) pairs among the inputs (files, and videos in folders), named as
-    :func:`plan` names photos with the suffix ``method`` writes; and the inputs left for
-    :func:`plan`."""
+    :func:`plan` names photos with the input's container where it takes H.264, else (and
+    when ``lossless``) ``.mkv``; and the inputs left for :func:`plan`."""
     from faceanon.media import video
     from faceanon.media.io import IMAGE_SUFFIXES, folder_files
     from faceanon.media.photos import output_name
@@ -107,12 +107,12 @@ def plan_videos(
             for path in found:
                 folder = path.parent if out is None else out / path.parent.relative_to(given)
                 name = output_name(path.name, tag).removesuffix(".png")
-                pairs.append((path, folder / (name + video.output_suffix(path, method))))
+                pairs.append((path, folder / (name + video.output_suffix(path, lossless))))
             if folder_files(given, tag) or not found:
                 rest.append(given)
         elif video.is_video(given):
             name = output_name(given.name, tag).removesuffix(".png")
-            name += video.output_suffix(given, method)
+            name += video.output_suffix(given, lossless)
             pairs.append(
                 (given, out if out is not None and single else (out or given.parent) / name)
             )
@@ -123,11 +123,11 @@ def plan_videos(
     photo_name = out is not None and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
     if pairs and (single or photo_name):
         assert out is not None
-        allowed = video.output_suffixes(method)
+        allowed = video.output_suffixes(lossless)
         if out.suffix.lower() not in allowed:  # the name must say what the file is
             raise FaceanonError(
-                f"-o {out}: faceanon writes {method} videos as {' or '.join(allowed)};"
-                " end the name with one of those, or give a folder"
+                f"-o {out}: faceanon writes {'lossless ' if lossless else ''}videos as"
+                f" {' or '.join(allowed)}; end the name with one of those, or give a folder"
             )
     return pairs, rest
 

@@ -1,11 +1,14 @@
 """Video files: opened, decoded to RGB frames, encoded (FFV1 or H.264, the other streams
-copied), published atomically, and the faceanon metadata attachment written and read back.
-:mod:`faceanon.media.video` does the anonymizing on top."""
+copied), published atomically, and the faceanon metadata document written and read back: a
+Matroska attachment ``faceanon.json``, or in MP4/MOV a top-level ``uuid`` box of faceanon's
+after the movie (ISO/IEC 14496-12 lets a file carry boxes a reader does not know, and readers
+skip them). :mod:`faceanon.media.video` does the anonymizing on top."""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +29,9 @@ _reason = partial(first_line, typed=False)  # an error's first line, for "(...)"
 
 ATTACHMENT = "faceanon.json"
 ATTACHMENT_MIME = "application/x-faceanon+json"
+BOX_TYPE = b"uuid"
+BOX_UUID = b"faceanon-json\0\0\1"  # the box's 16-byte extended type
+MATROSKA_SUFFIXES = (".mkv",)
 DOCUMENT_VERSION = 1
 MAX_DOCUMENT_BYTES = 512 * 2**20
 
@@ -89,12 +95,12 @@ class Writer:
         *,
         lossless: bool,
         audio: bool,
-        matroska: bool = False,
         crf: int = 18,
     ) -> None:
         import av
 
         self.path = path
+        matroska = path.suffix.lower() in MATROSKA_SUFFIXES
         self.container = av.open(str(path), "w", format="matroska" if matroska else None)
         vin = source.streams.video[0]
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
@@ -196,19 +202,64 @@ def with_attachment(video: Path, data: bytes, dst: Path) -> None:
             out.mux(packet)
 
 
+def add_document(video: Path, data: bytes, dst: Path) -> Path:
+    """``video``, just written, with the metadata document ``data``, ready to be published as
+    ``dst``: a Matroska copy with the attachment (a new temporary file beside ``dst``; the
+    caller removes it), or for MP4/MOV ``video`` itself with faceanon's box appended."""
+    if dst.suffix.lower() in MATROSKA_SUFFIXES:
+        final = temporary(dst)
+        with_attachment(video, data, final)
+        return final
+    size = 8 + len(BOX_UUID) + len(data)
+    if size < 2**32:
+        header = struct.pack(">I4s", size, BOX_TYPE)
+    else:  # a 64-bit size
+        header = struct.pack(">I4sQ", 1, BOX_TYPE, size + 8)
+    with open(video, "ab") as handle:
+        handle.write(header + BOX_UUID + data)
+    return video
+
+
+def read_box(path: Path) -> bytes | None:
+    """The payload of faceanon's top-level ``uuid`` box of an MP4/MOV file, or None (none, or
+    not an MP4: the walk stops at the first box that does not fit in the file)."""
+    with open(path, "rb") as handle:
+        end = os.fstat(handle.fileno()).st_size
+        at = 0
+        while at + 8 <= end:
+            handle.seek(at)
+            head = handle.read(16 + len(BOX_UUID))
+            size, kind = struct.unpack(">I4s", head[:8])
+            start = 8
+            if size == 1 and len(head) >= 16:
+                size, start = struct.unpack(">Q", head[8:16])[0], 16
+            elif size == 0:  # to the end of the file
+                size = end - at
+            if size < start or at + size > end:
+                return None
+            if kind == BOX_TYPE and head[start : start + len(BOX_UUID)] == BOX_UUID:
+                length = size - start - len(BOX_UUID)
+                if length > MAX_DOCUMENT_BYTES:
+                    raise MetadataError(f"{path}: faceanon metadata too large ({length} bytes)")
+                handle.seek(at + start + len(BOX_UUID))
+                return handle.read(length)
+            at += size
+    return None
+
+
 def read_document(path: Path, container: Any) -> tuple[list[str | None], list[str | None]]:
-    """The per-frame metadata of an anonymized video, checked, and per frame its faces' exact
-    data (:mod:`faceanon.media.latents`, base64) where a lossy video carries it (else all
-    None)."""
+    """The per-frame metadata of an anonymized video (its Matroska attachment or MP4 box),
+    checked, and per frame its faces' exact data (:mod:`faceanon.media.latents`, base64) where
+    a lossy video carries it (else all None)."""
     attachment = next(
         (s for s in container.streams if s.type == "attachment" and s.name == ATTACHMENT), None
     )
-    if attachment is None:
+    data = bytes(attachment.data) if attachment is not None else read_box(path)
+    if data is None:
         raise MetadataError(
             f"{path}: no faceanon metadata in this video (stripped, re-encoded, or not made by"
             " faceanon anonymize --method keyflip)"
         )
-    data = bytes(attachment.data)
     if len(data) > MAX_DOCUMENT_BYTES:
         raise MetadataError(f"{path}: faceanon metadata too large ({len(data)} bytes)")
     try:

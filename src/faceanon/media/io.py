@@ -17,14 +17,18 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from faceanon.errors import ImageError, OutputExistsError
 from faceanon.limits import MAX_PIXELS
+from faceanon.media import webp
 from faceanon.media.latents import IDENTIFIER as LATENTS_IDENTIFIER
 
-CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment
+CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment,
+# WebP outputs in a chunk of their own (media.webp)
 LATENTS_KEY = "faceanon-latents"  # PNG iTXt keyword of a hide output's exact face data, base64
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # read
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+WEBP_SUFFIXES = (".webp",)
+WRITTEN_SUFFIXES = PNG_SUFFIXES + JPEG_SUFFIXES + WEBP_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Picture:
     faceanon: str | None = None
     exif: bytes | None = None
     icc: bytes | None = None
-    latents: tuple[tuple[str, bytes], ...] = ()  # a JPEG's exact face data (media.latents)
+    latents: tuple[tuple[str, bytes], ...] = ()  # the file's exact face data (media.latents)
     lossy: bool = False  # JPEG or WebP: the pixels are not the ones written
 
 
@@ -76,6 +80,13 @@ def read_image(path: Path, data: bytes | None = None) -> Picture:
                 text = img.text.get(LATENTS_KEY) if hasattr(img, "text") else None
                 if isinstance(text, str):
                     segments += (("iTXt", text.encode("ascii", "replace")),)
+                if img.format == "WEBP":
+                    raw = path.read_bytes() if data is None else data
+                    ours = webp.read_chunks(raw, (webp.METADATA, webp.LATENTS))
+                    if webp.METADATA in ours:
+                        meta = ours[webp.METADATA].decode("utf-8", "replace")
+                    if webp.LATENTS in ours:
+                        segments += (("WebP", ours[webp.LATENTS]),)
                 lossy = img.format in ("JPEG", "MPO", "WEBP")
                 rgb = _to_rgb(upright)
     except FileNotFoundError:
@@ -120,44 +131,46 @@ def write_image(
     quality: int = 95,
     latents: Callable[[np.ndarray], bytes] | None = None,
 ) -> None:
-    """Write PNG (metadata in an iTXt chunk) or JPEG (metadata as a comment; ``quality``;
-    ``latents``: see :func:`encode_image`), atomically.
+    """Write PNG (metadata in an iTXt chunk), JPEG or WebP (lossy at ``quality``; ``latents``:
+    see :func:`encode_image`) as the name says, atomically.
 
     Nothing else from the input is written unless passed here: no EXIF, GPS or ICC profile.
     """
     suffix = path.suffix.lower()
-    if suffix not in PNG_SUFFIXES + JPEG_SUFFIXES:
-        raise ImageError(f"{path}: output must be .png (recommended) or .jpg")
-    jpeg = suffix in JPEG_SUFFIXES
-    data = encode_image(image, metadata, jpeg, exif=exif, icc=icc, quality=quality, latents=latents)
+    if suffix not in WRITTEN_SUFFIXES:
+        raise ImageError(f"{path}: output must be .png (recommended), .jpg or .webp")
+    kind = "jpeg" if suffix in JPEG_SUFFIXES else "webp" if suffix in WEBP_SUFFIXES else "png"
+    data = encode_image(image, metadata, kind, exif=exif, icc=icc, quality=quality, latents=latents)
     write_atomic(path, data, overwrite=overwrite)
 
 
 def encode_image(
     image: np.ndarray,
     metadata: str | None,
-    jpeg: bool = False,
+    kind: str = "png",
     *,
     exif: bytes | None = None,
     icc: bytes | None = None,
     quality: int = 95,
     latents: Callable[[np.ndarray], bytes] | None = None,
 ) -> bytes:
-    """The file's bytes: PNG with the metadata in an iTXt chunk, or JPEG (at ``quality``) with
-    it as a comment, and ``latents(pixels)``, given the pixels the JPEG decodes to, in APP11
-    segments (the exact face data of :mod:`faceanon.media.latents`). A ``--method hide``
-    output needs that data in a PNG too (its restore starts from other faces than it shows):
-    there, base64 in a second iTXt chunk."""
+    """The file's bytes (``kind`` png, jpeg or webp). PNG: the metadata in an iTXt chunk.
+    JPEG (at ``quality``): the metadata as a comment, and ``latents(pixels)``, given the pixels
+    the JPEG decodes to, in APP11 segments (the exact face data of
+    :mod:`faceanon.media.latents`). WebP (lossy, at ``quality``): both in chunks of their own
+    (:mod:`faceanon.media.webp`). A ``--method hide`` output needs that data in a PNG too (its
+    restore starts from other faces than it shows): there, base64 in a second iTXt chunk."""
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
-    if not jpeg:
+    if kind == "png":
         info = PngImagePlugin.PngInfo()
         if metadata is not None:
             info.add_itxt(CHUNK_KEY, metadata)
             if latents is not None and needs_exact_data(metadata):
                 info.add_itxt(LATENTS_KEY, base64.b64encode(latents(image)).decode("ascii"))
         img.save(buffer, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
-    else:
+        return buffer.getvalue()
+    if kind == "jpeg":
         img.save(
             buffer,
             format="JPEG",
@@ -166,13 +179,22 @@ def encode_image(
             exif=exif or b"",
             icc_profile=icc,
         )
-        if latents is not None:
-            from faceanon.media.latents import add_to_jpeg
+    else:
+        img.save(buffer, format="WEBP", quality=quality, exif=exif or b"", icc_profile=icc)
+    if latents is None and (kind == "jpeg" or metadata is None):
+        return buffer.getvalue()
+    exact = b""
+    if latents is not None:
+        with Image.open(io.BytesIO(buffer.getvalue())) as written:
+            exact = latents(np.asarray(written.convert("RGB")))
+    if kind == "jpeg":
+        from faceanon.media.latents import add_to_jpeg
 
-            with Image.open(io.BytesIO(buffer.getvalue())) as written:
-                pixels = np.asarray(written.convert("RGB"))
-            return add_to_jpeg(buffer.getvalue(), latents(pixels))
-    return buffer.getvalue()
+        return add_to_jpeg(buffer.getvalue(), exact)
+    chunks = [] if metadata is None else [(webp.METADATA, metadata.encode("utf-8"))]
+    if latents is not None:
+        chunks.append((webp.LATENTS, exact))
+    return webp.add_chunks(buffer.getvalue(), chunks, img.width, img.height)
 
 
 def needs_exact_data(metadata: str) -> bool:

@@ -19,8 +19,9 @@ The data is bound to the metadata (a SHA-256 of its text): data of another image
 The data (``faceanon-latents`` version 1): a JSON header line (version, metadata digest, per
 face its latent shape or null, the residuals' byte width), then the residuals of every face
 in order, as little-endian integers, zlib-compressed. In a JPEG: APP11 segments, each
-``IDENTIFIER``, a 2-byte sequence number and up to ``SEGMENT`` bytes of the data. In a lossy
-video: one per frame, base64, in the metadata attachment (:mod:`faceanon.media.video`).
+``IDENTIFIER``, a 2-byte sequence number and up to ``SEGMENT`` bytes of the data. In a WebP:
+a chunk of its own (:mod:`faceanon.media.webp`). In an H.264 video: one per frame, base64, in
+the metadata document (:mod:`faceanon.media.codec`).
 """
 
 from __future__ import annotations
@@ -188,9 +189,13 @@ def split_jpeg(jpeg: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def from_app_segments(segments: Sequence[tuple[str, bytes]]) -> bytes | None:
-    """The data from a JPEG's APP segments (Pillow's ``applist``) or a PNG's iTXt chunk
-    (``("iTXt", base64 text)``), or None if it has none. Raises :class:`MetadataError` when the
-    pieces are not all there, once each, in order, or the text is not base64."""
+    """The data from a JPEG's APP segments (Pillow's ``applist``), a PNG's iTXt chunk
+    (``("iTXt", base64 text)``) or a WebP's chunk (``("WebP", data)``), or None if it has none.
+    Raises :class:`MetadataError` when the pieces are not all there, once each, in order, or
+    the text is not base64."""
+    raw = [s for m, s in segments if m == "WebP"]
+    if raw:
+        return raw[0]
     texts = [s for m, s in segments if m == "iTXt"]
     if texts:
         try:

@@ -10,13 +10,14 @@ and each track keeps one nonce and one region, so the person keeps one anonymize
 
 Outputs keep the input's frame timing (every frame's timestamp, so variable frame rates too),
 size, rotation and colour description; the audio and subtitle streams are copied as they are
-(``audio=False`` drops the audio). ``keyflip`` writes a lossless video (FFV1 on RGB in
-Matroska) and everything the restore needs except the key as a Matroska attachment
-``faceanon.json``: per frame the photo metadata of faceanon/secure/container.py (face polygons
-sealed under the key); with ``lossy``, H.264 (CRF 18) and in the attachment also each
-face-frame's exact latent (:mod:`faceanon.media.latents`, computed from the frames as they
-decode), so the restore does not depend on the lossy pixels. The classic methods write H.264
-(CRF 18) in the input's container (MP4, MOV or Matroska; others become Matroska).
+(``audio=False`` drops the audio). Every method writes H.264 (CRF 18) in the output's
+container (by default the input's: MP4, MOV or Matroska; others become Matroska), or with
+``lossless`` FFV1 on RGB in Matroska. ``keyflip`` adds everything the restore needs except the
+key (:mod:`faceanon.media.codec`: a Matroska attachment or an MP4 box): per frame the photo
+metadata of faceanon/secure/container.py (face polygons sealed under the key) and, in an H.264
+file, each face-frame's exact latent (:mod:`faceanon.media.latents`, computed from the frames
+as they decode), so the restore does not depend on the lossy pixels. The restore writes FFV1
+into a ``.mkv`` name, H.264 into the others.
 
 Outputs are written to a temporary file beside the target and given its name only when
 complete; a stream that breaks mid-file keeps the frames decoded before the break and says
@@ -57,15 +58,16 @@ from faceanon.faces.tracking import (
 from faceanon.media import latents
 from faceanon.media.codec import (
     DOCUMENT_VERSION,
+    MATROSKA_SUFFIXES,
     Frame,
     Writer,
+    add_document,
     exact_data,
     frames,
     open_video,
     publish,
     read_document,
     temporary,
-    with_attachment,
 )
 
 if TYPE_CHECKING:
@@ -86,20 +88,20 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-H264_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")  # containers the classic methods write
+H264_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")  # containers H.264 outputs are written in
 
 
-def output_suffixes(method: str) -> tuple[str, ...]:
-    """The names a video output may have: keyflip writes Matroska (lossless FFV1 and the
-    metadata attachment); the classic methods H.264 in the container the name says."""
-    return (".mkv",) if method == "keyflip" else H264_SUFFIXES
+def output_suffixes(lossless: bool = False) -> tuple[str, ...]:
+    """The names a video output may have: H.264 in the container the name says, lossless
+    FFV1 only in Matroska."""
+    return MATROSKA_SUFFIXES if lossless else H264_SUFFIXES
 
 
-def output_suffix(src: Path, method: str) -> str:
-    """``.mkv`` for keyflip (lossless FFV1); the input's container for the classic methods
-    where it takes H.264 (mp4, mov, mkv), else ``.mkv``."""
+def output_suffix(src: Path, lossless: bool = False) -> str:
+    """The input's container where it takes H.264 (mp4, mov, mkv, m4v), else ``.mkv``; lossless
+    outputs: ``.mkv``."""
     suffix = src.suffix.lower()
-    return suffix if suffix in output_suffixes(method) else ".mkv"
+    return suffix if suffix in output_suffixes(lossless) else ".mkv"
 
 
 @dataclass
@@ -131,7 +133,7 @@ def anonymize_video(
     audio: bool = True,
     overwrite: bool = False,
     write_faceless: bool = False,
-    lossy: bool = False,
+    lossless: bool = False,
     crf: int = 18,
     max_gap: int = MAX_GAP,
     hold: int = HOLD,
@@ -139,15 +141,20 @@ def anonymize_video(
     progress: Progress | None = None,
 ) -> Summary:
     """Every tracked face of ``src`` anonymized by ``method`` into ``dst`` (see the module).
-    A video without a face in any frame is not written unless ``write_faceless``. ``lossy``:
-    keyflip writes H.264 instead of FFV1, smaller, with the faces' exact latents. ``crf``: the
-    H.264 quality (0-51, lower is better; the classic methods' and ``lossy``'s).
+    A video without a face in any frame is not written unless ``write_faceless``. H.264 at
+    ``crf`` (0-51, lower is better), keyflip's with the faces' exact latents; ``lossless``:
+    FFV1 (``dst`` must be a ``.mkv``), about 10x larger.
     ``max_gap`` and ``hold`` 0 and ``recovery`` False: each frame only its own detections
     (benchmarks)."""
     from faceanon.media import photos
 
     if method == "hide":
         raise FaceanonError(f"{src}: --method hide is for photos; videos: keyflip")
+    if dst.suffix.lower() not in output_suffixes(lossless):
+        raise FaceanonError(
+            f"{dst}: {'lossless ' if lossless else ''}videos are written as"
+            f" {' or '.join(output_suffixes(lossless))}"
+        )
     started = time.monotonic()
     summary = Summary()
     reversible = method == "keyflip"
@@ -164,14 +171,7 @@ def anonymize_video(
     tmp = temporary(dst)
     writer: Writer | None = None
     try:
-        writer = Writer(
-            tmp,
-            source,
-            lossless=reversible and not lossy,
-            audio=audio,
-            matroska=reversible,
-            crf=crf,
-        )
+        writer = Writer(tmp, source, lossless=lossless, audio=audio, crf=crf)
         summary.notes += [f"warning: {src}: dropped {d}" for d in writer.dropped]
         if not writer.lossless and writer.yuv != "yuv420p":
             summary.notes.append(
@@ -207,7 +207,7 @@ def anonymize_video(
                 writer.write(outcome.image, f)
                 records.append(outcome.metadata if found_faces else None)
                 summary.faces += len(found_faces)
-                if reversible and lossy:  # what the restore needs of the faces, exactly
+                if reversible and not lossless:  # what the restore needs of the faces, exactly
                     assert anonymizer is not None and outcome.metadata is not None
                     exact.append(
                         latents.ExactFaces.of(
@@ -255,11 +255,10 @@ def anonymize_video(
                 "frames": summary.frames,
                 "metadata": records,
             }
-            if lossy:
+            if not lossless:
                 document["latents"] = exact_data(tmp, exact)
-            final = temporary(dst)
+            final = add_document(tmp, json.dumps(document, separators=(",", ":")).encode(), dst)
             try:
-                with_attachment(tmp, json.dumps(document, separators=(",", ":")).encode(), final)
                 publish(final, dst, overwrite)
             finally:
                 final.unlink(missing_ok=True)
@@ -295,7 +294,8 @@ def deanonymize_video(
     progress: Progress | None = None,
 ) -> Summary:
     """The faces of a video made by :func:`anonymize_video` with keyflip restored by ``key``
-    (lossless FFV1 output). ``backbone_for(path, metadata)`` loads the model a frame names."""
+    into ``dst`` (FFV1 in a ``.mkv``, else H.264 CRF 18 in the container the name says).
+    ``backbone_for(path, metadata)`` loads the model a frame names."""
     from faceanon.media import photos
 
     started = time.monotonic()
@@ -307,7 +307,10 @@ def deanonymize_video(
         records, exact = read_document(src, source)
         total = len(records)
         lossy = source.streams.video[0].codec_context.name != "ffv1"
-        writer = Writer(tmp, source, lossless=True, audio=audio, matroska=True)
+        if dst.suffix.lower() not in output_suffixes():
+            raise FaceanonError(f"{dst}: videos are written as {' or '.join(output_suffixes())}")
+        lossless = dst.suffix.lower() in MATROSKA_SUFFIXES
+        writer = Writer(tmp, source, lossless=lossless, audio=audio)
         batch: list[tuple[Frame, Any]] = []
 
         def exact_faces(f: Frame, meta: Any, backbone: Backbone) -> Any:
