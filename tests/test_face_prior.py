@@ -275,6 +275,19 @@ def test_masked_eps_outside_ignores_the_inside(prior: FacePrior) -> None:
     assert not torch.allclose(a[inside], b[inside])
 
 
+def test_masked_eps_of_a_batch_is_each_latents_own(prior: FacePrior) -> None:
+    """A batch whose latents share a mask (a video track's frames) is predicted together; each
+    latent's prediction is the one it gets alone, whatever the other masks in the batch."""
+    backbone = FacePriorBackbone(prior)
+    z = torch.from_numpy(sample_latents(prior, 4, seed=6))
+    masks = torch.cat([_mask("ellipse"), _mask("all-but-corner"), _mask("ellipse"), _mask("")])
+    together = backbone.masked_eps(z, 300, masks)
+    for i in range(4):
+        alone = backbone.masked_eps(z[i : i + 1], 300, masks[i : i + 1])
+        assert torch.allclose(together[i : i + 1], alone, rtol=0, atol=1e-12), i
+    assert not torch.allclose(together[0], together[2])  # same mask, other latent
+
+
 def test_keyflip_restores_with_the_masked_prediction_only() -> None:
     """With a model whose components span the crop, re-injection breaks the inversion unless
     the outside is predicted from the outside alone. (Pixel noise and spread like real faces':

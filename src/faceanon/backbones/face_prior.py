@@ -351,10 +351,14 @@ class OutsidePredictor:
         inside = mask.to(latents.device).expand_as(latents)
         lam_value = a * self.iso + (1.0 - a)
         device = self.mu.device
-        outs = []
-        for z, where in zip(latents, inside, strict=True):
-            outside = ~where.reshape(-1).to(device)
-            key = bytes(np.packbits(outside.cpu().numpy()))
+        flat = latents.reshape(len(latents), -1).to(device, torch.float64)
+        out = torch.zeros(len(latents), DIM, dtype=torch.float64, device=device)
+        groups: dict[bytes, list[int]] = {}  # latents with one mask (a video track's) together
+        for i, where in enumerate(inside):
+            key = bytes(np.packbits((~where).reshape(-1).cpu().numpy()))
+            groups.setdefault(key, []).append(i)
+        for key, rows in groups.items():
+            outside = ~inside[rows[0]].reshape(-1).to(device)
             if key not in self._outside:
                 if len(self._outside) > 16:
                     self._outside.clear()
@@ -366,13 +370,11 @@ class OutsidePredictor:
                     self._levels.clear()
                 self._levels[key, timestep] = Factored.of(gram / lam_value, a * self.s, self.means)
             f = self._levels[key, timestep]
-            x = z.reshape(-1).to(device, torch.float64)[outside] - math.sqrt(a) * self.mu[outside]
-            lam = torch.full_like(x, lam_value)
-            e = mixture_posterior(x[None], lam, w_o, f, self.means, self.logpi, a)[0][0]
-            out = torch.zeros(DIM, dtype=torch.float64, device=device)
-            out[outside] = e
-            outs.append(out)
-        return torch.stack(outs).reshape(latents.shape)
+            x = flat[rows][:, outside] - math.sqrt(a) * self.mu[outside]
+            lam = torch.full_like(x[0], lam_value)
+            e = mixture_posterior(x, lam, w_o, f, self.means, self.logpi, a)[0]
+            out[torch.tensor(rows, device=device)[:, None], outside.nonzero()[:, 0][None]] = e
+        return out.reshape(latents.shape)
 
 
 class DctLatent:
