@@ -174,6 +174,39 @@ def test_lossy_output_carries_exact_faces_and_restores_as_png_does(work, capsys,
     assert psnr(untouched, original, ~REGION) > 30  # the lossy copy of the untouched part
 
 
+def test_a_grey_photo_stays_grey_and_restores_from_its_coloured_faces(work, capsys):
+    """A black-and-white photo's new face is grey too (not the model's colours), and so is its
+    restore. The restore starts from the exact latents of the coloured face, which the PNG
+    carries; stripped of them, it says so in one line and restores from the grey pixels,
+    much worse."""
+    from PIL import PngImagePlugin
+
+    from faceanon.media.io import is_grey
+
+    grey = np.asarray(Image.open("face.png").convert("L").convert("RGB"))
+    Image.fromarray(grey).save("grey.png")
+    assert main(["anonymize", "grey.png", "-k", "my.key", "-o", "anon.png", *FAST]) == 0
+    written = Image.open("anon.png")
+    anon = np.asarray(written.convert("RGB"))
+    assert is_grey(anon) and np.abs(anon.astype(int) - grey)[REGION].mean() > 10
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("faceanon", written.text["faceanon"])
+    assert "faceanon-latents" in written.text
+    written.save("stripped.png", pnginfo=info)
+    capsys.readouterr()
+    restored = {}
+    for name in ("anon.png", "stripped.png"):
+        assert main(["deanonymize", name, "-k", "my.key", "-o", f"back-{name}"]) == 0
+        back = np.asarray(Image.open(f"back-{name}").convert("RGB"))
+        assert is_grey(back)
+        restored[name] = psnr(back, grey, REGION)
+    err = capsys.readouterr().err
+    assert "stripped.png: no exact face data, which a keyflip file of a grey photo needs" in err
+    assert "anon.png: no exact" not in err
+    assert restored["anon.png"] > psnr(anon, grey, REGION) + 8, restored
+    assert restored["stripped.png"] < restored["anon.png"] - 3, restored
+
+
 def test_inversion_is_recorded_and_used(work, capsys):
     """Fixed-point inversion restores better at the same T, and deanonymize takes it from the
     file; a bad --inversion is a usage error."""

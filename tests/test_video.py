@@ -250,6 +250,34 @@ def test_keyflip_mp4_carries_exact_faces_and_restores_as_ffv1_does(work, monkeyp
         assert not Path(name.replace(".mp4", "_deanonymized.mp4")).exists()
 
 
+def test_a_grey_video_stays_grey_and_its_lossless_file_restores(work, capsys):
+    """A black-and-white video's faces stay grey, and even its lossless FFV1 file carries the
+    exact latents of the coloured faces, which the restore starts from."""
+    from faceanon.media.io import is_grey
+
+    with av.open("clip.mp4") as source, av.open("grey.mkv", "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 480, 270, "bgr0"
+        for i, frame in enumerate(source.decode(video=0)):
+            if i == 4:
+                break
+            grey = np.repeat(frame.to_ndarray(format="gray")[..., None], 3, axis=2)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    fast = ["--backbone", "closed-form", "--steps", "50", "--lossless", *FAST]
+    assert main(["anonymize", "grey.mkv", "-k", "my.key", *fast]) == 0
+    assert main(["deanonymize", "grey_anonymized.mkv", "-k", "my.key"]) == 0
+    assert "exact face data" not in capsys.readouterr().err
+    original, anonymized = _frames("grey.mkv"), _frames("grey_anonymized.mkv")
+    restored = _frames("grey_deanonymized.mkv")
+    assert all(is_grey(f) for f in anonymized + restored)
+    for x, y, z in zip(original, anonymized, restored, strict=True):
+        face = np.abs(x.astype(int) - y).max(axis=-1) > 40
+        assert face.sum() > 300 and _psnr(z, x, face) > _psnr(y, x, face) + 8
+
+
 def test_colours_of_a_bt709_video_are_kept(work):
     rgb = np.zeros((64, 64, 3), np.uint8)
     rgb[:] = (200, 60, 30)

@@ -158,9 +158,9 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    hide = meta.method == "hide"
+    need = photos.exact_data_need(meta, image)
     residuals, note = latents.exact_faces(
-        label, picture.latents, picture.lossy, text, len(meta.faces), model, hide
+        label, picture.latents, picture.lossy, text, len(meta.faces), model, need
     )
     if note is not None:
         warnings.warn(note, stacklevel=2)

@@ -338,9 +338,9 @@ class DeanonymizeJob(Job):
         )
         residuals = None
         if picture.faceanon is not None:
-            text, hide = picture.faceanon, meta.method == "hide"
+            text, need = picture.faceanon, photos.exact_data_need(meta, picture.image)
             residuals, note = latents.exact_faces(
-                path, picture.latents, picture.lossy, text, len(meta.faces), backbone, hide
+                path, picture.latents, picture.lossy, text, len(meta.faces), backbone, need
             )
             self.notes += [note] if note else []
         return picture, meta, backbone, geometry, residuals

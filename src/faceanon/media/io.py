@@ -158,15 +158,15 @@ def encode_image(
     JPEG (at ``quality``): the metadata as a comment, and ``latents(pixels)``, given the pixels
     the JPEG decodes to, in APP11 segments (the exact face data of
     :mod:`faceanon.media.latents`). WebP (lossy, at ``quality``): both in chunks of their own
-    (:mod:`faceanon.media.webp`). A ``--method hide`` output needs that data in a PNG too (its
-    restore starts from other faces than it shows): there, base64 in a second iTXt chunk."""
+    (:mod:`faceanon.media.webp`). Some outputs need that data in a PNG too
+    (:func:`needs_exact_data`): there, base64 in a second iTXt chunk."""
     img = Image.fromarray(image, "RGB")
     buffer = io.BytesIO()
     if kind == "png":
         info = PngImagePlugin.PngInfo()
         if metadata is not None:
             info.add_itxt(CHUNK_KEY, metadata)
-            if latents is not None and needs_exact_data(metadata):
+            if latents is not None and needs_exact_data(metadata, image):
                 info.add_itxt(LATENTS_KEY, base64.b64encode(latents(image)).decode("ascii"))
         img.save(buffer, format="PNG", pnginfo=info, exif=exif or b"", icc_profile=icc)
         return buffer.getvalue()
@@ -197,14 +197,27 @@ def encode_image(
     return webp.add_chunks(buffer.getvalue(), chunks, img.width, img.height)
 
 
-def needs_exact_data(metadata: str) -> bool:
-    """Whether a file with this metadata cannot restore well without its exact face data,
-    lossless or not (``--method hide``)."""
+def needs_exact_data(metadata: str, image: np.ndarray) -> bool:
+    """Whether a file with this metadata and image cannot restore well without its exact
+    face data, lossless or not: a ``--method hide`` file (its restore starts from other faces
+    than it shows), and a keyflip file of a grey photo (its faces are shown grey, the restore
+    starts from the coloured ones)."""
     try:
         data = json.loads(metadata)
     except ValueError:
         return False
-    return isinstance(data, dict) and data.get("method") == "hide"
+    method = data.get("method") if isinstance(data, dict) else None
+    return method == "hide" or (method == "keyflip" and is_grey(image))
+
+
+GREY_SPREAD = 3  # 8-bit levels between a pixel's channels that still count as grey (JPEG)
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether every pixel of the RGB ``image`` is grey (its channels within
+    ``GREY_SPREAD``): a black-and-white photo, whose new faces stay grey."""
+    spread = image.max(axis=-1).astype(np.int16) - image.min(axis=-1)
+    return bool(spread.max(initial=0) <= GREY_SPREAD)
 
 
 def write_atomic(path: Path, data: bytes | str, *, overwrite: bool = True) -> None:

@@ -257,24 +257,20 @@ def exact_faces(
     text: str,
     faces: int,
     backbone: Backbone,
-    hide: bool = False,
+    need: str | None = None,
 ) -> tuple[list[np.ndarray | None] | None, str | None]:
     """A file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or a
     JPEG's APP segments or PNG's text) for a restore of its ``faces`` with ``backbone``, and a
-    line to say when a file that needs it (``lossy``, or ``hide``: a ``--method hide`` file)
-    has none or none it can use (the restore then
-    starts from the pixels)."""
+    line to say when a file that needs it (``lossy``, or ``need``: what else makes it need
+    the data, :func:`faceanon.media.photos.exact_data_need`) has none or none it can use (the
+    restore then starts from the pixels)."""
     fallback = f"restoring from the {'lossy ' if lossy else ''}pixels, less exactly"
     try:
         if data is not None and not isinstance(data, bytes):
             data = from_app_segments(data)
         if data is None:
-            if hide:
-                return (
-                    None,
-                    f"warning: {name}: no exact face data, which a --method hide file"
-                    f" needs; {fallback}",
-                )
+            if need is not None:
+                return None, f"warning: {name}: no exact face data, which {need} needs; {fallback}"
             if not lossy:
                 return None, None
             return None, f"note: {name}: no exact face data in this lossy file; {fallback}"

@@ -17,6 +17,7 @@ from faceanon.errors import MetadataError
 from faceanon.faces.finder import Face, crop_geometry
 from faceanon.faces.masks import EllipseMask
 from faceanon.faces.replace import box_coverage, classic, hide, hydro, keyflip, transform_photos
+from faceanon.media.io import is_grey
 from faceanon.secure.container import REVERSIBLE, Box, FaceRecord, Geometry, Metadata, cover_box
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ class Outcome:
     # keyflip: given the pixels a lossy file of the image decodes to, its exact face data
     latents: Callable[[np.ndarray], bytes] | None = field(default=None, repr=False)
     geometry: list[Geometry] = field(default_factory=list, repr=False)  # as the restore sees it
+    # where the restore's faces are not the ones shown (hide's, a grey photo's): the image
+    # with the faces the restore starts from
+    exact_image: np.ndarray | None = field(default=None, repr=False)
 
 
 def describe_model(backbone: Backbone, terminal: bool = True) -> str:
@@ -181,6 +185,11 @@ def anonymize(
     exact_from = out
     if method == "hide":  # the same photos with the unguided faces pasted the same way
         exact_from = transform_photos(images, regions, nonces, lambda c, *_: plain[: len(c)], grid)
+    if reversible:  # a grey photo's faces stay grey (the restore starts from exact_from)
+        out = [
+            grey_faces(o, image) if is_grey(image) else o
+            for o, image in zip(out, images, strict=True)
+        ]
     return [
         Outcome(
             image,
@@ -194,11 +203,34 @@ def anonymize(
             if anonymizer is None or key is None
             else _exact(anonymizer, exact, geometry, text),
             geometry,
+            None if exact is image else exact,
         )
         for image, exact, found, (text, geometry) in zip(
             out, exact_from, faces, described, strict=True
         )
     ]
+
+
+def grey_faces(image: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """``image`` with the pixels that differ from ``before`` (its new or restored faces) made
+    grey (their luma, ITU-R BT.601): a black-and-white photo's faces stay grey. The restore
+    does not start from these pixels but from the exact latents of the coloured faces the file
+    carries (:func:`faceanon.media.io.needs_exact_data`)."""
+    changed = (image != before).any(axis=-1)
+    luma = np.round(image[changed] @ np.array([0.299, 0.587, 0.114]))
+    out = image.copy()
+    out[changed] = np.clip(luma, 0, 255).astype(np.uint8)[:, None]
+    return out
+
+
+def exact_data_need(meta: Metadata, image: np.ndarray) -> str | None:
+    """What makes the file of ``meta`` and ``image`` need its exact face data even when
+    lossless, in words for the warning when it has none (None: nothing)."""
+    if meta.method == "hide":
+        return "a --method hide file"
+    if meta.method == "keyflip" and is_grey(image):
+        return "a keyflip file of a grey photo"
+    return None
 
 
 def _exact(
@@ -356,5 +388,7 @@ def restore(
             ],
         )
         for i, image in zip(indices, images, strict=True):
+            source = batch[i][0]
+            image = grey_faces(image, source) if is_grey(source) else image
             results[i] = Outcome(image, None, [f.box for f in batch[i][1].faces])
     return [r for r in results if r is not None]

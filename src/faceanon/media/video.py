@@ -207,13 +207,18 @@ def anonymize_video(
                 writer.write(outcome.image, f)
                 records.append(outcome.metadata if found_faces else None)
                 summary.faces += len(found_faces)
-                if reversible and not lossless:  # what the restore needs of the faces, exactly
+                if reversible:  # what the restore needs of the faces, exactly, where it does
                     assert anonymizer is not None and outcome.metadata is not None
+                    exact_image = outcome.exact_image
+                    needed = found_faces and (not lossless or exact_image is not None)
                     exact.append(
                         latents.ExactFaces.of(
-                            anonymizer, outcome.image, outcome.geometry, outcome.metadata
+                            anonymizer,
+                            outcome.image if exact_image is None else exact_image,
+                            outcome.geometry,
+                            outcome.metadata,
                         )
-                        if found_faces
+                        if needed
                         else None
                     )
             summary.frames += len(chunk)
@@ -255,7 +260,7 @@ def anonymize_video(
                 "frames": summary.frames,
                 "metadata": records,
             }
-            if not lossless:
+            if any(e is not None for e in exact):  # H.264, or grey frames
                 document["latents"] = exact_data(tmp, exact)
             final = add_document(tmp, json.dumps(document, separators=(",", ":")).encode(), dst)
             try:
@@ -325,8 +330,9 @@ def deanonymize_video(
             except (binascii.Error, ValueError):
                 blob = b"damaged"  # refused by the reader, in the one line below
             name = f"{src} frame {f.index}"
+            need = photos.exact_data_need(meta, f.rgb)
             residuals, note = latents.exact_faces(
-                name, blob, lossy, text, len(meta.faces), backbone
+                name, blob, lossy, text, len(meta.faces), backbone, need
             )
             if note is not None and not any("exact face data" in n for n in summary.notes):
                 summary.notes.append(note)
