@@ -149,21 +149,17 @@ def _document(path: Path) -> dict:  # type: ignore[type-arg]
 
 
 def _exact_data_bytes(path: Path) -> int:
-    """Bytes of the exact face data a keyflip H.264 video carries (base64 decoded)."""
-    return sum(len(t) * 3 // 4 for t in _document(path)["latents"] if t)
+    """Bytes of the exact face data a keyflip H.264 video carries."""
+    return sum(len(t) for t in _document(path)["latents"] if t)
 
 
 def _without_exact_data(path: Path, dst: Path) -> Path:
     """A copy of the keyflip video ``path`` whose document has no exact face data."""
-    import json
     import shutil
 
-    from faceanon.media.codec import add_document, read_box, with_attachment
+    from faceanon.media.codec import add_document, make_document, read_box, with_attachment
 
-    document = _document(path)
-    document = {"faceanon_video": 1, "frames": len(document["metadata"]), **document}
-    document.pop("latents")
-    data = json.dumps(document).encode()
+    data = make_document(_document(path)["metadata"], None)
     if path.suffix == ".mkv":
         with_attachment(path, data, dst)
         return dst
@@ -319,7 +315,8 @@ def main() -> None:
             _run([*faceanon, "deanonymize", str(work / output), "-k", str(key), "-o", str(back)])
             size_kb = (work / output).stat().st_size / 1024
             data_kb = _exact_data_bytes(work / output) / 1024
-            ratio = f"{size_kb / (size_kb - data_kb):.2f}x" if data_kb else ""
+            bare_kb = (work / f"bare_{name}").stat().st_size / 1024 if data_kb else 0
+            ratio = f"{size_kb / bare_kb:.2f}x" if data_kb else ""
             restored = _psnr_faces(clip, back, lossless)
             table.append(
                 f"| {row_label} | {size_kb:.0f} kB | {data_kb:.0f} kB | {ratio} |"

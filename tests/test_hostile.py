@@ -722,6 +722,42 @@ LATENT_CASES = [
 ]
 
 
+def test_video_documents_of_both_versions_are_read_and_damage_is_one_line(tmp_path) -> None:
+    """A keyflip video's document (media.codec): version 2 (JSON line, then the exact face
+    data as bytes) and version 1 (base64 texts inside the JSON) read alike; lengths that do
+    not add up to the data, or entries of the wrong kind, are one line; a version-1 text that
+    is not base64 becomes data its frame's restore refuses (one line there)."""
+    from faceanon.errors import MetadataError
+    from faceanon.media import codec
+
+    class NoStreams:
+        streams = ()
+
+    def read(data: bytes) -> tuple[list[str | None], list[bytes | None]]:
+        path = tmp_path / "x.mp4"
+        path.write_bytes(b"")
+        codec.add_document(path, data, path)
+        return codec.read_document(path, NoStreams())
+
+    blob = b"\x00binary\n\xff"
+    v1 = {"faceanon_video": 1, "frames": 3, "metadata": ["{}", None, "{}"]}
+    v1["latents"] = [base64.b64encode(blob).decode(), None, "!!"]
+    v2 = codec.make_document(["{}", None, "{}"], [blob, None, b"x"])
+    assert b'"latents":[9,null,1]' in v2
+    assert read(v2) == (["{}", None, "{}"], [blob, None, b"x"])
+    assert read(json.dumps(v1).encode()) == (["{}", None, "{}"], [blob, None, b""])
+    assert read(codec.make_document(["{}"], None)) == (["{}"], [None])
+    for bad, problem in (
+        (v2[:-1], "lengths do not match"),
+        (v2 + b"y", "lengths do not match"),
+        (v2.replace(b'"latents":[9', b'"latents":[true'), "wrong kind"),
+        (v2.replace(b'"latents":[9', b'"latents":["9"'), "wrong kind"),
+        (v2.replace(b'"faceanon_video":2', b'"faceanon_video":3'), "unknown version"),
+    ):
+        with pytest.raises(MetadataError, match=problem):
+            read(bad)
+
+
 @pytest.mark.parametrize(
     ("what", "data", "message"), LATENT_CASES, ids=[c[0] for c in LATENT_CASES]
 )

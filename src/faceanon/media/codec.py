@@ -32,7 +32,7 @@ ATTACHMENT_MIME = "application/x-faceanon+json"
 BOX_TYPE = b"uuid"
 BOX_UUID = b"faceanon-json\0\0\1"  # the box's 16-byte extended type
 MATROSKA_SUFFIXES = (".mkv",)
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2  # 1: the exact face data as base64 texts in the JSON (still read)
 MAX_DOCUMENT_BYTES = 512 * 2**20
 
 
@@ -247,10 +247,26 @@ def read_box(path: Path) -> bytes | None:
     return None
 
 
-def read_document(path: Path, container: Any) -> tuple[list[str | None], list[str | None]]:
+def make_document(records: list[str | None], exact: list[bytes | None] | None) -> bytes:
+    """The metadata document of a keyflip video: one JSON line (version, frame count, per frame
+    the photo metadata and the byte length of its faces' exact data, or null), then those
+    data, one after the other (binary: base64 would add a third)."""
+    document: dict[str, Any] = {
+        "faceanon_video": DOCUMENT_VERSION,
+        "frames": len(records),
+        "metadata": records,
+    }
+    blobs = b""
+    if exact is not None:
+        document["latents"] = [None if e is None else len(e) for e in exact]
+        blobs = b"".join(e for e in exact if e is not None)
+    return json.dumps(document, separators=(",", ":")).encode() + b"\n" + blobs
+
+
+def read_document(path: Path, container: Any) -> tuple[list[str | None], list[bytes | None]]:
     """The per-frame metadata of an anonymized video (its Matroska attachment or MP4 box),
-    checked, and per frame its faces' exact data (:mod:`faceanon.media.latents`, base64) where
-    a lossy video carries it (else all None)."""
+    checked, and per frame its faces' exact data (:mod:`faceanon.media.latents`) where the
+    video carries it (else all None)."""
     attachment = next(
         (s for s in container.streams if s.type == "attachment" and s.name == ATTACHMENT), None
     )
@@ -262,36 +278,64 @@ def read_document(path: Path, container: Any) -> tuple[list[str | None], list[st
         )
     if len(data) > MAX_DOCUMENT_BYTES:
         raise MetadataError(f"{path}: faceanon metadata too large ({len(data)} bytes)")
+    head, _, body = data.partition(b"\n")
     try:
-        document = json.loads(data)
-        if document.get("faceanon_video") != DOCUMENT_VERSION:
+        document = json.loads(head)
+        version = document.get("faceanon_video")
+        if version not in (1, DOCUMENT_VERSION):
             raise ValueError("unknown version")
         records = document["metadata"]
         if not isinstance(records, list) or not all(
             r is None or isinstance(r, str) for r in records
         ):
             raise ValueError("metadata is not a list of texts")
-        exact = document.get("latents", [None] * len(records))
-        if not isinstance(exact, list) or len(exact) != len(records):
+        entries = document.get("latents", [None] * len(records))
+        if not isinstance(entries, list) or len(entries) != len(records):
             raise ValueError("exact face data is not one entry per frame")
-        if not all(e is None or isinstance(e, str) for e in exact):
-            raise ValueError("exact face data is not a list of texts")
+        kind = str if version == 1 else int
+        if not all(e is None or (isinstance(e, kind) and not isinstance(e, bool)) for e in entries):
+            raise ValueError("exact face data entries of the wrong kind")
+        exact = _texts(entries) if version == 1 else _slices(entries, body)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MetadataError(f"{path}: faceanon metadata is damaged ({_reason(exc)})") from None
     return records, exact
 
 
-def exact_data(video: Path, exact: list[ExactFaces | None]) -> list[str | None]:
-    """Per frame of the lossy ``video`` just written, its faces' exact data (base64), from
-    the frames as they decode (:mod:`faceanon.media.latents`)."""
-    import base64
+def _slices(lengths: list[Any], body: bytes) -> list[bytes | None]:
+    if any(n is not None and n < 0 for n in lengths) or sum(n or 0 for n in lengths) != len(body):
+        raise ValueError("exact face data lengths do not match the data")
+    out: list[bytes | None] = []
+    start = 0
+    for n in lengths:
+        out.append(None if n is None else body[start : start + n])
+        start += n or 0
+    return out
 
-    out: list[str | None] = [None] * len(exact)
+
+def _texts(entries: list[Any]) -> list[bytes | None]:
+    """Version 1's base64 texts as bytes (a damaged one as empty data, which the frame's
+    restore refuses in one line)."""
+    import base64
+    import binascii
+
+    out: list[bytes | None] = []
+    for e in entries:
+        try:
+            out.append(None if e is None else base64.b64decode(e, validate=True))
+        except (binascii.Error, ValueError):
+            out.append(b"")
+    return out
+
+
+def exact_data(video: Path, exact: list[ExactFaces | None]) -> list[bytes | None]:
+    """Per frame of the ``video`` just written, its faces' exact data where ``exact`` has
+    them, from the frames as they decode (:mod:`faceanon.media.latents`)."""
+    out: list[bytes | None] = [None] * len(exact)
     container = open_video(video)
     try:
         for frame in frames(container, None, lambda packet: None):
             if frame.index < len(exact) and (faces := exact[frame.index]) is not None:
-                out[frame.index] = base64.b64encode(faces.data(frame.rgb)).decode("ascii")
+                out[frame.index] = faces.data(frame.rgb)
     finally:
         container.close()
     return out

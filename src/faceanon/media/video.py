@@ -27,7 +27,6 @@ where it broke.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,13 +56,13 @@ from faceanon.faces.tracking import (
 )
 from faceanon.media import latents
 from faceanon.media.codec import (
-    DOCUMENT_VERSION,
     MATROSKA_SUFFIXES,
     Frame,
     Writer,
     add_document,
     exact_data,
     frames,
+    make_document,
     open_video,
     publish,
     read_document,
@@ -255,14 +254,9 @@ def anonymize_video(
         if summary.faces == 0 and not write_faceless:
             summary.written = False
         elif reversible:
-            document: dict[str, Any] = {
-                "faceanon_video": DOCUMENT_VERSION,
-                "frames": summary.frames,
-                "metadata": records,
-            }
-            if any(e is not None for e in exact):  # H.264, or grey frames
-                document["latents"] = exact_data(tmp, exact)
-            final = add_document(tmp, json.dumps(document, separators=(",", ":")).encode(), dst)
+            needed = any(e is not None for e in exact)  # H.264, or grey frames
+            document = make_document(records, exact_data(tmp, exact) if needed else None)
+            final = add_document(tmp, document, dst)
             try:
                 publish(final, dst, overwrite)
             finally:
@@ -320,15 +314,8 @@ def deanonymize_video(
 
         def exact_faces(f: Frame, meta: Any, backbone: Backbone) -> Any:
             """The frame's exact face data, if the video carries it; the first problem noted."""
-            import base64
-            import binascii
-
-            text, data = records[f.index], exact[f.index]
+            text, blob = records[f.index], exact[f.index]
             assert text is not None
-            try:
-                blob = None if data is None else base64.b64decode(data, validate=True)
-            except (binascii.Error, ValueError):
-                blob = b"damaged"  # refused by the reader, in the one line below
             name = f"{src} frame {f.index}"
             need = photos.exact_data_need(meta, f.rgb)
             residuals, note = latents.exact_faces(
