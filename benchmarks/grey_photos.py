@@ -18,6 +18,7 @@ import argparse
 import tempfile
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from docsection import publish
@@ -67,8 +68,9 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the expected "no exact face data" line
                 bare = faceanon.restore_photo(stripped, key).image
-            # the coloured faces the restore starts from (what faceanon showed before)
-            coloured = faceanon.anonymize_photo(photo, key).image  # other nonce: same kind
+            # what faceanon showed before: the model's coloured faces (another nonce)
+            with mock.patch("faceanon.media.photos.is_grey", lambda image: False):
+                coloured = faceanon.anonymize_photo(photo, key).image
             spread = coloured.max(axis=-1).astype(int) - coloured.min(axis=-1)
             rows.append(
                 (
