@@ -49,8 +49,9 @@ def embeddings(images: list[np.ndarray]) -> np.ndarray:
     return np.array(vectors)
 
 
-def box_coverage(path: Path, key_file: Path) -> np.ndarray:
-    """Per face-frame, the share of its box that the region opened from the video replaces."""
+def opened(path: Path, key_file: Path) -> tuple[np.ndarray, list[object]]:
+    """Per face-frame, the share of its box that the region opened from the video replaces;
+    and per frame the first face's geometry as the anonymizer used it (None: no face)."""
     import av
 
     from faceanon.faces.replace import box_coverage as coverage
@@ -61,15 +62,15 @@ def box_coverage(path: Path, key_file: Path) -> np.ndarray:
     key = read_key_file(key_file)
     with av.open(str(path)) as container:
         records, _ = read_document(path, container)
-    shares = []
+    shares, used = [], []
     for image, text in zip(frames(path), records, strict=True):
-        if text is None:
-            continue
-        meta = Metadata.from_json(text)
-        for face, g in zip(meta.faces, meta.open(key, 256) or [], strict=True):
+        geometry = [] if text is None else Metadata.from_json(text).open(key, 256) or []
+        meta = None if text is None else Metadata.from_json(text)
+        for face, g in zip(meta.faces if meta else [], geometry, strict=True):
             assert face.box is not None
             shares.append(coverage(g, face.box, image.shape, (64, 64)))
-    return np.array(shares)
+        used.append(geometry[0] if geometry else None)
+    return np.array(shares), used
 
 
 def face_geometry(images: list[np.ndarray]) -> list[object]:
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="face-net")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--turn", type=float, default=12.0, help="degrees the face turns")
+    parser.add_argument("options", nargs="*", help="more anonymize options, after --")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -134,14 +136,17 @@ def main() -> None:
             out = work / f"{transform}.mkv"
             command = ["faceanon", "anonymize", str(clip), "-k", str(work / "k.key")]
             command += ["-o", str(out), "--backbone", args.backbone, "--transform", transform]
+            command += ["--lossless", *args.options]
             subprocess.run(command, check=True, capture_output=True)
             images = frames(out)
             anonymized.append(embeddings(images))
-            v, shares = anonymized[-1], box_coverage(out, work / "k.key")
+            v, (shares, used) = anonymized[-1], opened(out, work / "k.key")
             moving = flicker(images, geometry)
+            own = flicker(images, used) / flicker(original, used)
             print(
                 f"{transform}: mean cosine {track_cosine(v):.3f} over {len(v)} frames; flicker"
-                f" {moving:.2f} levels ({moving / still:.2f}x the original's); box covered:"
+                f" {moving:.2f} levels ({moving / still:.2f}x the original's; in the"
+                f" anonymizer's own crops {own:.2f}x); box covered:"
                 f" mean {shares.mean():.1%}, lowest {shares.min():.1%}"
             )
         across = float((anonymized[0] @ anonymized[1].T).mean())
