@@ -137,6 +137,7 @@ def restore_photo(
     from faceanon.backbones.registry import MODELS
     from faceanon.errors import MetadataError
     from faceanon.media import latents, photos
+    from faceanon.media.io import exact_data_need
 
     label, picture = _read(photo, name)
     image, stored = picture.image, picture.faceanon
@@ -158,7 +159,7 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    need = photos.exact_data_need(meta, image)
+    need = exact_data_need(meta.method, image)
     residuals, note = latents.exact_faces(
         label, picture.latents, picture.lossy, text, len(meta.faces), model, need
     )

@@ -316,6 +316,7 @@ class DeanonymizeJob(Job):
 
     def prepare(self, path: Path) -> Any:
         from faceanon.media import latents, photos
+        from faceanon.media.io import exact_data_need
 
         picture = read_checked(path, None)
         if picture.faceanon is None:
@@ -338,7 +339,7 @@ class DeanonymizeJob(Job):
         )
         residuals = None
         if picture.faceanon is not None:
-            text, need = picture.faceanon, photos.exact_data_need(meta, picture.image)
+            text, need = picture.faceanon, exact_data_need(meta.method, picture.image)
             residuals, note = latents.exact_faces(
                 path, picture.latents, picture.lossy, text, len(meta.faces), backbone, need
             )

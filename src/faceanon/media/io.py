@@ -22,7 +22,7 @@ from faceanon.media.latents import IDENTIFIER as LATENTS_IDENTIFIER
 
 CHUNK_KEY = "faceanon"  # PNG iTXt keyword; JPEG outputs carry the same JSON as a comment,
 # WebP outputs in a chunk of their own (media.webp)
-LATENTS_KEY = "faceanon-latents"  # PNG iTXt keyword of a hide output's exact face data, base64
+LATENTS_KEY = "faceanon-latents"  # PNG iTXt keyword of exact face data (needs_exact_data), base64
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # read
 PNG_SUFFIXES = (".png",)
@@ -198,16 +198,26 @@ def encode_image(
 
 
 def needs_exact_data(metadata: str, image: np.ndarray) -> bool:
-    """Whether a file with this metadata and image cannot restore well without its exact
-    face data, lossless or not: a ``--method hide`` file (its restore starts from other faces
-    than it shows), and a keyflip file of a grey photo (its faces are shown grey, the restore
-    starts from the coloured ones)."""
+    """Whether a file with this metadata and image needs its exact face data even when
+    lossless (:func:`exact_data_need`)."""
     try:
         data = json.loads(metadata)
     except ValueError:
         return False
     method = data.get("method") if isinstance(data, dict) else None
-    return method == "hide" or (method == "keyflip" and is_grey(image))
+    return exact_data_need(method, image) is not None
+
+
+def exact_data_need(method: object, image: np.ndarray) -> str | None:
+    """What makes a file of ``method`` and ``image`` need its exact face data even when
+    lossless, in words for the warning when it has none (None: nothing): a ``--method hide``
+    file (its restore starts from other faces than it shows), and a keyflip file of a grey
+    photo (its faces are shown grey, the restore starts from the coloured ones)."""
+    if method == "hide":
+        return "a --method hide file"
+    if method == "keyflip" and is_grey(image):
+        return "a keyflip file of a grey photo"
+    return None
 
 
 GREY_SPREAD = 3  # 8-bit levels between a pixel's channels that still count as grey (JPEG)

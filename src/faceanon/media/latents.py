@@ -20,8 +20,8 @@ The data (``faceanon-latents`` version 1): a JSON header line (version, metadata
 face its latent shape or null, the residuals' byte width), then the residuals of every face
 in order, as little-endian integers, zlib-compressed. In a JPEG: APP11 segments, each
 ``IDENTIFIER``, a 2-byte sequence number and up to ``SEGMENT`` bytes of the data. In a WebP:
-a chunk of its own (:mod:`faceanon.media.webp`). In an H.264 video: one per frame, base64, in
-the metadata document (:mod:`faceanon.media.codec`).
+a chunk of its own (:mod:`faceanon.media.webp`). In a video: one per frame, in the metadata
+document (:mod:`faceanon.media.codec`).
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def exact_faces(
     """A file's exact face data (:mod:`faceanon.media.latents`; ``data``: its bytes, or a
     JPEG's APP segments or PNG's text) for a restore of its ``faces`` with ``backbone``, and a
     line to say when a file that needs it (``lossy``, or ``need``: what else makes it need
-    the data, :func:`faceanon.media.photos.exact_data_need`) has none or none it can use (the
+    the data, :func:`faceanon.media.io.exact_data_need`) has none or none it can use (the
     restore then starts from the pixels)."""
     fallback = f"restoring from the {'lossy ' if lossy else ''}pixels, less exactly"
     try:

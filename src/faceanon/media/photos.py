@@ -223,16 +223,6 @@ def grey_faces(image: np.ndarray, before: np.ndarray) -> np.ndarray:
     return out
 
 
-def exact_data_need(meta: Metadata, image: np.ndarray) -> str | None:
-    """What makes the file of ``meta`` and ``image`` need its exact face data even when
-    lossless, in words for the warning when it has none (None: nothing)."""
-    if meta.method == "hide":
-        return "a --method hide file"
-    if meta.method == "keyflip" and is_grey(image):
-        return "a keyflip file of a grey photo"
-    return None
-
-
 def _exact(
     anonymizer: Anonymizer, image: np.ndarray, geometry: Sequence[Geometry], text: str
 ) -> Callable[[np.ndarray], bytes]:

@@ -15,8 +15,9 @@ container (by default the input's: MP4, MOV or Matroska; others become Matroska)
 ``lossless`` FFV1 on RGB in Matroska. ``keyflip`` adds everything the restore needs except the
 key (:mod:`faceanon.media.codec`: a Matroska attachment or an MP4 box): per frame the photo
 metadata of faceanon/secure/container.py (face polygons sealed under the key) and, in an H.264
-file, each face-frame's exact latent (:mod:`faceanon.media.latents`, computed from the frames
-as they decode), so the restore does not depend on the lossy pixels. The restore writes FFV1
+file (and for a grey video's frames, whose faces are shown grey), each face-frame's exact
+latent (:mod:`faceanon.media.latents`, computed from the frames as they decode), so the
+restore does not depend on the pixels. The restore writes FFV1
 into a ``.mkv`` name, H.264 into the others.
 
 Outputs are written to a temporary file beside the target and given its name only when
@@ -68,6 +69,7 @@ from faceanon.media.codec import (
     read_document,
     temporary,
 )
+from faceanon.media.io import exact_data_need
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
@@ -317,7 +319,7 @@ def deanonymize_video(
             text, blob = records[f.index], exact[f.index]
             assert text is not None
             name = f"{src} frame {f.index}"
-            need = photos.exact_data_need(meta, f.rgb)
+            need = exact_data_need(meta.method, f.rgb)
             residuals, note = latents.exact_faces(
                 name, blob, lossy, text, len(meta.faces), backbone, need
             )
