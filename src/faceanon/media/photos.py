@@ -185,11 +185,10 @@ def anonymize(
     exact_from = out
     if method == "hide":  # the same photos with the unguided faces pasted the same way
         exact_from = transform_photos(images, regions, nonces, lambda c, *_: plain[: len(c)], grid)
-    if reversible:  # a grey photo's faces stay grey (the restore starts from exact_from)
-        out = [
-            grey_faces(o, image) if is_grey(image) else o
-            for o, image in zip(out, images, strict=True)
-        ]
+    # A grey photo's faces stay grey, whatever drew them (a restore starts from exact_from).
+    out = [
+        grey_faces(o, image) if is_grey(image) else o for o, image in zip(out, images, strict=True)
+    ]
     return [
         Outcome(
             image,
