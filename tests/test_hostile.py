@@ -722,12 +722,14 @@ LATENT_CASES = [
 ]
 
 
-def test_video_documents_of_both_versions_are_read_and_damage_is_one_line(tmp_path) -> None:
+def test_video_documents_of_both_versions_are_read_and_damage_is_one_line(
+    tmp_path, monkeypatch
+) -> None:
     """A keyflip video's document (media.codec): version 2 (JSON line, then the exact face
     data as bytes) and version 1 (base64 texts inside the JSON) read alike; lengths that do
     not add up to the data, or entries of the wrong kind, are one line; a version-1 text that
     is not base64 becomes data its frame's restore refuses (one line there)."""
-    from faceanon.errors import MetadataError
+    from faceanon.errors import MetadataError, VideoError
     from faceanon.media import codec
 
     class NoStreams:
@@ -747,6 +749,10 @@ def test_video_documents_of_both_versions_are_read_and_damage_is_one_line(tmp_pa
     assert read(v2) == (["{}", None, "{}"], [blob, None, b"x"])
     assert read(json.dumps(v1).encode()) == (["{}", None, "{}"], [blob, None, b""])
     assert read(codec.make_document(["{}"], None)) == (["{}"], [None])
+    monkeypatch.setattr(codec, "MAX_DOCUMENT_BYTES", 100)  # a writer never makes what it refuses
+    with pytest.raises(VideoError, match="over the 0 MiB one video may carry"):
+        codec.make_document(["{}"] * 9, [b"x" * 20] * 9)
+    monkeypatch.undo()
     for bad, problem in (
         (v2[:-1], "lengths do not match"),
         (v2 + b"y", "lengths do not match"),

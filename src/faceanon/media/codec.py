@@ -260,7 +260,14 @@ def make_document(records: list[str | None], exact: list[bytes | None] | None) -
     if exact is not None:
         document["latents"] = [None if e is None else len(e) for e in exact]
         blobs = b"".join(e for e in exact if e is not None)
-    return json.dumps(document, separators=(",", ":")).encode() + b"\n" + blobs
+    data = json.dumps(document, separators=(",", ":")).encode() + b"\n" + blobs
+    if len(data) > MAX_DOCUMENT_BYTES:  # the reader would refuse it: say so before writing
+        raise VideoError(
+            f"the restore data would take {len(data) // 2**20} MiB, over the"
+            f" {MAX_DOCUMENT_BYTES // 2**20} MiB one video may carry (about 4 kB a face-frame"
+            " in H.264); cut the video into parts, or write it --lossless"
+        )
+    return data
 
 
 def read_document(path: Path, container: Any) -> tuple[list[str | None], list[bytes | None]]:

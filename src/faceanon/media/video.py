@@ -257,7 +257,10 @@ def anonymize_video(
             summary.written = False
         elif reversible:
             needed = any(e is not None for e in exact)  # H.264, or grey frames
-            document = make_document(records, exact_data(tmp, exact) if needed else None)
+            try:
+                document = make_document(records, exact_data(tmp, exact) if needed else None)
+            except VideoError as exc:
+                raise VideoError(f"{dst}: {exc}") from None
             final = add_document(tmp, document, dst)
             try:
                 publish(final, dst, overwrite)
