@@ -238,6 +238,11 @@ def test_keyflip_mp4_carries_exact_faces_and_restores_as_ffv1_does(work, monkeyp
     x, z = _frames("clip.mp4")[3], _frames("clip_deanonymized.mp4")[3]
     face = np.abs(x.astype(int) - _frames("clip_anonymized.mp4")[3]).max(axis=-1) > 40
     assert _psnr(z, x, face) > psnr["clip_anonymized.mp4"] - 1
+    assert (
+        main(["deanonymize", "clip_anonymized.mp4", "-k", "my.key", "--crf", "40", "-o", "low.mp4"])
+        == 0
+    )
+    assert Path("low.mp4").stat().st_size < Path("clip_deanonymized.mp4").stat().st_size / 2
     # A damaged box is one line; a copy without it has no metadata (one line too).
     data = Path("clip_anonymized.mp4").read_bytes()
     box = data.rindex(codec.BOX_UUID)

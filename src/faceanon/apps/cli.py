@@ -117,8 +117,8 @@ def _add_common(
         "--crf",
         type=whole_number("an H.264 CRF", 0, 51),
         default=18,
-        help="videos written as H.264 (the default): quality 0-51, lower is better and larger"
-        " (default 18, visually near-lossless)",
+        help="videos written as H.264 (the default; restores into .mp4/.mov/.m4v names): quality"
+        " 0-51, lower is better and larger (default 18, visually near-lossless)",
     )
     p.add_argument("--paper-mode", action="store_true", help="no per-image nonce (insecure)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")

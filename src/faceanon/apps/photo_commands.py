@@ -241,7 +241,14 @@ def cmd_deanonymize(args: argparse.Namespace) -> int:
             return backbone
 
         return lambda src, dst, progress: video.deanonymize_video(
-            src, dst, key, backbone_for, job.finder, progress=progress, **_video_options(args)
+            src,
+            dst,
+            key,
+            backbone_for,
+            job.finder,
+            crf=args.crf,
+            progress=progress,
+            **_video_options(args),
         )
 
     return _photos_and_videos(args, "deanonymized", make_job, video_runner)

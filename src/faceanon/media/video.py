@@ -295,10 +295,11 @@ def deanonymize_video(
     batch_size: int = CHUNK,
     audio: bool = True,
     overwrite: bool = False,
+    crf: int = 18,
     progress: Progress | None = None,
 ) -> Summary:
     """The faces of a video made by :func:`anonymize_video` with keyflip restored by ``key``
-    into ``dst`` (FFV1 in a ``.mkv``, else H.264 CRF 18 in the container the name says).
+    into ``dst`` (FFV1 in a ``.mkv``, else H.264 at ``crf`` in the container the name says).
     ``backbone_for(path, metadata)`` loads the model a frame names."""
     from faceanon.media import photos
 
@@ -314,7 +315,7 @@ def deanonymize_video(
         if dst.suffix.lower() not in output_suffixes():
             raise FaceanonError(f"{dst}: videos are written as {' or '.join(output_suffixes())}")
         lossless = dst.suffix.lower() in MATROSKA_SUFFIXES
-        writer = Writer(tmp, source, lossless=lossless, audio=audio)
+        writer = Writer(tmp, source, lossless=lossless, audio=audio, crf=crf)
         batch: list[tuple[Frame, Any]] = []
 
         def exact_faces(f: Frame, meta: Any, backbone: Backbone) -> Any:
