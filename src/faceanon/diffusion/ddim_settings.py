@@ -40,7 +40,7 @@ def parse_inversion(text: str) -> int:
 
 def network_calls(steps: int, refine: int) -> int:
     """Network calls of one anonymize or deanonymize: the inversion (T for DDIM, T * K + 1 for
-    ``fixed-point:K``), then T sampling steps."""
+    ``fixed-point:K``: at most, keyflip stops converged steps early), then T sampling steps."""
     inversion = steps if refine == 0 else steps * refine + 1
     return inversion + steps
 

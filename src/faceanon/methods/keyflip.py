@@ -83,7 +83,7 @@ def _changed(
     refine: int,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The inversion of z0 (its trajectory) and z_T changed by the key inside the mask."""
-    trajectory = invert(eps, z0, levels, tick, refine)  # eq. 3 (6)
+    trajectory = invert(eps, z0, levels, tick, refine, settle=mask)  # eq. 3 (6)
     if callable(signs):
         changed = signs(trajectory[-1])
     else:
