@@ -64,8 +64,8 @@ def opened(path: Path, key_file: Path) -> tuple[np.ndarray, list[object]]:
         records, _ = read_document(path, container)
     shares, used = [], []
     for image, text in zip(frames(path), records, strict=True):
-        geometry = [] if text is None else Metadata.from_json(text).open(key, 256) or []
         meta = None if text is None else Metadata.from_json(text)
+        geometry = [] if meta is None else meta.open(key, 256) or []
         for face, g in zip(meta.faces if meta else [], geometry, strict=True):
             assert face.box is not None
             shares.append(coverage(g, face.box, image.shape, (64, 64)))

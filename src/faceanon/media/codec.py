@@ -247,10 +247,13 @@ def read_box(path: Path) -> bytes | None:
     return None
 
 
-def make_document(records: list[str | None], exact: list[bytes | None] | None) -> bytes:
+def make_document(
+    records: list[str | None], exact: list[bytes | None] | None, name: object = "video"
+) -> bytes:
     """The metadata document of a keyflip video: one JSON line (version, frame count, per frame
     the photo metadata and the byte length of its faces' exact data, or null), then those
-    data, one after the other (binary: base64 would add a third)."""
+    data, one after the other (binary: base64 would add a third). One line naming ``name``
+    if it is larger than a reader takes."""
     document: dict[str, Any] = {
         "faceanon_video": DOCUMENT_VERSION,
         "frames": len(records),
@@ -263,7 +266,7 @@ def make_document(records: list[str | None], exact: list[bytes | None] | None) -
     data = json.dumps(document, separators=(",", ":")).encode() + b"\n" + blobs
     if len(data) > MAX_DOCUMENT_BYTES:  # the reader would refuse it: say so before writing
         raise VideoError(
-            f"the restore data would take {len(data) // 2**20} MiB, over the"
+            f"{name}: the restore data would take {len(data) // 2**20} MiB, over the"
             f" {MAX_DOCUMENT_BYTES // 2**20} MiB one video may carry (about 4 kB a face-frame"
             " in H.264); cut the video into parts, or write it --lossless"
         )

@@ -257,10 +257,7 @@ def anonymize_video(
             summary.written = False
         elif reversible:
             needed = any(e is not None for e in exact)  # H.264, or grey frames
-            try:
-                document = make_document(records, exact_data(tmp, exact) if needed else None)
-            except VideoError as exc:
-                raise VideoError(f"{dst}: {exc}") from None
+            document = make_document(records, exact_data(tmp, exact) if needed else None, dst)
             final = add_document(tmp, document, dst)
             try:
                 publish(final, dst, overwrite)
