@@ -51,9 +51,9 @@ KEYED = ("keyflip-mix", "keyflip-flip", "keyflip-ellipse", "face-prior", "face-n
 
 
 @contextmanager
-def fixed_randomness() -> Iterator[None]:
+def fixed_randomness(salt: int = 0) -> Iterator[None]:
     """Deterministic ``secrets.token_bytes``, ``secrets.randbits`` and unseeded
-    ``numpy.random.default_rng``."""
+    ``numpy.random.default_rng`` (``salt``: another deterministic sequence)."""
     counter = {"bytes": 0, "rng": 0}
     token_bytes, randbits, default_rng = (
         secrets.token_bytes,
@@ -63,7 +63,7 @@ def fixed_randomness() -> Iterator[None]:
 
     def fixed_bytes(n: int | None = None) -> bytes:
         counter["bytes"] += 1
-        return hashlib.shake_256(b"bytes%d" % counter["bytes"]).digest(n or 32)
+        return hashlib.shake_256(b"bytes%d" % counter["bytes"] + (b"/%d" % salt if salt else b"")).digest(n or 32)
 
     def fixed_bits(k: int) -> int:
         return int.from_bytes(fixed_bytes((k + 7) // 8), "big") >> (-k % 8)
@@ -71,7 +71,7 @@ def fixed_randomness() -> Iterator[None]:
     def fixed_rng(seed=None):  # type: ignore[no-untyped-def]
         if seed is None:
             counter["rng"] += 1
-            seed = 1000 + counter["rng"]
+            seed = 1000 + counter["rng"] + 1_000_000 * salt
         return default_rng(seed)
 
     secrets.token_bytes, secrets.randbits = fixed_bytes, fixed_bits

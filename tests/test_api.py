@@ -184,3 +184,25 @@ def test_anonymize_folder_writes_what_the_command_writes(tmp_path, monkeypatch) 
         faceanon.anonymize_folder("in", "x")
     with pytest.raises(FaceanonError, match="engine must be one of local, ray"):
         faceanon.anonymize_folder("in", "x", key, engine="spark")
+
+
+def test_video_api_writes_h264_at_the_crf_it_is_given(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_clip import make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", 4, (640, 360), audio=False)
+    blur = faceanon.Settings(method="blur", recall="standard")
+    sizes = {}
+    for crf in (10, 40):
+        faceanon.anonymize_video(clip, tmp_path / f"{crf}.mp4", settings=blur, crf=crf)
+        sizes[crf] = (tmp_path / f"{crf}.mp4").stat().st_size
+    assert sizes[40] < sizes[10] / 2
+    for bad in (52, -1, 2.5, True):
+        with pytest.raises(FaceanonError, match="crf must be"):
+            faceanon.anonymize_video(clip, tmp_path / "bad.mp4", settings=blur, crf=bad)
+        with pytest.raises(FaceanonError, match="crf must be"):
+            faceanon.restore_video(tmp_path / "10.mp4", tmp_path / "bad.mp4", faceanon.SecretKey(bytes(16)), crf=bad)
+    assert not (tmp_path / "bad.mp4").exists()

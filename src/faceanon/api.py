@@ -178,16 +178,19 @@ def anonymize_video(
     settings: Settings | None = None,
     overwrite: bool = False,
     lossless: bool = False,
+    crf: int = 18,
 ) -> Summary:
     """Every tracked face of the video ``src`` anonymized into ``dst`` as ``faceanon
-    anonymize`` does: H.264 in ``dst``'s container (.mp4, .mov, .m4v, .mkv), or with
-    ``lossless`` FFV1 in a ``.mkv``; keyflip's carry the metadata and the faces' exact latents.
+    anonymize`` does: H.264 at ``crf`` (0-51, lower is better) in ``dst``'s container (.mp4,
+    .mov, .m4v, .mkv), or with ``lossless`` FFV1 in a ``.mkv``; keyflip's carry the metadata
+    and the faces' exact latents.
     The summary says frames, faces, tracks and warnings."""
     from faceanon.media import video
 
     s = settings or Settings()
     if s.aligned:
         raise FaceanonError("aligned crops are photos, not videos")
+    _check_crf(crf)
     made = loading.tools(s, key)
     key = key if s.keyed else None
     return video.anonymize_video(
@@ -199,7 +202,13 @@ def anonymize_video(
         key=key,
         overwrite=overwrite,
         lossless=lossless,
+        crf=crf,
     )
+
+
+def _check_crf(crf: int) -> None:
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
+        raise FaceanonError(f"crf must be a whole number from 0 to 51, got {crf!r}")
 
 
 def restore_video(
@@ -208,11 +217,14 @@ def restore_video(
     key: SecretKey,
     device: str = "auto",
     overwrite: bool = False,
+    crf: int = 18,
 ) -> Summary:
     """The video ``anonymize_video`` (or the command) made, restored with ``key`` into
-    ``dst`` (a ``.mkv``: lossless FFV1; .mp4, .mov, .m4v: H.264 CRF 18)."""
+    ``dst`` (a ``.mkv``: lossless FFV1; .mp4, .mov, .m4v: H.264 at ``crf``)."""
     from faceanon.backbones.registry import MODELS
     from faceanon.media import photos, video
+
+    _check_crf(crf)
 
     def backbone_for(path: Path, meta: Any) -> Backbone:
         return loading.backbone(photos.check_backbone(path, meta, list(MODELS)), device)
@@ -224,6 +236,7 @@ def restore_video(
         backbone_for,
         lambda size: loading.face_finder(size=size),
         overwrite=overwrite,
+        crf=crf,
     )
 
 
