@@ -48,16 +48,16 @@ def held_out_mse(model: FaceNet, data: np.ndarray, seed: int = 5) -> float:
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[FaceNet, FaceNet, np.ndarray]:
-    """A tiny model trained 800 steps on clustered synthetic latents, the same untrained, and
+    """A tiny model trained 400 steps on clustered synthetic latents, the same untrained, and
     held-out latents of the same kind."""
     # Well-separated clusters and no pixel noise: the posterior is far from any single
     # Gaussian's, and the error is all where the clusters are.
     data = synthetic_latents(400, seed=1, scale=8.0, noise=0.0)
     test = synthetic_latents(200, seed=2, scale=8.0, noise=0.0)
     floor = (1e-5, 1e-5)  # next to no white noise: the error is where the clusters are
-    model, log = train(data, test, TINY, 800, floor, batch=128, lr=3e-3, log_every=400)
+    model, log = train(data, test, TINY, 400, floor, batch=128, lr=6e-3, log_every=200)
     untrained, _ = train(data, test, TINY, 0, floor)
-    assert log.steps == [400, 800] and log.heldout[1] < log.heldout[0]
+    assert log.steps == [200, 400] and log.heldout[1] < log.heldout[0]
     return model, untrained, test
 
 
