@@ -87,9 +87,7 @@ def main() -> None:
                     if crf is None:
                         lossless_psnr = score
                     kb, data = out.stat().st_size / 1024, _data_bytes(out) / 1024
-                    results.setdefault(label, []).append(
-                        (kb, data, score, score - lossless_psnr)
-                    )
+                    results.setdefault(label, []).append((kb, data, score, score - lossless_psnr))
                     print(
                         f"{size[0]}x{size[1]} seed {seed} {label}: {kb:.0f} kB, data"
                         f" {data:.0f} kB, restored {score:.2f} dB",
@@ -109,7 +107,7 @@ def main() -> None:
             "`python benchmarks/video_restore.py --seeds"
             f" {args.seeds} --output docs/benchmarks.md`: the astronaut clip, {args.frames}"
             f" frames, 1 face, face-prior, {args.seeds} sets of nonces; each output of a set"
-            " shows the same new faces. Means over the sets (restore: min-max); \"with /"
+            ' shows the same new faces. Means over the sets (restore: min-max); "with /'
             ' without": the file against itself without the exact face data.',
             "",
             "| clip | output | file | exact face data | with / without | restored face PSNR"

@@ -63,7 +63,8 @@ def fixed_randomness(salt: int = 0) -> Iterator[None]:
 
     def fixed_bytes(n: int | None = None) -> bytes:
         counter["bytes"] += 1
-        return hashlib.shake_256(b"bytes%d" % counter["bytes"] + (b"/%d" % salt if salt else b"")).digest(n or 32)
+        seed = b"bytes%d" % counter["bytes"] + (b"/%d" % salt if salt else b"")
+        return hashlib.shake_256(seed).digest(n or 32)
 
     def fixed_bits(k: int) -> int:
         return int.from_bytes(fixed_bytes((k + 7) // 8), "big") >> (-k % 8)

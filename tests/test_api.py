@@ -200,9 +200,10 @@ def test_video_api_writes_h264_at_the_crf_it_is_given(tmp_path) -> None:
         faceanon.anonymize_video(clip, tmp_path / f"{crf}.mp4", settings=blur, crf=crf)
         sizes[crf] = (tmp_path / f"{crf}.mp4").stat().st_size
     assert sizes[40] < sizes[10] / 2
+    key = faceanon.SecretKey(bytes(16))
     for bad in (52, -1, 2.5, True):
         with pytest.raises(FaceanonError, match="crf must be"):
             faceanon.anonymize_video(clip, tmp_path / "bad.mp4", settings=blur, crf=bad)
         with pytest.raises(FaceanonError, match="crf must be"):
-            faceanon.restore_video(tmp_path / "10.mp4", tmp_path / "bad.mp4", faceanon.SecretKey(bytes(16)), crf=bad)
+            faceanon.restore_video(tmp_path / "10.mp4", tmp_path / "bad.mp4", key, crf=bad)
     assert not (tmp_path / "bad.mp4").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -419,3 +420,39 @@ def test_crf_sets_the_h264_quality(work, capsys):
     with pytest.raises(SystemExit):
         main(["anonymize", "clip.mp4", "--method", "blur", "--crf", "52"])
     assert "not an H.264 CRF from 0 to 51" in capsys.readouterr().err
+
+
+CHROMIUM = os.environ.get("FACEANON_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("FACEANON_REQUIRE_BROWSER"),
+    reason=f"no Chromium at {CHROMIUM} (apt install chromium; .ci/run installs it)",
+)
+def test_a_keyflip_mp4_plays_in_a_real_browser(work):
+    """The box faceanon adds after the movie does not stop a browser: Chromium decodes and
+    plays every frame of a keyflip MP4 to its end."""
+    from playwright.sync_api import sync_playwright
+
+    from faceanon.media import codec
+
+    fast = ["--backbone", "closed-form", "--steps", "4", *FAST]
+    assert main(["anonymize", "clip.mp4", "-k", "my.key", *fast, "-o", "k.mp4"]) == 0
+    assert codec.read_box(Path("k.mp4")) is not None
+    Path("play.html").write_text('<video id="v" muted src="k.mp4"></video>')
+    played = """() => new Promise(done => {
+        const v = document.getElementById('v');
+        v.onerror = () => done({error: v.error ? v.error.code : 'unknown'});
+        v.onended = () => done({frames: v.getVideoPlaybackQuality().totalVideoFrames,
+                                width: v.videoWidth, seconds: v.duration});
+        v.play().catch(e => done({error: String(e)}));
+        setTimeout(() => done({error: 'timeout', ready: v.readyState}), 15000);
+    })"""
+    with sync_playwright() as playwright:
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        page = browser.new_page()
+        page.goto(Path("play.html").resolve().as_uri())
+        result = page.evaluate(played)
+        browser.close()
+    assert result == {"frames": FRAMES, "width": 480, "seconds": pytest.approx(FRAMES / 25)}
