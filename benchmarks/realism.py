@@ -1,0 +1,142 @@
+"""Do the embedded models' new faces look like faces, and like different people (issue 26)?
+
+    python benchmarks/realism.py --cache .cache/aligned_all.npz --faces 300 \
+        --model src/faceanon/data/face_prior.npz --model src/faceanon/data/face_net.safetensors
+
+The crops: held-out aligned faces64 crops as in benchmarks/face_net_quality.py (the 5% that
+`fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces``. Each model anonymizes
+them (keyflip, ellipse mask, one key, one nonce per face, its engine defaults); "real" is the
+same crops' latents decoded by the same model, so both sides go through the same decoder, and
+every image is rounded to 8 bits. Per model, beside the real faces:
+
+- **Fréchet distance** between the recognizers' embeddings (SFace; ArcFace too when the
+  optional extra is installed) of the anonymized and of the real faces, and, for scale,
+  between two halves of the real faces (the distance sampling alone gives at this size);
+- **faces of their own**: the share of pairs of anonymized faces of different crops whose
+  cosine passes the real faces' threshold at 1% false accepts (pairs of different crops; the
+  real faces' own share is 1% by construction; issue 26's target: at most 2%);
+- **YuNet**: the share of faces it finds (score >= 0.75, the crop padded by a quarter of its
+  side with its own edge) and their mean score.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceanon.anonymizer import to_uint8
+from faceanon.backbones.registry import load_backbone
+from faceanon.diffusion.ddim_settings import ddim_defaults, parse_inversion
+from faceanon.errors import ModelUnavailableError
+from faceanon.eval.metrics import threshold_at_far
+from faceanon.faces.masks import EllipseMask
+from faceanon.methods.keyflip import keyflip_latent
+from faceanon.secure.keys import SecretKey, sign_vector
+from faceanon.training.fit_prior import split
+
+FOUND = 0.75
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to the rows of ``a`` and of ``b``."""
+    from scipy.linalg import sqrtm
+
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def embeddings(recognizer: torch.nn.Module, images: list[np.ndarray]) -> np.ndarray:
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    with torch.no_grad():
+        return torch.cat([recognizer(batch[i : i + 32]) for i in range(0, len(batch), 32)]).numpy()
+
+
+def pair_scores(e: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Cosines of every pair of different crops (different names)."""
+    i, j = np.triu_indices(len(e), k=1)
+    keep = names[i] != names[j]
+    return np.einsum("nd,nd->n", e[i[keep]], e[j[keep]])
+
+
+def yunet(images: list[np.ndarray]) -> tuple[float, float]:
+    """Share found and mean best score (0 where none), each crop padded with its edge."""
+    import cv2
+
+    from faceanon.faces.detect import YuNetDetector
+
+    detector = YuNetDetector(threshold=0.3)
+    scores = []
+    for image in images:
+        pad = image.shape[0] // 4
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = detector.detect(padded)
+        scores.append(found[0].score if found else 0.0)
+    s = np.array(scores)
+    return float((s >= FOUND).mean()), float(s.mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--model", type=Path, action="append", required=True)
+    parser.add_argument("--faces", type=int, default=300)
+    parser.add_argument("--max-padding", type=float, default=0.7)
+    args = parser.parse_args()
+    from faceanon.faces.torch_recognizers import crop_recognizer
+
+    with np.load(args.cache) as cache:
+        keep = np.flatnonzero(cache["padding"] <= args.max_padding)
+        _, held = split(len(keep), 0.05, 0)
+        chosen = keep[held[: args.faces]]
+        x = torch.from_numpy(cache["latents"][chosen].astype(np.float64))
+        names = cache["names"][chosen]
+    n = len(x)
+    mask = torch.from_numpy(EllipseMask().grid(64, 64))[None, None].expand(n, 1, 64, 64)
+    key = SecretKey(bytes(range(16)))
+    signs = torch.from_numpy(
+        np.stack([sign_vector(key, (3, 64, 64), i.to_bytes(16, "big")) for i in range(n)])
+    )
+    recognizers = {"SFace": crop_recognizer("sface")}
+    try:
+        recognizers["ArcFace"] = crop_recognizer("arcface")
+        recognizers["ArcFace"].graph  # noqa: B018  (loaded: the extra is installed)
+    except ModelUnavailableError as error:
+        print(f"ArcFace left out: {error}")
+    print(f"{n} held-out crops, {len(set(names))} distinct names")
+    header = "| faces | model |"
+    for r in recognizers:
+        header += f" Fréchet, {r} | impostor pairs over the real 1% threshold, {r} |"
+    header += " YuNet finds | YuNet mean score |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for file in args.model:
+        backbone = load_backbone(model_dir=file)
+        steps, inversion = ddim_defaults(backbone.name)
+        anon = keyflip_latent(backbone, x, signs, mask, steps, refine=parse_inversion(inversion))
+        real: dict[str, np.ndarray] = {}
+        thresholds: dict[str, float] = {}
+        for label, z in (("real", x), ("anonymized", anon)):
+            images = to_uint8(backbone.decode(z.float()))
+            row = f"| {label} | {backbone.name} |"
+            for name, recognizer in recognizers.items():
+                e = embeddings(recognizer, images)
+                if label == "real":
+                    real[name] = e
+                    thresholds[name] = threshold_at_far(pair_scores(e, names), 0.01)
+                    half = n // 2
+                    distance = f"{frechet(e[:half], e[half:]):.3f} (two real halves)"
+                else:
+                    distance = f"{frechet(e, real[name]):.3f}"
+                share = (pair_scores(e, names) >= thresholds[name]).mean()
+                row += f" {distance} | {100 * share:.1f}% |"
+            found, score = yunet(images)
+            print(f"{row} {100 * found:.1f}% | {score:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
