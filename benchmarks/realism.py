@@ -16,7 +16,12 @@ every image is rounded to 8 bits. Per model, beside the real faces:
   cosine passes the real faces' threshold at 1% false accepts (pairs of different crops; the
   real faces' own share is 1% by construction; issue 26's target: at most 2%);
 - **YuNet**: the share of faces it finds (score >= 0.75, the crop padded by a quarter of its
-  side with its own edge) and their mean score.
+  side with its own edge) and their mean score;
+- **colour at the border**: CIELAB ΔE (1976) between the mean colour of a 10-px band inside the
+  mask's lower half (jaw, cheeks) and of the 10-px band outside it (neck, kept as it was), for
+  the darkest and the lightest third of the crops by that outside band's L*. The real faces'
+  own ΔE is the baseline: a fill in one skin tone for everyone shows as a larger ΔE on one
+  side.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from faceanon.secure.keys import SecretKey, sign_vector
 from faceanon.training.fit_prior import split
 
 FOUND = 0.75
+BAND = 10  # px of the 256-px crop
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,6 +86,24 @@ def yunet(images: list[np.ndarray]) -> tuple[float, float]:
     return float((s >= FOUND).mean()), float(s.mean())
 
 
+def border_colours(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the mean CIELAB colour of the band inside the mask's lower half and of the
+    band outside it (see the module)."""
+    import cv2
+
+    side = images[0].shape[0]
+    mask = EllipseMask().grid(side, side).astype(np.uint8)
+    band = np.ones((2 * BAND + 1,) * 2, np.uint8)
+    inside = mask.astype(bool) & ~cv2.erode(mask, band).astype(bool)
+    outside = cv2.dilate(mask, band).astype(bool) & ~mask.astype(bool)
+    lower = np.arange(side)[:, None] >= side // 2
+    inside, outside = inside & lower, outside & lower
+    lab = [cv2.cvtColor(i.astype(np.float32) / 255, cv2.COLOR_RGB2LAB) for i in images]
+    return np.stack([x[inside].mean(axis=0) for x in lab]), np.stack(
+        [x[outside].mean(axis=0) for x in lab]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, required=True)
@@ -111,7 +135,7 @@ def main() -> None:
     header = "| faces | model |"
     for r in recognizers:
         header += f" Fréchet, {r} | impostor pairs over the real 1% threshold, {r} |"
-    header += " YuNet finds | YuNet mean score |"
+    header += " YuNet finds | YuNet mean score | border ΔE, darkest third | lightest third |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for file in args.model:
@@ -135,7 +159,14 @@ def main() -> None:
                 share = (pair_scores(e, names) >= thresholds[name]).mean()
                 row += f" {distance} | {100 * share:.1f}% |"
             found, score = yunet(images)
-            print(f"{row} {100 * found:.1f}% | {score:.3f} |", flush=True)
+            inner, outer = border_colours(images)
+            delta = np.linalg.norm(inner - outer, axis=1)
+            order = np.argsort(outer[:, 0])  # by the kept skin's lightness
+            dark, light = delta[order[: n // 3]].mean(), delta[order[-(n // 3) :]].mean()
+            print(
+                f"{row} {100 * found:.1f}% | {score:.3f} | {dark:.1f} | {light:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
