@@ -1,27 +1,32 @@
 """Do the embedded models' new faces look like faces, and like different people (issue 26)?
 
-    python benchmarks/realism.py --cache .cache/aligned_all.npz --faces 300 \
-        --model src/faceanon/data/face_prior.npz --model src/faceanon/data/face_net.safetensors
+    python benchmarks/realism.py --cache .cache/aligned_all.npz --faces 1000 --colour 0.8 \
+        --model src/faceanon/data/face_prior.npz --model src/faceanon/data/face_net.safetensors \
+        --grid reports/realism-grid.png
 
 The crops: held-out aligned faces64 crops as in benchmarks/face_net_quality.py (the 5% that
-`fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces``. Each model anonymizes
-them (keyflip, ellipse mask, one key, one nonce per face, its engine defaults); "real" is the
-same crops' latents decoded by the same model, so both sides go through the same decoder, and
-every image is rounded to 8 bits. Per model, beside the real faces:
+`fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces``; the cache must hold
+the crops' names (written by `fit-net --aligned-cache` since faceanon 0.2). Each model
+anonymizes them (keyflip, ellipse mask, one key, one nonce per face, its engine defaults,
+without the tone shift); ``--colour A`` adds rows with the tone shift of share A
+(faceanon.methods.colour) applied to the same faces. "real" is the same crops' latents decoded
+by the same model, so both sides go through the same decoder, and every image is rounded to 8
+bits. Per row:
 
 - **Fréchet distance** between the recognizers' embeddings (SFace; ArcFace too when the
-  optional extra is installed) of the anonymized and of the real faces, and, for scale,
-  between two halves of the real faces (the distance sampling alone gives at this size);
-- **faces of their own**: the share of pairs of anonymized faces of different crops whose
-  cosine passes the real faces' threshold at 1% false accepts (pairs of different crops; the
-  real faces' own share is 1% by construction; issue 26's target: at most 2%);
+  optional extra is installed) of the first half's faces and of the second half's real faces:
+  every row compares two sets of the same size and of different people, so the "real" row is
+  the distance that sampling alone gives;
+- **faces of their own**: the share of pairs of the row's faces of different crops whose
+  cosine passes the real faces' threshold at 1% false accepts (the real faces' own share is 1%
+  by construction; issue 26's target: at most 2%);
 - **YuNet**: the share of faces it finds (score >= 0.75, the crop padded by a quarter of its
   side with its own edge) and their mean score;
 - **colour at the border**: CIELAB ΔE (1976) between the mean colour of a 10-px band inside the
-  mask's lower half (jaw, cheeks) and of the 10-px band outside it (neck, kept as it was), for
-  the darkest and the lightest third of the crops by that outside band's L*. The real faces'
-  own ΔE is the baseline: a fill in one skin tone for everyone shows as a larger ΔE on one
-  side.
+  mask's lower half (jaw, cheeks) and (a) of the 10-px band outside it (neck, collar, whatever
+  was kept) or (b) of the same band of the person's own face, for the darkest and the lightest
+  third of the crops by that outside band's L*. The real faces' (a) is the baseline for (a): a
+  fill in one skin tone for everyone shows as a larger ΔE on one side; (b) is 0 for them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from faceanon.diffusion.ddim_settings import ddim_defaults, parse_inversion
 from faceanon.errors import ModelUnavailableError
 from faceanon.eval.metrics import threshold_at_far
 from faceanon.faces.masks import EllipseMask
+from faceanon.methods import colour
 from faceanon.methods.keyflip import keyflip_latent
 from faceanon.secure.keys import SecretKey, sign_vector
 from faceanon.training.fit_prior import split
@@ -110,6 +116,19 @@ def main() -> None:
     parser.add_argument("--model", type=Path, action="append", required=True)
     parser.add_argument("--faces", type=int, default=300)
     parser.add_argument("--max-padding", type=float, default=0.7)
+    parser.add_argument(
+        "--colour",
+        type=float,
+        action="append",
+        default=[],
+        help="also rows with the face shifted toward the kept skin by this share (repeatable)",
+    )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        help="a PNG: 8 faces, real | each row's faces (dataset images: keep it out of the"
+        " repository, e.g. under reports/)",
+    )
     args = parser.parse_args()
     from faceanon.faces.torch_recognizers import crop_recognizer
 
@@ -118,8 +137,13 @@ def main() -> None:
         _, held = split(len(keep), 0.05, 0)
         chosen = keep[held[: args.faces]]
         x = torch.from_numpy(cache["latents"][chosen].astype(np.float64))
+        if "names" not in cache:
+            raise SystemExit(
+                f"{args.cache}: no crop names (written by an older fit-net: rebuild it)"
+            )
         names = cache["names"][chosen]
     n = len(x)
+    half = n // 2
     mask = torch.from_numpy(EllipseMask().grid(64, 64))[None, None].expand(n, 1, 64, 64)
     key = SecretKey(bytes(range(16)))
     signs = torch.from_numpy(
@@ -135,38 +159,52 @@ def main() -> None:
     header = "| faces | model |"
     for r in recognizers:
         header += f" Fréchet, {r} | impostor pairs over the real 1% threshold, {r} |"
-    header += " YuNet finds | YuNet mean score | border ΔE, darkest third | lightest third |"
+    header += " YuNet finds | YuNet mean score | ΔE to the kept band, dark / light third |"
+    header += " ΔE to the own face's band, dark / light third |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
+    columns: list[np.ndarray] = []
+    shown: list[str] = []
     for file in args.model:
         backbone = load_backbone(model_dir=file)
         steps, inversion = ddim_defaults(backbone.name)
         anon = keyflip_latent(backbone, x, signs, mask, steps, refine=parse_inversion(inversion))
         real: dict[str, np.ndarray] = {}
         thresholds: dict[str, float] = {}
-        for label, z in (("real", x), ("anonymized", anon)):
+        rows = [("real", x), ("anonymized", anon)]
+        rows += [(f"anonymized, colour {a}", colour.shift(anon, mask, a)) for a in args.colour]
+        for label, z in rows:
             images = to_uint8(backbone.decode(z.float()))
+            if label != "real" or not columns:
+                columns.append(np.concatenate(images[:8]))
+                shown.append(f"{backbone.name} {label}")
             row = f"| {label} | {backbone.name} |"
             for name, recognizer in recognizers.items():
                 e = embeddings(recognizer, images)
                 if label == "real":
                     real[name] = e
                     thresholds[name] = threshold_at_far(pair_scores(e, names), 0.01)
-                    half = n // 2
-                    distance = f"{frechet(e[:half], e[half:]):.3f} (two real halves)"
-                else:
-                    distance = f"{frechet(e, real[name]):.3f}"
+                # the first half's faces against the second half's real faces: every row
+                # compares two sets of this size and of different people
+                distance = f"{frechet(e[:half], real[name][half:]):.3f}"
                 share = (pair_scores(e, names) >= thresholds[name]).mean()
                 row += f" {distance} | {100 * share:.1f}% |"
             found, score = yunet(images)
             inner, outer = border_colours(images)
-            delta = np.linalg.norm(inner - outer, axis=1)
-            order = np.argsort(outer[:, 0])  # by the kept skin's lightness
-            dark, light = delta[order[: n // 3]].mean(), delta[order[-(n // 3) :]].mean()
-            print(
-                f"{row} {100 * found:.1f}% | {score:.3f} | {dark:.1f} | {light:.1f} |",
-                flush=True,
-            )
+            if label == "real":
+                own = inner
+                order = np.argsort(outer[:, 0])  # by the kept skin's lightness
+                thirds = order[: n // 3], order[-(n // 3) :]
+            row += f" {100 * found:.1f}% | {score:.3f} |"
+            for reference in (outer, own):
+                delta = np.linalg.norm(inner - reference, axis=1)
+                row += " " + " / ".join(f"{delta[t].mean():.1f}" for t in thirds) + " |"
+            print(row, flush=True)
+    if args.grid is not None:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(columns, axis=1)).save(args.grid)
+        print(f"grid written to {args.grid}, columns: " + " | ".join(shown))
 
 
 if __name__ == "__main__":

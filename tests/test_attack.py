@@ -142,13 +142,15 @@ def test_the_identity_loss_attacker_beats_the_untrained_network(face):
 
     l1_before, cos_before = scores(attack.Reconstructor(width=16))
     model, record = attack.train(
-        x, y, steps=10, batch=4, width=16, lr=5e-3, seed=0, identity=sface, identity_weight=1.0
+        x, y, steps=20, batch=4, width=16, lr=3e-3, seed=0, identity=sface, identity_weight=1.0
     )
     l1_after, cos_after = scores(model)
-    assert record.steps == 10
-    scores_seen = (l1_before, l1_after, cos_before, cos_after)  # measured .240 .226 .117 .128
-    assert l1_after < 0.97 * l1_before and cos_after > cos_before, scores_seen
-    plain, _ = attack.train(x, y, steps=10, batch=4, width=16, lr=5e-3, seed=0)  # no identity
+    assert record.steps == 20
+    # Measured (Intel Xeon): L1 .240 -> .220, cosine .117 -> .183; 10 steps at 5e-3 gave
+    # .236 / .149 here and .226 / .128 on an AMD EPYC: too close to the untrained network.
+    scores_seen = (l1_before, l1_after, cos_before, cos_after)
+    assert l1_after < 0.97 * l1_before and cos_after > 1.2 * cos_before, scores_seen
+    plain, _ = attack.train(x, y, steps=20, batch=4, width=16, lr=3e-3, seed=0)  # no identity
     assert any(
         not torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters(), strict=True)
     )

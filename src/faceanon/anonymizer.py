@@ -12,8 +12,8 @@ from faceanon.backbones.base import Backbone
 from faceanon.diffusion.ddim_settings import ddim_defaults, inversion_name, parse_inversion
 from faceanon.errors import ImageError
 from faceanon.faces.masks import EllipseMask, Mask
-from faceanon.limits import MAX_STEPS
-from faceanon.methods.keyflip import Change, Progress, keyflip_images, keyflip_latent
+from faceanon.limits import MAX_COLOUR, MAX_STEPS
+from faceanon.methods.keyflip import Change, Progress, keyflip_latent
 from faceanon.secure.keys import SecretKey, new_nonce, sign_vector
 from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
 
@@ -30,6 +30,7 @@ class AnonymizedFace:
     steps: int
     inversion: str
     transform: str = "flip"
+    colour: float | None = None  # the public tone shift's share (faceanon.methods.colour)
 
 
 def to_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -77,6 +78,10 @@ class Anonymizer:
     ``inversion``: ``ddim`` or ``fixed-point[:K]`` (see :func:`faceanon.diffusion.loops.invert`).
     ``steps`` and ``inversion`` default to the backbone's
     (:func:`faceanon.diffusion.ddim_settings.ddim_defaults`).
+    ``colour``: the share of the public tone shift toward the kept skin
+    (:mod:`faceanon.methods.colour`), None for none; ``"default"``:
+    :data:`~faceanon.methods.colour.DEFAULT_ALPHA` for a backbone whose latent is colour in
+    pixels (the embedded models), none for the others and in paper mode.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class Anonymizer:
         paper_mode: bool = False,
         inversion: str | None = None,
         transform: str = DEFAULT_TRANSFORM,
+        colour: float | str | None = "default",
     ) -> None:
         default_steps, default_inversion = ddim_defaults(backbone.name)
         steps = default_steps if steps is None else steps
@@ -101,6 +107,7 @@ class Anonymizer:
         backbone.schedule.subsequence(steps)  # validates steps against the schedule
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
         self.refine = parse_inversion(inversion)
+        self.colour = _colour(backbone, paper_mode, colour)
 
     @property
     def inversion(self) -> str:
@@ -122,7 +129,7 @@ class Anonymizer:
         exact face data (:mod:`faceanon.media.latents`) for the crops that have it."""
         _check(images, key, masks, nonces)
         change = self.change(key, nonces, masks, undo)
-        return self.with_change(images, change, masks, progress, residuals)
+        return self.with_change(images, change, masks, progress, residuals, undo)
 
     def change(
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
@@ -171,28 +178,53 @@ class Anonymizer:
         masks: Sequence[Mask],
         progress: Progress | None = None,
         residuals: Sequence[np.ndarray | None] | None = None,
+        undo: bool = False,
     ) -> list[np.ndarray]:
         """The map with a given change of z_T inside the mask: sign vectors (``flip``'s, or the
-        evaluation's attack's own) or a callable (``mix``'s). ``residuals``: as :meth:`apply`."""
+        evaluation's attack's own) or a callable (``mix``'s). ``residuals``: as :meth:`apply`.
+        ``undo``: the crops are anonymized ones: their tone shift is undone first, and none is
+        added (an attacker's guess of the key does the same)."""
         if len(images) != len(masks) or (not callable(change) and len(change) != len(images)):
             raise ValueError("images, masks and sign vectors must have the same length")
         x, grids, hint = self._inputs(images, masks)
-        if residuals is None or all(r is None for r in residuals):
-            out = keyflip_images(
-                self.backbone, x, change, grids, self.steps, progress, self.refine, hint
-            )
-            return to_uint8(out)
-        from faceanon.media.latents import restored
+        with torch.no_grad():
+            z0 = self.backbone.encode(x)
+        if residuals is not None and any(r is not None for r in residuals):
+            from faceanon.media.latents import restored
 
-        z0 = self.backbone.encode(x)
-        for i, residual in enumerate(residuals):
-            if residual is not None:
-                exact = restored(z0[i].detach().cpu().numpy(), residual)
-                z0[i] = torch.from_numpy(exact).to(z0)
+            for i, residual in enumerate(residuals):
+                if residual is not None:
+                    exact = restored(z0[i].detach().cpu().numpy(), residual)
+                    z0[i] = torch.from_numpy(exact).to(z0)
+        if undo:
+            z0 = self._unshift(z0, grids)
         z = keyflip_latent(
             self.backbone, z0, change, grids, self.steps, progress, self.refine, hint
         )
-        return to_uint8(self.backbone.decode(z))
+        return to_uint8(self.backbone.decode(z if undo else self._shift(z, grids)))
+
+    def _shift(self, z: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        """The faces in ``z`` moved toward the kept skin (if this anonymizer does it)."""
+        if self.colour is None:
+            return z
+        from faceanon.methods.colour import shift
+
+        return shift(z, grids.to(z.device), self.colour)
+
+    def _unshift(self, z: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        if self.colour is None:
+            return z
+        from faceanon.methods.colour import unshift
+
+        return unshift(z, grids.to(z.device), self.colour)
+
+    def unshifted(self, images: Sequence[np.ndarray], masks: Sequence[Mask]) -> list[np.ndarray]:
+        """Anonymized crops with the public tone shift undone: what anyone can compute, so the
+        evaluation's attackers start from it."""
+        x, grids, _ = self._inputs(images, masks)
+        with torch.no_grad():
+            z = self._unshift(self.backbone.encode(x), grids)
+            return to_uint8(self.backbone.decode(z))
 
     def _inputs(
         self, images: Sequence[np.ndarray], masks: Sequence[Mask]
@@ -235,6 +267,7 @@ class Anonymizer:
         plain, guided = guided_pair(
             self.backbone, z0, change, grids, self.steps, wrap, progress, self.refine, hint
         )
+        plain, guided = self._shift(plain, grids), self._shift(guided, grids)
         return to_uint8(self.backbone.decode(plain)), to_uint8(self.backbone.decode(guided))
 
     def latents(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -274,7 +307,7 @@ class Anonymizer:
         z = keyflip_latent(self.backbone, z, change, grids, self.steps, progress, self.refine, hint)
         for _ in range(repeats):
             z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)
-        return to_uint8(self.backbone.decode(z))
+        return to_uint8(self.backbone.decode(self._shift(z, grids)))
 
     def new_nonces(self, count: int) -> list[bytes | None]:
         """Fresh random nonces, or None each in paper mode."""
@@ -300,6 +333,7 @@ class Anonymizer:
                 self.steps,
                 self.inversion,
                 self.transform,
+                self.colour,
             )
             for image, nonce, mask in zip(images, nonces, masks, strict=True)
         ]
@@ -336,3 +370,21 @@ class Anonymizer:
         A wrong key cannot be detected: it gives another face.
         """
         return self.apply([image], key, [mask], [nonce], progress, undo=True)[0]
+
+
+def _colour(backbone: Backbone, paper_mode: bool, colour: float | str | None) -> float | None:
+    """The tone shift's share (:class:`Anonymizer`'s ``colour``), checked."""
+    pixels = getattr(backbone, "colour_latent", False)
+    if colour == "default":
+        from faceanon.methods.colour import DEFAULT_ALPHA
+
+        return DEFAULT_ALPHA if pixels and not paper_mode else None
+    if colour is None:
+        return None
+    if isinstance(colour, bool) or not isinstance(colour, float | int):
+        raise TypeError(f"colour must be a number, None or 'default', got {colour!r}")
+    if not 0 < colour <= MAX_COLOUR:
+        raise ValueError(f"colour must be in (0, {MAX_COLOUR}], got {colour}")
+    if not pixels:
+        raise ValueError(f"{backbone.name}: its latent is not colour in pixels (no tone shift)")
+    return float(colour)

@@ -384,6 +384,7 @@ class DctLatent:
 
     image_size = GRID * FACTOR
     latent_shape = (3, GRID, GRID)
+    colour_latent = True  # the latent is colour in pixels (faceanon.methods.colour)
     _dct: torch.Tensor
     _colour: torch.Tensor
 

@@ -95,7 +95,8 @@ def linkage_attack(
         )
         if progress:
             progress("anonymized probes", len(anonymized), probes)
-    probe_noise = _noise(anonymizer, anonymized, batch)
+    public = anonymizer.unshifted(anonymized, [f.mask for f in faces[:probes]])  # anyone can
+    probe_noise = _noise(anonymizer, public, batch)
     out: dict[str, dict[str, dict[str, float]]] = {s: {} for s in STATISTICS}
     for n in galleries:
         ranks: dict[str, list[int]] = {s: [] for s in STATISTICS}

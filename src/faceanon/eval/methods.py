@@ -301,9 +301,10 @@ class KeyReuseAttack:
                 photo, faces, method.transform(method.key), nonces, method.grid, sealed=True
             )
             if mode not in self.estimate:  # the known pair: estimate r inside the mask
-                z, z_anon = inverted_noise(
-                    anon, self._crops(photo, faces[:1]) + self._crops(anonymized, faces[:1])
+                public = anon.unshifted(
+                    self._crops(anonymized, faces[:1]), [faces[0].geometry.mask]
                 )
+                z, z_anon = inverted_noise(anon, self._crops(photo, faces[:1]) + public)
                 inside = torch.from_numpy(faces[0].geometry.mask.grid(h, w))
                 self.estimate[mode] = torch.where(inside & (z * z_anon < 0), -1.0, 1.0)[None]
                 self.known = name
@@ -324,7 +325,7 @@ class KeyReuseAttack:
                 anon: Anonymizer = anon,
                 signs: torch.Tensor = signs,
             ) -> list[np.ndarray]:
-                return anon.with_change(crops, signs, masks)
+                return anon.with_change(crops, signs, masks, undo=True)
 
             out[f"attack: {mode}"] = paste(
                 anonymized, faces, attack, nonces, method.grid, sealed=True

@@ -162,6 +162,7 @@ def anonymize(
             inversion=anonymizer.inversion,
             transform=anonymizer.transform,
             cover=None if aligned else "box",  # the seal opens the outline, the box grows it
+            colour=anonymizer.colour if method in REVERSIBLE else None,
         )
         if not aligned and found:
             meta, geometry = meta.seal(key, geometry, fixed_nonce)
@@ -348,21 +349,24 @@ def restore(
     residuals: Sequence[Sequence[np.ndarray | None] | None] | None = None,
 ) -> list[Outcome]:
     """Each (image, metadata, backbone, geometry) restored with ``key``; files may differ in
-    backbone, steps, inversion and transform: one run for each combination. ``residuals``:
-    per item, its exact face data (:func:`faceanon.media.latents.exact_faces`) or None;
-    ignored where the faces were found anew (their count differs)."""
+    backbone, steps, inversion, transform and tone shift: one run for each combination.
+    ``residuals``: per item, its exact face data (:func:`faceanon.media.latents.exact_faces`)
+    or None; ignored where the faces were found anew (their count differs)."""
     from faceanon.anonymizer import Anonymizer
     from faceanon.diffusion.ddim_settings import ddim_defaults
 
     results: list[Outcome | None] = [None] * len(batch)
-    groups: dict[tuple[int, int, str, str], list[int]] = {}
+    groups: dict[tuple[int, int, str, str, float | None], list[int]] = {}
     for i, (_, meta, backbone, _) in enumerate(batch):
         chosen = inversion or meta.inversion or ddim_defaults(backbone.name)[1]
         change = meta.transform or "flip"  # a file without it: faceanon 0.1, the flip
-        groups.setdefault((id(backbone), int(meta.steps or 0), chosen, change), []).append(i)
-    for (_, steps, chosen, change), indices in groups.items():
+        if meta.colour is not None and not getattr(backbone, "colour_latent", False):
+            raise MetadataError(f"a tone shift is recorded, but {backbone.name} has none")
+        group = (id(backbone), int(meta.steps or 0), chosen, change, meta.colour)
+        groups.setdefault(group, []).append(i)
+    for (_, steps, chosen, change, colour), indices in groups.items():
         backbone = batch[indices[0]][2]
-        anonymizer = Anonymizer(backbone, steps, inversion=chosen, transform=change)
+        anonymizer = Anonymizer(backbone, steps, inversion=chosen, transform=change, colour=colour)
         transform = keyflip(anonymizer, key, batch_size, progress, undo=True)
         given = [None if residuals is None else residuals[i] for i in indices]
         images = transform_photos(

@@ -149,19 +149,3 @@ def _eps(backbone: Backbone, mask: torch.Tensor, hint: torch.Tensor | None) -> E
         return backbone.eps(z, t)
 
     return eps
-
-
-def keyflip_images(
-    backbone: Backbone,
-    images: torch.Tensor,
-    signs: torch.Tensor | Change,
-    mask: torch.Tensor,
-    steps: int,
-    progress: Progress | None = None,
-    refine: int = 0,
-    hint: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The method on images (B, 3, S, S) in [-1, 1]: encode, :func:`keyflip_latent`, decode."""
-    z0 = backbone.encode(images)
-    changed = keyflip_latent(backbone, z0, signs, mask, steps, progress, refine, hint)
-    return backbone.decode(changed)

@@ -48,6 +48,7 @@ from faceanon.faces.masks import (
     public_outline,
 )
 from faceanon.limits import (
+    MAX_COLOUR,
     MAX_FACES,
     MAX_JSON_DEPTH,
     MAX_METADATA_CHARS,
@@ -63,9 +64,11 @@ if TYPE_CHECKING:
 # 1: aligned crops only; 2: AEAD-sealed geometry; 3: outlines sealed in an encoding every key
 # opens; 4: a face whose mask is public (the fixed ellipse) or has public parts (kept cells,
 # hint points) has its outline stored or derived from them in the clear and nothing sealed (its
-# sealed numbers are zeros). All are still read.
-FORMAT_VERSION = 4
-READS = (1, 2, 3, FORMAT_VERSION)
+# sealed numbers are zeros); 5: the public tone shift of keyflip and hide faces ("colour",
+# faceanon.methods.colour), which the restore undoes first (a reader of 4 would restore such a
+# file wrongly, so it refuses it). All are still read.
+FORMAT_VERSION = 5
+READS = (1, 2, 3, 4, FORMAT_VERSION)
 METHODS = ("keyflip", "hide", "hydro", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip", "hide")  # hide: keyflip's restore, from the exact face data
 SEAL_NONCE_BYTES = 16
@@ -152,6 +155,9 @@ class Metadata:
     # "box": each opened outline is grown to cover the face's box (public, in the clear), so
     # the sealed outline stays a landmark outline like the prior's draws; absent: 0.2 files.
     cover: str | None = None
+    # keyflip / hide: the share of the public tone shift toward the kept skin
+    # (faceanon.methods.colour) the restore undoes first; absent: none (0.3 files and earlier)
+    colour: float | None = None
     version: int = FORMAT_VERSION
 
     @property
@@ -190,6 +196,8 @@ class Metadata:
             header["transform"] = self.transform
         if self.cover is not None:
             header["cover"] = self.cover
+        if self.colour is not None:
+            header["colour"] = self.colour
         return header
 
     def covered(self, g: Geometry, box: Box | None) -> Geometry:
@@ -361,6 +369,13 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
+def _share(value: Any) -> float:
+    share = _number(value, "colour")
+    if not 0 < share <= MAX_COLOUR:
+        raise ValueError(f"colour must be a share in (0, {MAX_COLOUR}]")
+    return share
+
+
 def _integer(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{what} must be a whole number from {low} to {high}")
@@ -492,6 +507,7 @@ def _parse(data: Any) -> Metadata:
         crop=None if "crop" not in data else _integer(data["crop"], "crop size", 8, 4096),
         transform=None if transform is None else _choice(transform, "transform", TRANSFORMS),
         cover=None if data.get("cover") is None else _choice(data["cover"], "cover", ("box",)),
+        colour=None if data.get("colour") is None else _share(data["colour"]),
         version=version,
     )
     if meta.method in REVERSIBLE:

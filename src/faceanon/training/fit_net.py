@@ -247,7 +247,12 @@ def aligned_latents(
             import io
 
             buffer = io.BytesIO()
-            np.savez(buffer, latents=latents.astype(np.float16), padding=padding)
+            np.savez(
+                buffer,
+                latents=latents.astype(np.float16),
+                padding=padding,
+                names=np.array(aligned.names),
+            )
             write_atomic(cache, buffer.getvalue(), overwrite=True)
     keep = padding <= max_padding
     return latents[keep], padding[keep]
