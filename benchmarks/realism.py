@@ -5,7 +5,8 @@
         --grid reports/realism-grid.png
 
 The crops: held-out aligned faces64 crops as in benchmarks/face_net_quality.py (the 5% that
-`fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces``; the cache must hold
+`fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces`` (``--utkface-race 1``:
+only UTKFace's crops labelled Black, for dark skin); the cache must hold
 the crops' names (written by `fit-net --aligned-cache` since faceanon 0.2). Each model
 anonymizes them (keyflip, ellipse mask, one key, one nonce per face, its engine defaults,
 without the tone shift); ``--colour A`` adds rows with the tone shift of share A
@@ -50,6 +51,14 @@ from faceanon.training.fit_prior import split
 
 FOUND = 0.75
 BAND = 10  # px of the 256-px crop
+
+
+def utkface_race(name: str) -> int | None:
+    """The race label of a UTKFace crop's name (age_gender_race_date...), None for others."""
+    parts = name.rsplit("/", 1)[-1].split("_")
+    if "utkface/" not in name or len(parts) < 4 or not parts[2].isdigit():
+        return None
+    return int(parts[2])
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -117,6 +126,12 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=300)
     parser.add_argument("--max-padding", type=float, default=0.7)
     parser.add_argument(
+        "--utkface-race",
+        type=int,
+        help="only UTKFace crops of this label (its file names: 0 White, 1 Black, 2 Asian,"
+        " 3 Indian, 4 Others), e.g. 1 for dark skin",
+    )
+    parser.add_argument(
         "--colour",
         type=float,
         action="append",
@@ -133,14 +148,18 @@ def main() -> None:
     from faceanon.faces.torch_recognizers import crop_recognizer
 
     with np.load(args.cache) as cache:
-        keep = np.flatnonzero(cache["padding"] <= args.max_padding)
-        _, held = split(len(keep), 0.05, 0)
-        chosen = keep[held[: args.faces]]
-        x = torch.from_numpy(cache["latents"][chosen].astype(np.float64))
         if "names" not in cache:
             raise SystemExit(
                 f"{args.cache}: no crop names (written by an older fit-net: rebuild it)"
             )
+        keep = np.flatnonzero(cache["padding"] <= args.max_padding)
+        _, held = split(len(keep), 0.05, 0)
+        pool = keep[held]
+        if args.utkface_race is not None:
+            labels = [utkface_race(str(cache["names"][i])) for i in pool]
+            pool = pool[[label == args.utkface_race for label in labels]]
+        chosen = pool[: args.faces]
+        x = torch.from_numpy(cache["latents"][chosen].astype(np.float64))
         names = cache["names"][chosen]
     n = len(x)
     half = n // 2

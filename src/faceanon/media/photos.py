@@ -162,7 +162,7 @@ def anonymize(
             inversion=anonymizer.inversion,
             transform=anonymizer.transform,
             cover=None if aligned else "box",  # the seal opens the outline, the box grows it
-            colour=anonymizer.colour if method in REVERSIBLE else None,
+            colour=anonymizer.colour if method == "keyflip" else None,  # hide: none
         )
         if not aligned and found:
             meta, geometry = meta.seal(key, geometry, fixed_nonce)

@@ -1,9 +1,10 @@
 """What travels inside an output image so that ``faceanon deanonymize IMAGE -k KEY`` needs
 nothing else.
 
-In the clear: format version, method, backbone + revision, steps, inversion, the photo's size,
-the crop size, and per face its nonce, detection box and alignment (where the face is and how
-it was cut: the anonymized face keeps the pose, so this is visible in the image anyway). Hidden
+In the clear: format version, method, backbone + revision, steps, inversion, transform, the
+tone shift's share (``colour``, format 5), the photo's size, the crop size, and per face its
+nonce, detection box and alignment (where the face is and how it was cut: the anonymized face
+keeps the pose, so this is visible in the image anyway). Hidden
 under the key (``faceanon.secure.seal``): per face the polygon of the changed region (the face's own
 outline), in an encoding that every key opens into some plausible polygon, so the file cannot
 tell a right key from a wrong one. Where the mask has parts in the clear (a face parser's kept
