@@ -36,7 +36,7 @@ import torch.nn.functional as F
 DEFAULT_ALPHA = 0.8
 AXIS = (0.63, 0.57, 0.53)  # normalised below; in R, G, B
 BAND = 3  # latent cells (12 px of the 256-px crop)
-MIN_CELLS = 8  # fewer (skin) cells in either band: no shift (a mask filling the crop)
+MIN_CELLS = 8  # kept skin below this (cells of weight 1) shrinks the move; no inner band: none
 # Skin-like colours, 8-bit BT.601: the classic chroma box (Chai and Ngan 1999) and a luma floor
 # below dark skin, with soft edges SOFTNESS levels wide.
 CR, CB, LUMA, SOFTNESS = (133.0, 173.0), (77.0, 127.0), 25.0, 4.0
@@ -71,12 +71,12 @@ def skin(z: torch.Tensor) -> torch.Tensor:
 
 
 def _along(z: torch.Tensor, band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per latent the (weighted) mean over ``band`` projected on the axis (B,), and whether
-    the band is big enough (B,)."""
+    """Per latent the (weighted) mean over ``band`` projected on the axis, and the band's
+    weight (its cells' count, or their skin weights' sum): (B,) each."""
     b = band.to(z.dtype)
     cells = b.sum(dim=(1, 2, 3))
     mean = (z * b).sum(dim=(-2, -1)) / cells.clamp(min=1)[:, None]
-    return mean @ _axis(z), cells >= MIN_CELLS
+    return mean @ _axis(z), cells
 
 
 def _axis(z: torch.Tensor) -> torch.Tensor:
@@ -88,20 +88,30 @@ def _moved(z: torch.Tensor, mask: torch.Tensor, offset: torch.Tensor) -> torch.T
     return z + offset[:, None, None, None] * _axis(z)[None, :, None, None] * mask
 
 
+def _share(alpha: float, inner: torch.Tensor, skin_cells: torch.Tensor) -> torch.Tensor:
+    """Each face's share of the move: ``alpha``, scaled down where the kept band has less than
+    ``MIN_CELLS`` of skin (continuously, so that the 8-bit image's rounding of the kept cells
+    cannot switch the move on or off at restore time), none without an inner band."""
+    enough = (skin_cells / MIN_CELLS).clamp(max=1)
+    return alpha * enough * (inner >= MIN_CELLS)
+
+
 def shift(z: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
     """The keyed map's latents ``z`` (B, 3, h, w) with each face moved toward the kept skin
     outside it (see the module); ``mask`` bool (B, 1, h, w)."""
     inner, outer = bands(mask)
-    p_in, ok_in = _along(z, inner)
-    p_out, ok_out = _along(z, outer * skin(z))
-    return _moved(z, mask, alpha * (p_out - p_in) * (ok_in & ok_out))
+    p_in, inner_cells = _along(z, inner)
+    p_out, skin_cells = _along(z, outer * skin(z))
+    share = _share(alpha, inner_cells, skin_cells)
+    return _moved(z, mask, share * (p_out - p_in))
 
 
 def unshift(z: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
     """The inverse of :func:`shift` (exact up to rounding, which it scales by at most
     1 / (1 - alpha) in the face's tone)."""
     inner, outer = bands(mask)
-    shifted, ok_in = _along(z, inner)
-    p_out, ok_out = _along(z, outer * skin(z))
-    p_in = (shifted - alpha * p_out) / (1 - alpha)
-    return _moved(z, mask, -alpha * (p_out - p_in) * (ok_in & ok_out))
+    shifted, inner_cells = _along(z, inner)
+    p_out, skin_cells = _along(z, outer * skin(z))
+    share = _share(alpha, inner_cells, skin_cells)
+    p_in = (shifted - share * p_out) / (1 - share)
+    return _moved(z, mask, -share * (p_out - p_in))
