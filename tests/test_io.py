@@ -131,3 +131,20 @@ def test_write_refuses_existing_and_unknown_formats(tmp_path):
         write_image(tmp_path / "x.gif", image, None, overwrite=False)
     write_image(tmp_path / "keep.png", image, None, overwrite=True)
     assert np.array_equal(read_image(tmp_path / "keep.png").image, image)
+
+
+def test_is_grey_is_the_channel_spread_everywhere_not_only_on_sampled_rows() -> None:
+    from faceanon.media.io import GREY_SPREAD, is_grey
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        base = rng.integers(0, 256, (h, w, 1)).astype(np.int16)
+        tint = rng.integers(-6, 7, (h, w, 3)) * (rng.random((h, w, 3)) < 0.02)
+        image = np.clip(base + tint, 0, 255).astype(np.uint8)
+        spread = image.max(axis=-1).astype(int) - image.min(axis=-1)
+        assert is_grey(image) == bool(spread.max() <= GREY_SPREAD)
+    grey = np.full((64, 64, 3), 120, np.uint8)
+    assert is_grey(grey)
+    grey[33, 40, 2] = 120 + GREY_SPREAD + 1  # one pixel, on a row the quick pass skips
+    assert not is_grey(grey)
