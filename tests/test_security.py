@@ -76,13 +76,15 @@ def test_every_key_opens_into_a_plausible_polygon(face):
     meta = Metadata.from_json(sealed.to_json())
     prior = default_prior()
     whitened = []
-    for bit in range(60):
+    for bit in range(key.bits):
         wrong = meta.open(key.with_bit_flipped(bit), 256)[0]
         whitened.append(prior.whiten(to_params(wrong.mask)))
         cells = wrong.mask.grid(64, 64).sum()
         assert 500 < cells < 2500  # a face-sized region (the right one: ~1200 cells)
     w = np.array(whitened)
-    assert abs(w.mean()) < 0.1 and 0.9 < w.std() < 1.1
+    # 128 keys x 12 radii: the mean's standard error is 0.026, so 0.12 is 4.7 of them (with
+    # 60 keys and 0.1, one random key in a few hundred failed: 0.12 was seen once in CI).
+    assert abs(w.mean()) < 0.12 and 0.9 < w.std() < 1.1, (w.shape, w.mean(), w.std())
     right = prior.whiten(to_params(meta.open(key, 256)[0].mask))
     assert np.abs(right).max() < 6 and not np.allclose(right, w[0])
 
