@@ -309,7 +309,7 @@ class Anonymizer:
         z = keyflip_latent(self.backbone, z, change, grids, self.steps, progress, self.refine, hint)
         for _ in range(repeats):
             z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)
-        return to_uint8(self.backbone.decode(self._shift(z, grids)))
+        return to_uint8(self.backbone.decode(z))  # no tone shift: not measured for hydro
 
     def new_nonces(self, count: int) -> list[bytes | None]:
         """Fresh random nonces, or None each in paper mode."""
