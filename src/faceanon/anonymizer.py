@@ -13,6 +13,7 @@ from faceanon.diffusion.ddim_settings import ddim_defaults, inversion_name, pars
 from faceanon.errors import ImageError
 from faceanon.faces.masks import EllipseMask, Mask
 from faceanon.limits import MAX_COLOUR, MAX_STEPS
+from faceanon.methods.colour import DEFAULT_ALPHA, shift, unshift
 from faceanon.methods.keyflip import Change, Progress, keyflip_latent
 from faceanon.secure.keys import SecretKey, new_nonce, sign_vector
 from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
@@ -197,33 +198,25 @@ class Anonymizer:
                     exact = restored(z0[i].detach().cpu().numpy(), residual)
                     z0[i] = torch.from_numpy(exact).to(z0)
         if undo:
-            z0 = self._unshift(z0, grids)
+            z0 = self._tone(z0, grids, undo=True)
         z = keyflip_latent(
             self.backbone, z0, change, grids, self.steps, progress, self.refine, hint
         )
-        return to_uint8(self.backbone.decode(z if undo else self._shift(z, grids)))
+        return to_uint8(self.backbone.decode(z if undo else self._tone(z, grids)))
 
-    def _shift(self, z: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-        """The faces in ``z`` moved toward the kept skin (if this anonymizer does it)."""
+    def _tone(self, z: torch.Tensor, grids: torch.Tensor, undo: bool = False) -> torch.Tensor:
+        """The faces in ``z`` moved toward the kept skin, or (``undo``) moved back, if this
+        anonymizer does it (:mod:`faceanon.methods.colour`)."""
         if self.colour is None:
             return z
-        from faceanon.methods.colour import shift
-
-        return shift(z, grids.to(z.device), self.colour)
-
-    def _unshift(self, z: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-        if self.colour is None:
-            return z
-        from faceanon.methods.colour import unshift
-
-        return unshift(z, grids.to(z.device), self.colour)
+        return (unshift if undo else shift)(z, grids.to(z.device), self.colour)
 
     def unshifted(self, images: Sequence[np.ndarray], masks: Sequence[Mask]) -> list[np.ndarray]:
         """Anonymized crops with the public tone shift undone: what anyone can compute, so the
         evaluation's attackers start from it."""
         x, grids, _ = self._inputs(images, masks)
         with torch.no_grad():
-            z = self._unshift(self.backbone.encode(x), grids)
+            z = self._tone(self.backbone.encode(x), grids, undo=True)
             return to_uint8(self.backbone.decode(z))
 
     def _inputs(
@@ -378,8 +371,6 @@ def _colour(backbone: Backbone, paper_mode: bool, colour: float | str | None) ->
     """The tone shift's share (:class:`Anonymizer`'s ``colour``), checked."""
     pixels = getattr(backbone, "colour_latent", False)
     if colour == "default":
-        from faceanon.methods.colour import DEFAULT_ALPHA
-
         return DEFAULT_ALPHA if pixels and not paper_mode else None
     if colour is None:
         return None
