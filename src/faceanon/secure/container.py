@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 # 1: aligned crops only; 2: AEAD-sealed geometry; 3: outlines sealed in an encoding every key
 # opens; 4: a face whose mask is public (the fixed ellipse) or has public parts (kept cells,
 # hint points) has its outline stored or derived from them in the clear and nothing sealed (its
-# sealed numbers are zeros); 5: the public tone shift of keyflip and hide faces ("colour",
+# sealed numbers are zeros); 5: the public tone shift of keyflip faces ("colour",
 # faceanon.methods.colour), which the restore undoes first (a reader of 4 would restore such a
 # file wrongly, so it refuses it). All are still read.
 FORMAT_VERSION = 5
@@ -156,8 +156,8 @@ class Metadata:
     # "box": each opened outline is grown to cover the face's box (public, in the clear), so
     # the sealed outline stays a landmark outline like the prior's draws; absent: 0.2 files.
     cover: str | None = None
-    # keyflip / hide: the share of the public tone shift toward the kept skin
-    # (faceanon.methods.colour) the restore undoes first; absent: none (0.3 files and earlier)
+    # keyflip: the share of the public tone shift toward the kept skin
+    # (faceanon.methods.colour) the restore undoes first; absent: none (format 4 and earlier)
     colour: float | None = None
     version: int = FORMAT_VERSION
 
