@@ -243,55 +243,106 @@ class FacePrior:
 
 @dataclass(frozen=True, eq=False)
 class Factored:
-    """What :func:`mixture_posterior` needs that does not depend on X: for one noise level
-    (and one set of coordinates), G = W^T Lambda^-1 W, M_k = a S_k, the LU factors and log
-    determinants of I + G M_k, and G m_k."""
+    """What :func:`mixture_posterior` needs that does not depend on X, for one noise level (and
+    one set of coordinates): with G = W^T Lambda^-1 W and M_k = a S_k, the gains
+    A_k = M_k (I + G M_k)^-1, the log determinants of I + G M_k, and G m_k."""
 
-    gram: torch.Tensor  # (d, d)
-    m: torch.Tensor  # (K, d, d)
-    lu: torch.Tensor  # (K, d, d)
-    pivots: torch.Tensor  # (K, d)
+    gain: torch.Tensor  # (K, d, d)
     logdet: torch.Tensor  # (K,)
     gm: torch.Tensor  # (K, d)
 
     @classmethod
     def of(cls, gram: torch.Tensor, m: torch.Tensor, means: torch.Tensor) -> Factored:
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        big = eye + gram @ m
-        # One matrix at a time: torch 2.13's batched LU on CPU returns garbage (zero pivots,
-        # wrong determinants, no error) once torch.set_num_threads(n > 1) has been called.
-        factors = [torch.linalg.lu_factor(b) for b in big]
-        lu = torch.stack([f[0] for f in factors])
-        pivots = torch.stack([f[1] for f in factors])
-        # det(I + G M_k) > 0 (the eigenvalues of G M_k, like those of M^1/2 G M^1/2, are >= 0):
-        # the log determinant is that of the LU factors' diagonal.
-        logdet = lu.diagonal(dim1=1, dim2=2).abs().log().sum(dim=1)
-        return cls(gram, m, lu, pivots, logdet, means @ gram)
+        # A_k = (I + M_k G)^-1 M_k (push-through). One matrix at a time: torch 2.13's batched
+        # LU on CPU returns garbage (zero pivots, wrong determinants, no error) once
+        # torch.set_num_threads(n > 1) has been called.
+        factors = [torch.linalg.lu_factor(eye + mk @ gram) for mk in m]
+        gain = torch.stack(
+            [torch.linalg.lu_solve(lu, piv, mk) for (lu, piv), mk in zip(factors, m, strict=True)]
+        )
+        # det(I + M_k G) > 0 (the eigenvalues of M_k G, like those of G^1/2 M_k G^1/2, are
+        # >= 0): the log determinant is that of the LU factors' diagonal.
+        logdet = torch.stack([lu.diagonal().abs().log().sum() for lu, _ in factors])
+        return cls(gain, logdet, means @ gram)
+
+    def apply(self, p: torch.Tensor) -> torch.Tensor:
+        """A_k p_k for p (B, K, d)."""
+        return torch.einsum("kij,bkj->bki", self.gain, p)
+
+
+@dataclass(frozen=True, eq=False)
+class Spectral:
+    """:class:`Factored` for G = G0 / lam with lam a scalar (an isotropic residual), from one
+    eigendecomposition per component that serves every noise level: with R = G0^1/2 and
+    R S_k R = U_k D_k U_k^T, I + c G0 S_k (c = a / lam) has log determinant
+    sum log(1 + c D_k), and A_k = a S_k (I + c G0 S_k)^-1
+    = a (S_k - P_k diag(c / (1 + c D_k)) P_k^T), P_k = S_k R U_k (Woodbury). S_k need only
+    be symmetric (face-net's surrogate is indefinite); C_k positive definite keeps 1 + c D_k > 0."""
+
+    s: torch.Tensor  # (K, d, d)
+    p: torch.Tensor  # (K, d, d)
+    d: torch.Tensor  # (K, d)
+    mg0: torch.Tensor  # (K, d): m_k G0
+
+    @classmethod
+    def of(cls, g0: torch.Tensor, s: torch.Tensor, means: torch.Tensor) -> Spectral:
+        values, vectors = torch.linalg.eigh(g0)
+        root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+        # One matrix at a time (see Factored.of).
+        pairs = [torch.linalg.eigh(root @ sk @ root) for sk in s]
+        p = torch.stack([sk @ root @ u for sk, (_, u) in zip(s, pairs, strict=True)])
+        return cls(s, p, torch.stack([d for d, _ in pairs]), means @ g0)
+
+    def level(self, a: float, lam: float) -> _Level:
+        c = a / lam
+        return _Level(
+            self, a, c / (1.0 + c * self.d), torch.log1p(c * self.d).sum(dim=1), self.mg0 / lam
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Level:
+    """A :class:`Spectral` at one noise level: what :func:`mixture_posterior` reads."""
+
+    spectral: Spectral
+    a: float
+    shrink: torch.Tensor  # (K, d): c / (1 + c D_k)
+    logdet: torch.Tensor  # (K,)
+    gm: torch.Tensor  # (K, d)
+
+    def apply(self, p: torch.Tensor) -> torch.Tensor:
+        f = self.spectral
+        back = torch.einsum("kji,bkj->bki", f.p, p) * self.shrink[None]
+        return self.a * (
+            torch.einsum("kij,bkj->bki", f.s, p) - torch.einsum("kij,bkj->bki", f.p, back)
+        )
 
 
 def mixture_posterior(
     x: torch.Tensor,
     lam: torch.Tensor,
     w: torch.Tensor,
-    f: Factored,
+    f: Factored | _Level,
     means: torch.Tensor,
     logpi: torch.Tensor,
     a: float,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """E[n | X], the component weights and log sum_k exp(logw_k) for a batch X (B, n),
     X = sqrt(a) x0 + sqrt(1 - a) n, x0 from the mixture sum_k pi_k N(W m_k, Lambda0 + W S_k W^T)
     (Lambda0 diagonal).
 
     ``lam``: (n,) the diagonal Lambda = a Lambda0 + (1 - a); ``w``: (n, d); ``means``: (K, d)
-    the m_k; ``logpi``: (K,); ``f``: :class:`Factored` for these. Woodbury:
-    C_k^-1 v = Lambda^-1 (v - W M_k q_k), q_k = (I + G M_k)^-1 W^T Lambda^-1 v,
+    the m_k; ``logpi``: (K,); ``f``: :class:`Factored` for these; ``rows``: where W is not
+    zero (then ``w`` holds those rows only). Woodbury:
+    C_k^-1 v = Lambda^-1 (v - W A_k p_k), p_k = W^T Lambda^-1 v, A_k = M_k (I + G M_k)^-1,
     log det C_k = sum log Lambda + log det(I + G M_k). The third value plus
     -(sum log Lambda + n log 2 pi) / 2 is log p(X)."""
     xi = x / lam
-    p0 = xi @ w  # (B, d): W^T Lambda^-1 X
+    p0 = (xi if rows is None else xi[:, rows]) @ w  # (B, d): W^T Lambda^-1 X
     p = p0[:, None, :] - math.sqrt(a) * f.gm[None]  # (B, K, d): W^T Lambda^-1 v_k
-    q = torch.linalg.lu_solve(f.lu, f.pivots, p.permute(1, 2, 0)).permute(2, 0, 1)
-    mq = torch.einsum("kij,bkj->bki", f.m, q)
+    mq = f.apply(p)
     norm = (
         (x * xi).sum(dim=1, keepdim=True)
         - 2 * math.sqrt(a) * (p0 @ means.T)
@@ -300,7 +351,12 @@ def mixture_posterior(
     logw = logpi - 0.5 * (f.logdet[None] + norm - (p * mq).sum(dim=2))
     weights = torch.softmax(logw, dim=1)
     mixed = (weights[..., None] * (math.sqrt(a) * means[None] + mq)).sum(dim=1)  # (B, d)
-    eps = math.sqrt(1.0 - a) * (x - mixed @ w.T) / lam
+    if rows is None:
+        fitted = mixed @ w.T
+    else:
+        fitted = torch.zeros_like(x)
+        fitted[:, rows] = mixed @ w.T
+    eps = math.sqrt(1.0 - a) * (x - fitted) / lam
     return eps, weights, torch.logsumexp(logw, dim=1)
 
 
@@ -327,8 +383,8 @@ class OutsidePredictor:
     """The noise prediction outside a mask from the outside alone (what keyflip needs for an
     exact round trip, METHOD §7): E[n_out | z_t,out] under the marginal, on the outside
     latent cells, of a Gaussian mixture sum_k pi_k N(mu + W m_k, iso I + W S_k W^T) over the
-    latent pixels (W: orthonormal columns). Woodbury in W's dimension, cached per mask and
-    level (fixed-point inversion calls one level several times in a row)."""
+    latent pixels (W: orthonormal columns). Woodbury in W's dimension, from one
+    eigendecomposition per mask (:class:`Spectral`) that serves every noise level."""
 
     def __init__(
         self,
@@ -340,8 +396,7 @@ class OutsidePredictor:
         iso: float,
     ) -> None:
         self.mu, self.w, self.s, self.means, self.logpi, self.iso = mu, w, s, means, logpi, iso
-        self._outside: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._levels: dict[tuple[bytes, int], Factored] = {}
+        self._outside: dict[bytes, tuple[torch.Tensor, Spectral]] = {}
 
     def __call__(
         self, latents: torch.Tensor, mask: torch.Tensor, timestep: int, a: float
@@ -360,18 +415,14 @@ class OutsidePredictor:
         for key, rows in groups.items():
             outside = ~inside[rows[0]].reshape(-1).to(device)
             if key not in self._outside:
-                if len(self._outside) > 16:
+                if len(self._outside) >= 16:
                     self._outside.clear()
                 w_o = self.w[outside]
-                self._outside[key] = (w_o, w_o.T @ w_o)
-            w_o, gram = self._outside[key]
-            if (key, timestep) not in self._levels:
-                if len(self._levels) >= 16:
-                    self._levels.clear()
-                self._levels[key, timestep] = Factored.of(gram / lam_value, a * self.s, self.means)
-            f = self._levels[key, timestep]
+                self._outside[key] = (w_o, Spectral.of(w_o.T @ w_o, self.s, self.means))
+            w_o, spectral = self._outside[key]
             x = flat[rows][:, outside] - math.sqrt(a) * self.mu[outside]
             lam = torch.full_like(x[0], lam_value)
+            f = spectral.level(a, lam_value)
             e = mixture_posterior(x, lam, w_o, f, self.means, self.logpi, a)[0]
             out[torch.tensor(rows, device=device)[:, None], outside.nonzero()[:, 0][None]] = e
         return out.reshape(latents.shape)
@@ -425,7 +476,8 @@ class FacePriorBackbone(DctLatent):
         def put(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.float64)
 
-        self._w = put(prior.loading())  # (D, d)
+        self._rows = torch.from_numpy(LOW).to(self.device)  # where the loading is not zero
+        self._w = put(prior.basis.T)  # (|L|, d): the loading's rows there
         self._s = put(prior.covariances())  # (K, d, d)
         self._lambda0 = put(prior.noise)
         self._mu = put(prior.mean)
@@ -453,10 +505,12 @@ class FacePriorBackbone(DctLatent):
         x = self._dct2(z - math.sqrt(a) * self._mu)
         lam = a * self._lambda0 + (1.0 - a)
         if timestep not in self._factored:
-            gram = self._w.T @ (self._w / lam[:, None])
+            gram = self._w.T @ (self._w / lam[self._rows, None])
             self._factored[timestep] = Factored.of(gram, a * self._s, self._means)
         f = self._factored[timestep]
-        eps, weights, _ = mixture_posterior(x, lam, self._w, f, self._means, self._logpi, a)
+        eps, weights, _ = mixture_posterior(
+            x, lam, self._w, f, self._means, self._logpi, a, self._rows
+        )
         return self._idct2(eps).reshape(latents.shape).to(latents.dtype), weights
 
     def log_density(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
@@ -464,10 +518,10 @@ class FacePriorBackbone(DctLatent):
         a = float(self.schedule.alphas_cumprod[timestep])
         z = latents.reshape(len(latents), -1).to(self.device, torch.float64)
         lam = a * self._lambda0 + (1.0 - a)
-        gram = self._w.T @ (self._w / lam[:, None])
+        gram = self._w.T @ (self._w / lam[self._rows, None])
         f = Factored.of(gram, a * self._s, self._means)
         x = self._dct2(z - math.sqrt(a) * self._mu)
-        log = mixture_posterior(x, lam, self._w, f, self._means, self._logpi, a)[2]
+        log = mixture_posterior(x, lam, self._w, f, self._means, self._logpi, a, self._rows)[2]
         return log - 0.5 * (torch.log(lam).sum() + DIM * math.log(2 * math.pi))
 
     def eps(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
