@@ -72,13 +72,17 @@ def test_ray_cli_reports_bad_files_and_resumes(tmp_path, local_ray, monkeypatch,
     err = capsys.readouterr().err
     assert "error: in/broken.png: not an image, or a format Pillow cannot read" in err
     assert "files 4, written 3, faces 3, skipped (no face) 0, failed 1" in err
+    assert "ray: 4 inputs, 1 workers of 1 CPU" in err
     written = sorted((tmp_path / "out").iterdir())
     assert [p.name for p in written] == [f"p{i}_anonymized.png" for i in range(3)]
     stamps = [p.stat().st_mtime_ns for p in written]
-    # The same command again with --skip-existing: what is done is left, the bad file again.
-    assert main([*command, *FAST, "--skip-existing"]) == 1
+    # The same command again with --skip-existing, the bad file removed: what is done is left
+    # (the done files are set aside before any worker starts, so no Ray job runs at all).
+    (tmp_path / "in" / "broken.png").unlink()
+    assert main([*command, *FAST, "--skip-existing"]) == 0
     err = capsys.readouterr().err
-    assert "written 0, faces 0, skipped (no face) 0, failed 1, already done 3" in err
+    assert "written 0, faces 0, skipped (no face) 0, failed 0, already done 3" in err
+    assert "ray: " not in err
     assert [p.stat().st_mtime_ns for p in written] == stamps
     # Restored on Ray and locally: the same bytes (the outputs carry all the undo needs).
     undo = ["deanonymize", "out", "-k", "my.key"]
