@@ -137,7 +137,7 @@ def test_the_file_records_the_shift_and_refuses_a_bad_one(closed_form) -> None: 
     record = FaceRecord(bytes(16), mask=EllipseMask())
     meta = Metadata("keyflip", (record,), "face-prior", None, 50, colour=0.8)
     text = meta.to_json()
-    assert json.loads(text)["faceanon"] == 5  # a reader of format 4 refuses it
+    assert json.loads(text)["faceanon"] >= 5  # a reader of format 4 refuses it
     assert Metadata.from_json(text).colour == 0.8
     assert Metadata.from_json(replace(meta, colour=None).to_json()).colour is None
     for bad in (0, 1.5, "0.8", True, float("nan"), [0.8]):

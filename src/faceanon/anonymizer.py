@@ -12,8 +12,9 @@ from faceanon.backbones.base import Backbone
 from faceanon.diffusion.ddim_settings import ddim_defaults, inversion_name, parse_inversion
 from faceanon.errors import ImageError
 from faceanon.faces.masks import EllipseMask, Mask
-from faceanon.limits import MAX_COLOUR, MAX_STEPS
-from faceanon.methods.colour import DEFAULT_ALPHA, shift, unshift
+from faceanon.limits import MAX_STEPS
+from faceanon.methods.colour import checked_share, shift, unshift
+from faceanon.methods.display import checked_level, denoised
 from faceanon.methods.keyflip import Change, Progress, keyflip_latent
 from faceanon.secure.keys import SecretKey, new_nonce, sign_vector
 from faceanon.secure.transforms import DEFAULT_TRANSFORM, TRANSFORMS
@@ -83,6 +84,10 @@ class Anonymizer:
     (:mod:`faceanon.methods.colour`), None for none; ``"default"``:
     :data:`~faceanon.methods.colour.DEFAULT_ALPHA` for a backbone whose latent is colour in
     pixels (the embedded models), none for the others and in paper mode.
+    ``display``: the noise level at which photos show the embedded models' faces denoised
+    (:mod:`faceanon.methods.display`; the restore starts from the exact faces), None for the
+    faces as they are; ``"default"``: :data:`~faceanon.methods.display.DEFAULT_LEVEL` where
+    ``colour``'s default is on.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Anonymizer:
         inversion: str | None = None,
         transform: str = DEFAULT_TRANSFORM,
         colour: float | str | None = "default",
+        display: float | str | None = "default",
     ) -> None:
         default_steps, default_inversion = ddim_defaults(backbone.name)
         steps = default_steps if steps is None else steps
@@ -108,7 +114,8 @@ class Anonymizer:
         backbone.schedule.subsequence(steps)  # validates steps against the schedule
         self.backbone, self.steps, self.paper_mode = backbone, steps, paper_mode
         self.refine = parse_inversion(inversion)
-        self.colour = _colour(backbone, paper_mode, colour)
+        self.colour = checked_share(backbone, paper_mode, colour)
+        self.display = checked_level(backbone, paper_mode, display)
 
     @property
     def inversion(self) -> str:
@@ -124,13 +131,16 @@ class Anonymizer:
         progress: Progress | None = None,
         undo: bool = False,
         residuals: Sequence[np.ndarray | None] | None = None,
+        shown: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """The keyed map on a batch of crops; ``undo`` for its inverse (deanonymize). With the
         ``flip`` transform both directions are the same map. ``residuals``: a lossy file's
-        exact face data (:mod:`faceanon.media.latents`) for the crops that have it."""
+        exact face data (:mod:`faceanon.media.latents`) for the crops that have it.
+        ``shown``: where this anonymizer has a ``display``, the crops as a photo shows them are
+        appended to it (:meth:`with_change`)."""
         _check(images, key, masks, nonces)
         change = self.change(key, nonces, masks, undo)
-        return self.with_change(images, change, masks, progress, residuals, undo)
+        return self.with_change(images, change, masks, progress, residuals, undo, shown)
 
     def change(
         self, key: SecretKey, nonces: Sequence[bytes | None], masks: Sequence[Mask], undo: bool
@@ -180,11 +190,14 @@ class Anonymizer:
         progress: Progress | None = None,
         residuals: Sequence[np.ndarray | None] | None = None,
         undo: bool = False,
+        shown: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """The map with a given change of z_T inside the mask: sign vectors (``flip``'s, or the
         evaluation's attack's own) or a callable (``mix``'s). ``residuals``: as :meth:`apply`.
         ``undo``: the crops are anonymized ones: their tone shift is undone first, and none is
-        added (an attacker's guess of the key does the same)."""
+        added (an attacker's guess of the key does the same). Returns the exact crops (what the
+        key undoes); ``shown`` (not with ``undo``), if this anonymizer has a ``display``, gets
+        the same faces denoised, as photos show them (:mod:`faceanon.methods.display`)."""
         if len(images) != len(masks) or (not callable(change) and len(change) != len(images)):
             raise ValueError("images, masks and sign vectors must have the same length")
         x, grids, hint = self._inputs(images, masks)
@@ -202,7 +215,12 @@ class Anonymizer:
         z = keyflip_latent(
             self.backbone, z0, change, grids, self.steps, progress, self.refine, hint
         )
-        return to_uint8(self.backbone.decode(z if undo else self._tone(z, grids)))
+        if undo:
+            return to_uint8(self.backbone.decode(z))
+        if shown is not None and self.display is not None:
+            clean = denoised(self.backbone, z, grids, self.display)
+            shown.extend(to_uint8(self.backbone.decode(self._tone(clean, grids))))
+        return to_uint8(self.backbone.decode(self._tone(z, grids)))
 
     def _tone(self, z: torch.Tensor, grids: torch.Tensor, undo: bool = False) -> torch.Tensor:
         """The faces in ``z`` moved toward the kept skin, or (``undo``) moved back, if this
@@ -365,19 +383,3 @@ class Anonymizer:
         A wrong key cannot be detected: it gives another face.
         """
         return self.apply([image], key, [mask], [nonce], progress, undo=True)[0]
-
-
-def _colour(backbone: Backbone, paper_mode: bool, colour: float | str | None) -> float | None:
-    """The tone shift's share (:class:`Anonymizer`'s ``colour``), checked."""
-    pixels = getattr(backbone, "colour_latent", False)
-    if colour == "default":
-        return DEFAULT_ALPHA if pixels and not paper_mode else None
-    if colour is None:
-        return None
-    if isinstance(colour, bool) or not isinstance(colour, float | int):
-        raise TypeError(f"colour must be a number, None or 'default', got {colour!r}")
-    if not 0 < colour <= MAX_COLOUR:
-        raise ValueError(f"colour must be in (0, {MAX_COLOUR}], got {colour}")
-    if not pixels:
-        raise ValueError(f"{backbone.name}: its latent is not colour in pixels (no tone shift)")
-    return float(colour)

@@ -159,7 +159,7 @@ def restore_photo(
     meta, geometry = photos.restore_geometry(
         label, image, meta, key, size, lambda: loading.face_finder(size=size)
     )
-    need = exact_data_need(meta.method, image)
+    need = exact_data_need(meta.method, image, meta.display)
     residuals, note = latents.exact_faces(
         label, picture.latents, picture.lossy, text, len(meta.faces), model, need
     )

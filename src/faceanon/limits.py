@@ -7,6 +7,7 @@ run take hours or exhaust memory. Each violation is reported as one line naming 
 from __future__ import annotations
 
 MAX_PIXELS = 50_000_000  # images: refused before decoding (a 20000x20000 bomb is 400 MP)
+MIN_DISPLAY = 0.5  # the denoised display's noise level (alpha-bar): below, a guess, not the face
 MAX_COLOUR = 0.95  # the tone shift's share: its undo scales rounding by 1 / (1 - share)
 MAX_STEPS = 1000  # DDIM steps (the schedules have 1000 training levels)
 MAX_FACES = 1000  # faces per photo, whatever its size

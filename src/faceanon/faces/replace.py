@@ -42,12 +42,23 @@ def keyflip(
     batch_size: int,
     progress: Progress | None = None,
     undo: bool = False,
+    plain: list[np.ndarray] | None = None,
 ) -> CropTransform:
     """The reversible method (``undo``: its inverse) as a crop transform, ``batch_size`` crops
-    per network call."""
-    return _in_batches(
-        batch_size, lambda c, m, n, r: anonymizer.apply(c, key, m, n, progress, undo, r)
-    )
+    per network call. ``plain`` given and the anonymizer has a ``display``: the transform gives
+    the faces as photos show them, and appends the exact ones, which the key undoes, to
+    ``plain`` in the same order (as :func:`hide`)."""
+
+    def run(
+        crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None], r: Residuals
+    ) -> list[np.ndarray]:
+        if plain is None or undo or anonymizer.display is None:
+            return anonymizer.apply(crops, key, masks, nonces, progress, undo, r)
+        shown: list[np.ndarray] = []
+        plain.extend(anonymizer.apply(crops, key, masks, nonces, progress, undo, r, shown))
+        return shown
+
+    return _in_batches(batch_size, run)
 
 
 def hide(

@@ -339,7 +339,8 @@ class DeanonymizeJob(Job):
         )
         residuals = None
         if picture.faceanon is not None:
-            text, need = picture.faceanon, exact_data_need(meta.method, picture.image)
+            text = picture.faceanon
+            need = exact_data_need(meta.method, picture.image, meta.display)
             residuals, note = latents.exact_faces(
                 path, picture.latents, picture.lossy, text, len(meta.faces), backbone, need
             )

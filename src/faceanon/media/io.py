@@ -204,17 +204,21 @@ def needs_exact_data(metadata: str, image: np.ndarray) -> bool:
         data = json.loads(metadata)
     except ValueError:
         return False
-    method = data.get("method") if isinstance(data, dict) else None
-    return exact_data_need(method, image) is not None
+    if not isinstance(data, dict):
+        return False
+    return exact_data_need(data.get("method"), image, data.get("display")) is not None
 
 
-def exact_data_need(method: object, image: np.ndarray) -> str | None:
+def exact_data_need(method: object, image: np.ndarray, display: object = None) -> str | None:
     """What makes a file of ``method`` and ``image`` need its exact face data even when
     lossless, in words for the warning when it has none (None: nothing): a ``--method hide``
-    file (its restore starts from other faces than it shows), and a keyflip file of a grey
+    file (its restore starts from other faces than it shows), a keyflip file whose faces are
+    shown denoised (``display``, :mod:`faceanon.methods.display`) and a keyflip file of a grey
     photo (its faces are shown grey, the restore starts from the coloured ones)."""
     if method == "hide":
         return "a --method hide file"
+    if method == "keyflip" and display is not None:
+        return "a keyflip file whose faces are shown denoised"
     if method == "keyflip" and is_grey(image):
         return "a keyflip file of a grey photo"
     return None

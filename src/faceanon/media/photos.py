@@ -113,7 +113,9 @@ def anonymize(
     :meth:`Anonymizer.deidentify`); ``guide`` and ``guide_scale``: ``hide``'s (see
     :meth:`Anonymizer.hide`)."""
     reversible = method in REVERSIBLE
-    plain: list[np.ndarray] = []  # hide: the unguided faces, which the restore starts from
+    # hide's unguided faces, or keyflip's exact ones where it shows them denoised: the faces
+    # the restore starts from
+    plain: list[np.ndarray] = []
     if reversible:
         if anonymizer is None or key is None:
             raise ValueError(f"{method} needs an anonymizer and a key")
@@ -121,7 +123,7 @@ def anonymize(
         if method == "hide":
             transform = hide(anonymizer, key, guide, guide_scale, batch_size, progress, plain)
         else:
-            transform = keyflip(anonymizer, key, batch_size, progress)
+            transform = keyflip(anonymizer, key, batch_size, progress, plain=plain)
         grid: tuple[int, int] = tuple(backbone.latent_shape[1:])  # type: ignore[assignment]
     elif method == "hydro":
         if anonymizer is None:
@@ -163,6 +165,7 @@ def anonymize(
             transform=anonymizer.transform,
             cover=None if aligned else "box",  # the seal opens the outline, the box grows it
             colour=anonymizer.colour if method == "keyflip" else None,  # hide: none
+            display=anonymizer.display if method == "keyflip" else None,
         )
         if not aligned and found:
             meta, geometry = meta.seal(key, geometry, fixed_nonce)
@@ -184,7 +187,7 @@ def anonymize(
     regions = [g for _, g in described]
     out = transform_photos(images, regions, nonces, transform, grid)
     exact_from = out
-    if method == "hide":  # the same photos with the unguided faces pasted the same way
+    if plain:  # the same photos with the faces the restore starts from, pasted the same way
         exact_from = transform_photos(images, regions, nonces, lambda c, *_: plain[: len(c)], grid)
     # A grey photo's faces stay grey, whatever drew them (a restore starts from exact_from).
     out = [

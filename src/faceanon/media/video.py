@@ -320,7 +320,7 @@ def deanonymize_video(
             text, blob = records[f.index], exact[f.index]
             assert text is not None
             name = f"{src} frame {f.index}"
-            need = exact_data_need(meta.method, f.rgb)
+            need = exact_data_need(meta.method, f.rgb, meta.display)
             residuals, note = latents.exact_faces(
                 name, blob, lossy, text, len(meta.faces), backbone, need
             )

@@ -33,6 +33,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from faceanon.backbones.base import Backbone
+from faceanon.limits import MAX_COLOUR
+
 DEFAULT_ALPHA = 0.8
 AXIS = (0.63, 0.57, 0.53)  # normalised below; in R, G, B
 BAND = 3  # latent cells (12 px of the 256-px crop)
@@ -115,3 +118,19 @@ def unshift(z: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULT_ALPHA) -
     share = _share(alpha, inner_cells, skin_cells)
     p_in = (shifted - share * p_out) / (1 - share)
     return _moved(z, mask, -share * (p_out - p_in))
+
+
+def checked_share(backbone: Backbone, paper_mode: bool, colour: float | str | None) -> float | None:
+    """The tone shift's share (:class:`Anonymizer`'s ``colour``), checked."""
+    pixels = getattr(backbone, "colour_latent", False)
+    if colour == "default":
+        return DEFAULT_ALPHA if pixels and not paper_mode else None
+    if colour is None:
+        return None
+    if isinstance(colour, bool) or not isinstance(colour, float | int):
+        raise TypeError(f"colour must be a number, None or 'default', got {colour!r}")
+    if not 0 < colour <= MAX_COLOUR:
+        raise ValueError(f"colour must be in (0, {MAX_COLOUR}], got {colour}")
+    if not pixels:
+        raise ValueError(f"{backbone.name}: its latent is not colour in pixels (no tone shift)")
+    return float(colour)

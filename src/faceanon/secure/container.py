@@ -55,6 +55,7 @@ from faceanon.limits import (
     MAX_METADATA_CHARS,
     MAX_PIXELS,
     MAX_STEPS,
+    MIN_DISPLAY,
     MIN_FACE_AREA,
 )
 from faceanon.secure.transforms import TRANSFORMS
@@ -67,9 +68,10 @@ if TYPE_CHECKING:
 # hint points) has its outline stored or derived from them in the clear and nothing sealed (its
 # sealed numbers are zeros); 5: the public tone shift of keyflip faces ("colour",
 # faceanon.methods.colour), which the restore undoes first (a reader of 4 would restore such a
-# file wrongly, so it refuses it). All are still read.
-FORMAT_VERSION = 5
-READS = (1, 2, 3, 4, FORMAT_VERSION)
+# file wrongly, so it refuses it); 6: keyflip faces shown denoised ("display",
+# faceanon.methods.display: the restore needs the file's exact face data). All are still read.
+FORMAT_VERSION = 6
+READS = (1, 2, 3, 4, 5, FORMAT_VERSION)
 METHODS = ("keyflip", "hide", "hydro", "blur", "pixelate", "solid")
 REVERSIBLE = ("keyflip", "hide")  # hide: keyflip's restore, from the exact face data
 SEAL_NONCE_BYTES = 16
@@ -159,6 +161,9 @@ class Metadata:
     # keyflip: the share of the public tone shift toward the kept skin
     # (faceanon.methods.colour) the restore undoes first; absent: none (format 4 and earlier)
     colour: float | None = None
+    # keyflip: the noise level at which the faces are shown denoised (faceanon.methods.display);
+    # the restore starts from the exact faces the file carries. Absent: shown as they are.
+    display: float | None = None
     version: int = FORMAT_VERSION
 
     @property
@@ -199,6 +204,8 @@ class Metadata:
             header["cover"] = self.cover
         if self.colour is not None:
             header["colour"] = self.colour
+        if self.display is not None:
+            header["display"] = self.display
         return header
 
     def covered(self, g: Geometry, box: Box | None) -> Geometry:
@@ -377,6 +384,13 @@ def _share(value: Any) -> float:
     return share
 
 
+def _level(value: Any) -> float:
+    level = _number(value, "display")
+    if not MIN_DISPLAY <= level < 1:
+        raise ValueError(f"display must be a noise level in [{MIN_DISPLAY}, 1)")
+    return level
+
+
 def _integer(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{what} must be a whole number from {low} to {high}")
@@ -509,6 +523,7 @@ def _parse(data: Any) -> Metadata:
         transform=None if transform is None else _choice(transform, "transform", TRANSFORMS),
         cover=None if data.get("cover") is None else _choice(data["cover"], "cover", ("box",)),
         colour=None if data.get("colour") is None else _share(data["colour"]),
+        display=None if data.get("display") is None else _level(data["display"]),
         version=version,
     )
     if meta.method in REVERSIBLE:
