@@ -153,10 +153,33 @@ class KeyflipMethod:
             return [None] * count
         return image_nonces(self.seed, name, count)
 
-    def transform(self, key: SecretKey, undo: bool = False) -> Any:
+    def transform(
+        self, key: SecretKey, undo: bool = False, plain: list[np.ndarray] | None = None
+    ) -> Any:
         from faceanon.faces.replace import keyflip
 
-        return keyflip(self.anonymizer, key, self.batch_size, undo=undo)
+        return keyflip(self.anonymizer, key, self.batch_size, undo=undo, plain=plain)
+
+    def _shown(
+        self,
+        photos: Sequence[np.ndarray],
+        faces: Sequence[Sequence[Face]],
+        key: SecretKey,
+        nonces: Sequence[Sequence[bytes | None]],
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The photos as published (the faces shown denoised where the anonymizer has a
+        ``display``) and with the exact faces the file carries, which the restore starts from
+        (the data's quantisation to one 8-bit level left out)."""
+        plain: list[np.ndarray] = []
+        shown = paste_many(
+            photos, faces, self.transform(key, plain=plain), nonces, self.grid, sealed=True
+        )
+        if not plain:
+            return shown, shown
+        exact = paste_many(
+            photos, faces, lambda c, *_: plain[: len(c)], nonces, self.grid, sealed=True
+        )
+        return shown, exact
 
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
@@ -168,14 +191,15 @@ class KeyflipMethod:
         rng = np.random.default_rng(seed)
         key = SecretKey(rng.bytes(len(self.key.material)))
         nonces = [[None if self.anonymizer.paper_mode else rng.bytes(16) for _ in f] for f in faces]
-        return paste_many(photos, faces, self.transform(key), nonces, self.grid, sealed=True)
+        return self._shown(photos, faces, key, nonces)[0]
 
     def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
         """With no face found the photo comes back unchanged (as ``--write-faceless`` writes
-        it): the worst case, counted in the report."""
+        it): the worst case, counted in the report. Published: the photo as shown; restored
+        from the exact faces (:meth:`_shown`)."""
         nonces = self.nonces(name, len(faces))
-        anonymized = paste(photo, faces, self.transform(self.key), nonces, self.grid, sealed=True)
-        return self.restores(anonymized, anonymized, faces, nonces)
+        [shown], [exact] = self._shown([photo], [faces], self.key, [nonces])
+        return self.restores(shown, exact, faces, nonces)
 
     def restores(
         self,
