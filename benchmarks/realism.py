@@ -1,8 +1,8 @@
 """Do the embedded models' new faces look like faces, and like different people (issue 26)?
 
     python benchmarks/realism.py --cache .cache/aligned_all.npz --faces 1000 --colour 0.8 \
-        --model src/faceanon/data/face_prior.npz --model src/faceanon/data/face_net.safetensors \
-        --grid reports/realism-grid.png
+        --display 0.965 --model src/faceanon/data/face_prior.npz \
+        --model src/faceanon/data/face_net.safetensors --grid reports/realism-grid.png
 
 The crops: held-out aligned faces64 crops as in benchmarks/face_net_quality.py (the 5% that
 `fit-net` holds out, seed 0, padding at most 0.7), the first ``--faces`` (``--utkface-race 1``:
@@ -10,9 +10,10 @@ only UTKFace's crops labelled Black, for dark skin); the cache must hold
 the crops' names (written by `fit-net --aligned-cache` since faceanon 0.2). Each model
 anonymizes them (keyflip, ellipse mask, one key, one nonce per face, its engine defaults,
 without the tone shift); ``--colour A`` adds rows with the tone shift of share A
-(faceanon.methods.colour) applied to the same faces. "real" is the same crops' latents decoded
-by the same model, so both sides go through the same decoder, and every image is rounded to 8
-bits. Per row:
+(faceanon.methods.colour) applied to the same faces; ``--display L`` rows of the faces as
+photos show them (faceanon.methods.display: denoised at level L, then each tone shift).
+"real" is the same crops' latents decoded by the same model, so both sides go through the
+same decoder, and every image is rounded to 8 bits. Per row:
 
 - **Fréchet distance** between the recognizers' embeddings (SFace; ArcFace too when the
   optional extra is installed) of the first half's faces and of the second half's real faces:
@@ -27,7 +28,12 @@ bits. Per row:
   mask's lower half (jaw, cheeks) and (a) of the 10-px band outside it (neck, collar, whatever
   was kept) or (b) of the same band of the person's own face, for the darkest and the lightest
   third of the crops by that outside band's L*. The real faces' (a) is the baseline for (a): a
-  fill in one skin tone for everyone shows as a larger ΔE on one side; (b) is 0 for them.
+  fill in one skin tone for everyone shows as a larger ΔE on one side; (b) is 0 for them;
+- **speckle and detail** (issue 26's targets): the RMS of the Laplacian of R - G and of the
+  luminance inside the ellipse eroded by 6 px, as ratios to the real faces' (colour <= 1.3x,
+  luminance >= 0.5x);
+- **own person**: the share of faces whose cosine to their own original passes the real
+  faces' 1% threshold (what the recognizer still matches; lower is more private).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from faceanon.errors import ModelUnavailableError
 from faceanon.eval.metrics import threshold_at_far
 from faceanon.faces.masks import EllipseMask
 from faceanon.methods import colour
+from faceanon.methods.display import denoised
 from faceanon.methods.keyflip import keyflip_latent
 from faceanon.secure.keys import SecretKey, sign_vector
 from faceanon.training.fit_prior import split
@@ -139,12 +146,21 @@ def main() -> None:
         help="also rows with the face shifted toward the kept skin by this share (repeatable)",
     )
     parser.add_argument(
+        "--display",
+        type=float,
+        action="append",
+        default=[],
+        help="also rows of the faces as photos show them, denoised at this level (repeatable)",
+    )
+    parser.add_argument(
         "--grid",
         type=Path,
         help="a PNG: 8 faces, real | each row's faces (dataset images: keep it out of the"
         " repository, e.g. under reports/)",
     )
     args = parser.parse_args()
+    from face_net_quality import eroded_region, laplacian_rms
+
     from faceanon.faces.torch_recognizers import crop_recognizer
 
     with np.load(args.cache) as cache:
@@ -178,11 +194,14 @@ def main() -> None:
     header = "| faces | model |"
     for r in recognizers:
         header += f" Fréchet, {r} | impostor pairs over the real 1% threshold, {r} |"
+        header += f" own person, {r} |"
     header += " YuNet finds | YuNet mean score | ΔE to the kept band, dark / light third |"
-    header += " ΔE to the own face's band, dark / light third |"
+    header += " ΔE to the own face's band, dark / light third | colour speckle | luminance detail |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     columns: list[np.ndarray] = []
+    region = eroded_region()
+    base = (1.0, 1.0)
     shown: list[str] = []
     for file in args.model:
         backbone = load_backbone(model_dir=file)
@@ -192,6 +211,13 @@ def main() -> None:
         thresholds: dict[str, float] = {}
         rows = [("real", x), ("anonymized", anon)]
         rows += [(f"anonymized, colour {a}", colour.shift(anon, mask, a)) for a in args.colour]
+        for level in args.display:
+            clean = denoised(backbone, anon, mask, level)
+            rows.append((f"shown, display {level}", clean))
+            rows += [
+                (f"shown, display {level}, colour {a}", colour.shift(clean, mask, a))
+                for a in args.colour
+            ]
         for label, z in rows:
             images = to_uint8(backbone.decode(z.float()))
             if label != "real" or not columns:
@@ -207,17 +233,22 @@ def main() -> None:
                 # compares two sets of this size and of different people
                 distance = f"{frechet(e[:half], real[name][half:]):.3f}"
                 share = (pair_scores(e, names) >= thresholds[name]).mean()
-                row += f" {distance} | {100 * share:.1f}% |"
+                own = (np.einsum("nd,nd->n", e, real[name]) >= thresholds[name]).mean()
+                row += f" {distance} | {100 * share:.1f}% | {100 * own:.1f}% |"
             found, score = yunet(images)
             inner, outer = border_colours(images)
             if label == "real":
-                own = inner
+                own_band = inner
                 order = np.argsort(outer[:, 0])  # by the kept skin's lightness
                 thirds = order[: n // 3], order[-(n // 3) :]
             row += f" {100 * found:.1f}% | {score:.3f} |"
-            for reference in (outer, own):
+            for reference in (outer, own_band):
                 delta = np.linalg.norm(inner - reference, axis=1)
                 row += " " + " / ".join(f"{delta[t].mean():.1f}" for t in thirds) + " |"
+            speckle, detail = laplacian_rms(images, region)
+            if label == "real":
+                base = (speckle, detail)
+            row += f" {speckle / base[0]:.2f}x | {detail / base[1]:.2f}x |"
             print(row, flush=True)
     if args.grid is not None:
         from PIL import Image
