@@ -3,7 +3,7 @@ without its noise (issue 26).
 
 The embedded models' faces carry white noise on every coordinate (the floor that keeps the
 inversion stable, ``face_prior`` and ``face_net``): colour speckle and grain that no face has,
-and that makes YuNet miss one face in nine. What is shown instead is the model's denoised
+and that made YuNet miss one face in nine. What is shown instead is the model's denoised
 estimate of the anonymized latent z': the clean face its noise predictor gives from z' seen as
 a sample at noise level alpha-bar ``level``,
 
@@ -15,9 +15,9 @@ from it but from z' itself, which the file carries (its exact face data,
 face is a function of it), so nothing secret is added. A file stripped of that data restores
 from the shown pixels, worse, and says so in one line.
 
-Level chosen on 300 held-out faces64 crops (docs/benchmarks.md, "What the embedded models
-show"): at 0.965 the colour speckle is 1.27x the original's (raw: 3.75x) and YuNet finds 97%
-of the faces (raw: 89%).
+Level chosen on 300 held-out faces64 crops: the first at which the colour speckle is under
+1.3x the original's. On 1,000 (docs/benchmarks.md, "What the embedded models show"),
+face-prior: speckle 1.26x (as they are: 3.68x), YuNet finds 98.4% of the faces (88.4%).
 """
 
 from __future__ import annotations
