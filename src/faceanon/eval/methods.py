@@ -171,9 +171,19 @@ class KeyflipMethod:
         ``display``) and with the exact faces the file carries, which the restore starts from
         (the data's quantisation to one 8-bit level left out)."""
         plain: list[np.ndarray] = []
-        shown = paste_many(
-            photos, faces, self.transform(key, plain=plain), nonces, self.grid, sealed=True
-        )
+        return self._pasted(photos, faces, self.transform(key, plain=plain), plain, nonces)
+
+    def _pasted(
+        self,
+        photos: Sequence[np.ndarray],
+        faces: Sequence[Sequence[Face]],
+        transform: Any,
+        plain: list[np.ndarray],
+        nonces: Sequence[Sequence[bytes | None]],
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The photos with ``transform``'s faces pasted, and with the faces it appended to
+        ``plain`` pasted the same way (none appended: the same photos)."""
+        shown = paste_many(photos, faces, transform, nonces, self.grid, sealed=True)
         if not plain:
             return shown, shown
         exact = paste_many(
@@ -252,11 +262,7 @@ class HideMethod(KeyflipMethod):
 
         plain: list[np.ndarray] = []
         guide = hide(self.anonymizer, key, self.guide, self.scale, self.batch_size, None, plain)
-        hidden = paste_many(photos, faces, guide, nonces, self.grid, sealed=True)
-        unguided = paste_many(
-            photos, faces, lambda c, *_: plain[: len(c)], nonces, self.grid, sealed=True
-        )
-        return hidden, unguided
+        return self._pasted(photos, faces, guide, plain, nonces)
 
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int

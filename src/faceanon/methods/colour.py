@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from faceanon.backbones.base import Backbone
 from faceanon.limits import MAX_COLOUR
+from faceanon.methods.embedded import embedded_setting
 
 DEFAULT_ALPHA = 0.8
 AXIS = (0.63, 0.57, 0.53)  # normalised below; in R, G, B
@@ -122,15 +123,7 @@ def unshift(z: torch.Tensor, mask: torch.Tensor, alpha: float = DEFAULT_ALPHA) -
 
 def checked_share(backbone: Backbone, paper_mode: bool, colour: float | str | None) -> float | None:
     """The tone shift's share (:class:`Anonymizer`'s ``colour``), checked."""
-    pixels = getattr(backbone, "colour_latent", False)
-    if colour == "default":
-        return DEFAULT_ALPHA if pixels and not paper_mode else None
-    if colour is None:
-        return None
-    if isinstance(colour, bool) or not isinstance(colour, float | int):
-        raise TypeError(f"colour must be a number, None or 'default', got {colour!r}")
-    if not 0 < colour <= MAX_COLOUR:
-        raise ValueError(f"colour must be in (0, {MAX_COLOUR}], got {colour}")
-    if not pixels:
-        raise ValueError(f"{backbone.name}: its latent is not colour in pixels (no tone shift)")
-    return float(colour)
+    refusal = "its latent is not colour in pixels (no tone shift)"
+    return embedded_setting(
+        backbone, paper_mode, colour, "colour", DEFAULT_ALPHA, 0, MAX_COLOUR, refusal
+    )

@@ -27,6 +27,7 @@ import torch
 
 from faceanon.backbones.base import Backbone
 from faceanon.limits import MIN_DISPLAY
+from faceanon.methods.embedded import embedded_setting
 
 DEFAULT_LEVEL = 0.965
 
@@ -55,15 +56,7 @@ def checked_level(
     backbone: Backbone, paper_mode: bool, display: float | str | None
 ) -> float | None:
     """The denoised display's noise level (:class:`Anonymizer`'s ``display``), checked."""
-    pixels = getattr(backbone, "colour_latent", False)
-    if display == "default":
-        return DEFAULT_LEVEL if pixels and not paper_mode else None
-    if display is None:
-        return None
-    if isinstance(display, bool) or not isinstance(display, float | int):
-        raise TypeError(f"display must be a number, None or 'default', got {display!r}")
-    if not MIN_DISPLAY <= display < 1:
-        raise ValueError(f"display must be a noise level in [{MIN_DISPLAY}, 1), got {display}")
-    if not pixels:
-        raise ValueError(f"{backbone.name}: only the embedded models' faces are shown denoised")
-    return float(display)
+    refusal = "only the embedded models' faces are shown denoised"
+    return embedded_setting(
+        backbone, paper_mode, display, "display", DEFAULT_LEVEL, MIN_DISPLAY, 1, refusal, True
+    )
