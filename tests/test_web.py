@@ -307,7 +307,10 @@ def test_whole_job_in_a_real_browser(tmp_path: Path, caplog) -> None:  # type: i
             with page.expect_download() as got_restored:
                 page.click("#restore-results a.download")
             restored = np.asarray(Image.open(got_restored.value.path()).convert("RGB"))
-            assert _psnr(restored, photo, face) > 24  # measured 26.6-26.8 dB (face-prior)
+            # The key and the nonce are random here. face-prior, 72 key and nonce draws
+            # (anonymize_photo then restore_photo on this photo, as the page does): 20.6-27.0 dB,
+            # median 25.8; the same file without its exact face data 16.2-17.6, a wrong key 11-15.
+            assert _psnr(restored, photo, face) > 19.5
             assert np.array_equal(restored[~near], photo[~near])
 
             page.click("#tab-anonymize")
