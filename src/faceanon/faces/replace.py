@@ -19,6 +19,7 @@ from faceanon.faces.masks import Mask, feathered
 
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
+    from faceanon.methods.display import Steady
     from faceanon.methods.keyflip import Progress
     from faceanon.secure.container import Box, Geometry
     from faceanon.secure.keys import SecretKey
@@ -43,11 +44,13 @@ def keyflip(
     progress: Progress | None = None,
     undo: bool = False,
     plain: list[np.ndarray] | None = None,
+    steady: Steady | None = None,
 ) -> CropTransform:
     """The reversible method (``undo``: its inverse) as a crop transform, ``batch_size`` crops
     per network call. ``plain`` given and the anonymizer has a ``display``: the transform gives
     the faces as photos show them, and appends the exact ones, which the key undoes, to
-    ``plain`` in the same order (as :func:`hide`)."""
+    ``plain`` in the same order (as :func:`hide`); ``steady``: a video's, which blends each
+    shown face with its track's last one."""
 
     def run(
         crops: list[np.ndarray], masks: list[Mask], nonces: list[bytes | None], r: Residuals
@@ -56,7 +59,7 @@ def keyflip(
             return anonymizer.apply(crops, key, masks, nonces, progress, undo, r)
         shown: list[np.ndarray] = []
         plain.extend(anonymizer.apply(crops, key, masks, nonces, progress, undo, r, shown))
-        return shown
+        return shown if steady is None else steady(shown, nonces)
 
     return _in_batches(batch_size, run)
 

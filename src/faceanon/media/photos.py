@@ -23,6 +23,7 @@ from faceanon.secure.container import REVERSIBLE, Box, FaceRecord, Geometry, Met
 if TYPE_CHECKING:
     from faceanon.anonymizer import Anonymizer
     from faceanon.backbones.base import Backbone
+    from faceanon.methods.display import Steady
     from faceanon.methods.keyflip import Progress
     from faceanon.secure.keys import SecretKey
 
@@ -103,6 +104,7 @@ def anonymize(
     repeats: int = 1,
     guide: str = "sface",
     guide_scale: float | None = None,
+    steady: Steady | None = None,
 ) -> list[Outcome]:
     """Each photo with its ``faces`` anonymized by ``method`` (keyflip needs ``anonymizer``
     and ``key``), and the metadata that lets the key undo it. ``aligned``: each image is one
@@ -111,7 +113,8 @@ def anonymize(
     fresh random ones). ``nonces``: each face's nonce, given (a video's tracked person keeps
     one); default: fresh ones. ``strength`` and ``repeats``: ``hydro``'s (see
     :meth:`Anonymizer.deidentify`); ``guide`` and ``guide_scale``: ``hide``'s (see
-    :meth:`Anonymizer.hide`)."""
+    :meth:`Anonymizer.hide`); ``steady``: a video's tracks shown steadied (keyflip's, where the
+    faces are shown denoised: :class:`~faceanon.methods.display.Steady`)."""
     reversible = method in REVERSIBLE
     # hide's unguided faces, or keyflip's exact ones where it shows them denoised: the faces
     # the restore starts from
@@ -123,7 +126,7 @@ def anonymize(
         if method == "hide":
             transform = hide(anonymizer, key, guide, guide_scale, batch_size, progress, plain)
         else:
-            transform = keyflip(anonymizer, key, batch_size, progress, plain=plain)
+            transform = keyflip(anonymizer, key, batch_size, progress, plain=plain, steady=steady)
         grid: tuple[int, int] = tuple(backbone.latent_shape[1:])  # type: ignore[assignment]
     elif method == "hydro":
         if anonymizer is None:

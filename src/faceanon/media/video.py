@@ -148,6 +148,7 @@ def anonymize_video(
     ``max_gap`` and ``hold`` 0 and ``recovery`` False: each frame only its own detections
     (benchmarks)."""
     from faceanon.media import photos
+    from faceanon.methods.display import Steady
 
     if method == "hide":
         raise FaceanonError(f"{src}: --method hide is for photos; videos: keyflip")
@@ -166,6 +167,10 @@ def anonymize_video(
     else:
         make_nonce = lambda: None  # noqa: E731
     tracker = Tracker(make_nonce, max_gap, hold)
+    # the embedded models' faces are shown steadied along each track (methods.display)
+    steady = None
+    if reversible and anonymizer is not None and anonymizer.display is not None:
+        steady = Steady()
     pending: deque[Frame] = deque()
     records: list[str | None] = []
     exact: list[ExactFaces | None] = []  # lossy keyflip: per frame
@@ -203,7 +208,10 @@ def anonymize_video(
                 key=key,
                 batch_size=batch_size,
                 nonces=nonces,
+                steady=steady,
             )
+            if steady is not None:
+                steady.keep({n for frame_nonces in nonces for n in frame_nonces})
             for f, outcome, found_faces in zip(chunk, outcomes, faces, strict=True):
                 writer.write(outcome.image, f)
                 records.append(outcome.metadata if found_faces else None)
