@@ -300,7 +300,8 @@ class Anonymizer:
     ) -> list[np.ndarray]:
         """Irreversible anonymization (``--method hydro``, after HYDRO): the keyed map with a
         throw-away random key and nonces, then ``repeats`` times :func:`renoise_latent` at
-        ``strength``. Neither key nor noise is kept: there is nothing to restore with.
+        ``strength``. Neither key nor noise is kept: there is nothing to restore with. With a
+        ``display``, the faces are shown denoised, as keyflip's are.
         ``seed``: only for tests (default: fresh randomness from the operating system)."""
         import secrets
 
@@ -320,6 +321,8 @@ class Anonymizer:
         z = keyflip_latent(self.backbone, z, change, grids, self.steps, progress, self.refine, hint)
         for _ in range(repeats):
             z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)
+        if self.display is not None:  # nothing to restore: only the face as photos show it
+            z = denoised(self.backbone, z, grids, self.display)
         return to_uint8(self.backbone.decode(z))  # no tone shift: not measured for hydro
 
     def new_nonces(self, count: int) -> list[bytes | None]:
