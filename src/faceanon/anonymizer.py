@@ -301,7 +301,8 @@ class Anonymizer:
         """Irreversible anonymization (``--method hydro``, after HYDRO): the keyed map with a
         throw-away random key and nonces, then ``repeats`` times :func:`renoise_latent` at
         ``strength``. Neither key nor noise is kept: there is nothing to restore with. With a
-        ``display``, the faces are shown denoised, as keyflip's are.
+        ``display`` and a tone shift (the embedded models), the faces are shown denoised and
+        moved toward the kept skin, as keyflip's are.
         ``seed``: only for tests (default: fresh randomness from the operating system)."""
         import secrets
 
@@ -323,7 +324,7 @@ class Anonymizer:
             z = renoise_latent(self.backbone, z, grids, self.steps, strength, generator, None, hint)
         if self.display is not None:  # nothing to restore: only the face as photos show it
             z = denoised(self.backbone, z, grids, self.display)
-        return to_uint8(self.backbone.decode(z))  # no tone shift: not measured for hydro
+        return to_uint8(self.backbone.decode(self._tone(z, grids)))
 
     def new_nonces(self, count: int) -> list[bytes | None]:
         """Fresh random nonces, or None each in paper mode."""
