@@ -169,13 +169,12 @@ def test_a_tracks_second_frame_shows_half_of_each_and_restores_as_unsteadied(mon
 
 def test_a_video_shows_its_tracks_steadied(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The video pipeline steadies each track (the test above shows what that does)."""
-    import sys
     from pathlib import Path
 
     import faceanon.methods.display as display
     from faceanon.apps.cli import main
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     from make_clip import make_clip
 
     calls: list[list[bytes | None]] = []
