@@ -160,6 +160,11 @@ class KeyflipMethod:
 
         return keyflip(self.anonymizer, key, self.batch_size, undo=undo, plain=plain)
 
+    def _faces(self, key: SecretKey, plain: list[np.ndarray]) -> Any:
+        """The crop transform that makes the published faces with ``key``, appending the faces
+        the restore starts from to ``plain`` where they differ (the display)."""
+        return self.transform(key, plain=plain)
+
     def _shown(
         self,
         photos: Sequence[np.ndarray],
@@ -167,23 +172,11 @@ class KeyflipMethod:
         key: SecretKey,
         nonces: Sequence[Sequence[bytes | None]],
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The photos as published (the faces shown denoised where the anonymizer has a
-        ``display``) and with the exact faces the file carries, which the restore starts from
-        (the data's quantisation to one 8-bit level left out)."""
+        """The photos as published and with the faces the file carries exactly, which the
+        restore starts from (the data's quantisation to one 8-bit level left out); the same
+        photos twice where they do not differ."""
         plain: list[np.ndarray] = []
-        return self._pasted(photos, faces, self.transform(key, plain=plain), plain, nonces)
-
-    def _pasted(
-        self,
-        photos: Sequence[np.ndarray],
-        faces: Sequence[Sequence[Face]],
-        transform: Any,
-        plain: list[np.ndarray],
-        nonces: Sequence[Sequence[bytes | None]],
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The photos with ``transform``'s faces pasted, and with the faces it appended to
-        ``plain`` pasted the same way (none appended: the same photos)."""
-        shown = paste_many(photos, faces, transform, nonces, self.grid, sealed=True)
+        shown = paste_many(photos, faces, self._faces(key, plain), nonces, self.grid, sealed=True)
         if not plain:
             return shown, shown
         exact = paste_many(
@@ -194,8 +187,9 @@ class KeyflipMethod:
     def publish(
         self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
     ) -> list[np.ndarray]:
-        """The attacker's training inputs: keyflip with keys and nonces of their own (one
-        random key per call, a random nonce per face), never the evaluation's key."""
+        """The attacker's training inputs: the method's published photos with keys and nonces
+        of their own (one random key per call, a random nonce per face), never the
+        evaluation's key."""
         from faceanon.secure.keys import SecretKey
 
         rng = np.random.default_rng(seed)
@@ -250,35 +244,11 @@ class HideMethod(KeyflipMethod):
         self.label = "hide" if scale is None else f"hide {scale:g}"
         self.published = f"{self.label}: anonymized"
 
-    def _hidden(
-        self,
-        photos: Sequence[np.ndarray],
-        faces: Sequence[Sequence[Face]],
-        key: SecretKey,
-        nonces: Sequence[Sequence[bytes | None]],
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The protected photos and the same photos with the unguided faces."""
+    def _faces(self, key: SecretKey, plain: list[np.ndarray]) -> Any:
+        """The protected faces; the unguided ones appended to ``plain``."""
         from faceanon.faces.replace import hide
 
-        plain: list[np.ndarray] = []
-        guide = hide(self.anonymizer, key, self.guide, self.scale, self.batch_size, None, plain)
-        return self._pasted(photos, faces, guide, plain, nonces)
-
-    def publish(
-        self, photos: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], seed: int
-    ) -> list[np.ndarray]:
-        """The attacker's training inputs: protected photos with keys and nonces of their own."""
-        from faceanon.secure.keys import SecretKey
-
-        rng = np.random.default_rng(seed)
-        key = SecretKey(rng.bytes(len(self.key.material)))
-        nonces = [[None if self.anonymizer.paper_mode else rng.bytes(16) for _ in f] for f in faces]
-        return self._hidden(photos, faces, key, nonces)[0]
-
-    def run(self, photo: np.ndarray, faces: list[Face], name: str) -> dict[str, np.ndarray]:
-        nonces = self.nonces(name, len(faces))
-        [hidden], [unguided] = self._hidden([photo], [faces], self.key, [nonces])
-        return self.restores(hidden, unguided, faces, nonces)
+        return hide(self.anonymizer, key, self.guide, self.scale, self.batch_size, None, plain)
 
 
 def inverted_noise(anonymizer: Anonymizer, crops: Sequence[np.ndarray]) -> torch.Tensor:
